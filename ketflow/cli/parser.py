@@ -1,0 +1,156 @@
+"""The BIDS-App command line (fMRIPrep / XCP-D conventions).
+
+``ketflow bids_dir output_dir {participant,group} [options]``.  Argument errors exit with
+status 2 (argparse's convention, as fMRIPrep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from .. import __version__
+
+NIPYPE_PLUGINS = ("Linear", "MultiProc", "LegacyMultiProc", "SLURM", "SLURMGraph", "SGE", "SGEGraph",
+                  "PBS", "PBSGraph", "LSF", "Condor", "CondorDAGMan", "OAR")
+
+
+def _existing_dir(value: str) -> Path:
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: no such directory")
+    return path
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file")
+    return path
+
+
+def _derivative(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    if not sep:  # a bare path: its folder name is its name (as fMRIPrep's --derivatives)
+        name, path = Path(value).name, value
+    return name, _existing_dir(path)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return number
+
+
+def load_structured_file(path: Path, what: str) -> dict:
+    """Read a JSON or YAML mapping; ``ValueError`` names the file when it is malformed."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the {what} ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the {what} must be a JSON/YAML mapping")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ketflow",
+        description=(
+            "ketflow: fear/emotion-regulation circuit measures after fMRIPrep (ROI signals, task GLM, "
+            "gPPI, resting connectivity, DCM) and group-level prediction of clinical change."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=_existing_dir, help="the raw BIDS dataset")
+    parser.add_argument("output_dir", type=Path, help="where the BIDS-Derivatives outputs go")
+    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
+    parser.add_argument("--version", action="version", version=f"ketflow {__version__}")
+
+    sel = parser.add_argument_group("Selecting data")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                     help="subjects to process (with or without 'sub-'); default: all")
+    sel.add_argument("--session-label", nargs="+", metavar="LABEL",
+                     help="sessions to process (with or without 'ses-'); default: all")
+    sel.add_argument("-t", "--task", "--task-id", dest="task", nargs="+", metavar="TASK",
+                     help="only these configured tasks; default: every task of the configuration")
+    sel.add_argument("-d", "--derivatives", nargs="+", type=_derivative, metavar="NAME=PATH",
+                     help="derivative datasets; 'fmriprep=PATH' names fMRIPrep's "
+                          "(default: BIDS_DIR/derivatives/fmriprep)")
+    sel.add_argument("--space", default="MNI152NLin2009cAsym",
+                     help="output space of the fMRIPrep BOLD to use")
+    sel.add_argument("--bids-filter-file", type=_existing_file, metavar="FILE",
+                     help="JSON/YAML file of pybids filters, e.g. {\"bold\": {\"res\": \"2\"}}")
+    sel.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                     help="do not run the BIDS validator on the input dataset")
+
+    cfg = parser.add_argument_group("Analysis")
+    cfg.add_argument("--config", type=_existing_file, metavar="FILE",
+                     help="analysis configuration (YAML/JSON); default: the packaged reference-study config")
+
+    perf = parser.add_argument_group("Performance and execution")
+    perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
+                      help="Nipype working directory; reruns resume from it")
+    perf.add_argument("--nprocs", "--n-cpus", "--nthreads", dest="nprocs", type=_positive_int,
+                      default=os.cpu_count() or 1, help="maximum number of processes")
+    perf.add_argument("--omp-nthreads", type=_positive_int, default=1,
+                      help="maximum threads per process")
+    perf.add_argument("--mem-gb", "--mem", dest="mem_gb", type=_positive_float,
+                      help="memory limit in GB for the MultiProc scheduler")
+    perf.add_argument("--plugin", choices=NIPYPE_PLUGINS, default="MultiProc",
+                      help="Nipype execution plugin")
+    perf.add_argument("--plugin-args", type=_existing_file, metavar="FILE",
+                      help="JSON/YAML file of Nipype plugin arguments (e.g. sbatch_args)")
+    perf.add_argument("--stop-on-first-crash", action="store_true",
+                      help="stop at the first failing node instead of running what remains")
+
+    other = parser.add_argument_group("Other")
+    other.add_argument("--reports-only", action="store_true",
+                       help="only rebuild the HTML reports from existing outputs")
+    other.add_argument("--boilerplate-only", "--boilerplate_only", action="store_true",
+                       help="only write the methods boilerplate (logs/CITATION.md)")
+    other.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more log output (-v, -vv)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and cross-check arguments; argument errors exit with status 2."""
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    opts.output_dir = opts.output_dir.expanduser().resolve()
+    opts.work_dir = opts.work_dir.expanduser().resolve()
+    if opts.output_dir == opts.bids_dir or opts.bids_dir in opts.output_dir.parents:
+        parser.error(
+            f"output_dir {opts.output_dir} is the input dataset or inside it; choose a folder outside {opts.bids_dir}"
+        )
+    derivatives = dict(opts.derivatives or [])
+    if "fmriprep" not in derivatives:
+        derivatives["fmriprep"] = (opts.bids_dir / "derivatives" / "fmriprep").resolve()
+    opts.derivatives = derivatives
+    for what, attr in (("plugin arguments", "plugin_args"), ("BIDS filter file", "bids_filter_file")):
+        path = getattr(opts, attr)
+        if path is not None:
+            try:
+                setattr(opts, f"{attr}_dict", load_structured_file(path, what))
+            except ValueError as err:
+                parser.error(str(err))
+        else:
+            setattr(opts, f"{attr}_dict", {})
+    try:
+        json.dumps(opts.plugin_args_dict)
+    except TypeError:
+        parser.error(f"{opts.plugin_args}: plugin arguments must be plain JSON values")
+    return opts

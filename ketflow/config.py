@@ -1,0 +1,416 @@
+"""Analysis configuration: loading, validation and the packaged default.
+
+The analysis configuration is a YAML or JSON file (the packaged default is
+``ketflow/data/default_config.yml``) that names the circuit ROIs, the tasks with their
+conditions and contrasts, the denoising strategy, the measures to compute and the group
+models.  It is validated once, on load, with pydantic; every error message names the file
+and the offending key.
+
+Cross-references are checked too: PPI seeds, connectivity seeds and DCM regions must be
+circuit ROIs; contrasts and DCM inputs must name conditions of their task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = "default_config.yml"
+DEFAULT_SPHERES = "rois/circuit_spheres.tsv"
+
+
+class ConfigError(ValueError):
+    """The analysis configuration is unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sessions(_Strict):
+    baseline: str = "pre"
+    followup: str = "post"
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.baseline == self.followup:
+            raise ValueError("sessions.baseline and sessions.followup must differ")
+        return self
+
+
+class Clinical(_Strict):
+    arm_column: str = "group"
+    arms: list[str] = Field(default_factory=lambda: ["ketamine", "midazolam"], min_length=1)
+    scores: list[str] = Field(default_factory=lambda: ["caps5_total", "madrs_total"], min_length=1)
+    outcome: str = "caps5_total"
+    covariates: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _outcome_is_a_score(self):
+        if self.outcome not in self.scores:
+            raise ValueError(f"clinical.outcome {self.outcome!r} is not one of clinical.scores {self.scores}")
+        return self
+
+
+class Sphere(_Strict):
+    """A spherical ROI in MNI152NLin2009cAsym world coordinates (mm)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    x: float
+    y: float
+    z: float
+    radius_mm: float = Field(gt=0)
+    hemisphere: str | None = None
+    description: str | None = None
+    source: str | None = None
+
+
+class Atlas(_Strict):
+    """A user atlas: an integer label image and a TSV with ``index`` and ``name`` columns."""
+
+    dseg: Path
+    labels: Path
+
+
+class Circuit(_Strict):
+    name: str = Field(default="circuit", pattern=r"^[A-Za-z0-9]+$")
+    spheres_file: Path | None = None
+    spheres: list[Sphere] = Field(default_factory=list)
+    atlas: Atlas | None = None
+    min_voxels: int = Field(default=5, ge=1)
+    signal: Literal["mean", "eigenvariate"] = "mean"
+
+
+class Denoising(_Strict):
+    strategy: Literal["24P", "36P", "aCompCor"] = "36P"
+    fd_threshold: float | None = Field(default=0.5, gt=0)
+    min_contiguous: int = Field(default=5, ge=1)
+    high_pass_s: float | None = Field(default=128, gt=0)
+    band_pass_rest: tuple[float, float] | None = (0.01, 0.1)
+    min_volumes: int = Field(default=40, ge=2)
+
+    @field_validator("band_pass_rest")
+    @classmethod
+    def _ordered_band(cls, band):
+        if band is not None and not 0 <= band[0] < band[1]:
+            raise ValueError(f"band_pass_rest must be [low, high] with 0 <= low < high, got {list(band)}")
+        return band
+
+
+class DerivedCondition(_Strict):
+    """A condition defined by trial history, e.g. incongruent after incongruent (Etkin 2006)."""
+
+    name: str
+    trial_type: str | list[str]
+    previous: str | list[str] | None = None
+
+    def trial_types(self) -> list[str]:
+        return _as_list(self.trial_type) + _as_list(self.previous)
+
+
+class Task(_Strict):
+    type: Literal["task", "rest"] = "task"
+    conditions: list[str] = Field(default_factory=list)
+    derived_conditions: list[DerivedCondition] = Field(default_factory=list)
+    contrasts: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.type == "task" and not self.conditions:
+            raise ValueError("a task needs at least one condition")
+        if self.type == "rest" and (self.conditions or self.contrasts):
+            raise ValueError("a rest task has no conditions or contrasts")
+        for derived in self.derived_conditions:
+            unknown = sorted(set(derived.trial_types()) - set(self.conditions))
+            if unknown:
+                raise ValueError(f"derived condition {derived.name!r} uses unknown trial types {unknown}")
+        known = self.all_conditions()
+        for contrast, weights in self.contrasts.items():
+            unknown = sorted(set(weights) - set(known))
+            if unknown:
+                raise ValueError(f"contrast {contrast!r} names unknown conditions {unknown}; known: {known}")
+        return self
+
+    def all_conditions(self) -> list[str]:
+        """Conditions from trial types followed by derived conditions."""
+        return list(self.conditions) + [d.name for d in self.derived_conditions]
+
+
+class GLM(_Strict):
+    hrf: Literal["spm", "spm+derivative"] = "spm"
+    noise_model: Literal["ar1", "ols"] = "ar1"
+    high_pass_s: float = Field(default=128, gt=0)
+
+
+class PPI(_Strict):
+    tasks: list[str] = Field(default_factory=list)
+    seeds: list[str] = Field(default_factory=list)
+    deconvolve: bool = True
+    symmetrize: bool = False
+
+
+class Connectivity(_Strict):
+    tasks: list[str] = Field(default_factory=lambda: ["rest"])
+    measures: list[Literal["pearson", "fisher_z", "partial", "ledoit_wolf"]] = Field(
+        default_factory=lambda: ["pearson", "fisher_z", "partial", "ledoit_wolf"]
+    )
+    seed_to_voxel: bool = True
+    seeds: list[str] = Field(default_factory=list)
+
+
+class DCMModel(_Strict):
+    name: str
+    a: list[list[int]] | None = None
+    b: dict[str, list[list[int]]] | None = None
+    c: dict[str, list[int]] | None = None
+
+
+class DCM(_Strict):
+    task: str = "faces"
+    regions: list[str] = Field(default_factory=lambda: ["vmPFC", "amygdala_L"], min_length=1)
+    inputs: dict[str, list[str]] = Field(default_factory=dict)
+    a: list[list[int]] | None = None
+    b: dict[str, list[list[int]]] = Field(default_factory=dict)
+    c: dict[str, list[int]] = Field(default_factory=dict)
+    model_space: list[DCMModel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        n = len(self.regions)
+        for label, matrix in [("a", self.a), *[(f"b.{k}", v) for k, v in self.b.items()]]:
+            if matrix is not None and (len(matrix) != n or any(len(row) != n for row in matrix)):
+                raise ValueError(f"dcm.{label} must be {n}x{n} (regions {self.regions})")
+        for key, row in self.c.items():
+            if len(row) != n:
+                raise ValueError(f"dcm.c.{key} must have {n} entries (regions {self.regions})")
+        unknown = sorted((set(self.b) | set(self.c)) - set(self.inputs))
+        if unknown:
+            raise ValueError(f"dcm.b/dcm.c name inputs {unknown} that are not in dcm.inputs {sorted(self.inputs)}")
+        return self
+
+
+class Measures(_Strict):
+    timeseries: bool = True
+    activation: bool = True
+    ppi: bool = True
+    connectivity: bool = True
+    dcm: bool = True
+
+
+class GroupModel(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9-]+$")
+    predictors: Literal["change", "baseline"] = "change"
+    interaction: bool = False
+    covariates: list[str] = Field(default_factory=list)
+    per_arm: bool = False
+
+
+class Group(_Strict):
+    models: list[GroupModel] = Field(default_factory=lambda: [GroupModel(name="change")])
+    l1_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9, 1.0], min_length=1)
+    n_permutations: int = Field(default=1000, ge=0)
+    n_bootstrap: int = Field(default=500, ge=0)
+    seed: int = 0
+
+    @field_validator("l1_ratios")
+    @classmethod
+    def _ratios_in_range(cls, ratios):
+        bad = [r for r in ratios if not 0 < r <= 1]
+        if bad:
+            raise ValueError(f"l1_ratios must lie in (0, 1], got {bad}")
+        return ratios
+
+
+class AnalysisConfig(_Strict):
+    """The whole analysis configuration (see ``ketflow/data/default_config.yml``)."""
+
+    name: str = "analysis"
+    sessions: Sessions = Field(default_factory=Sessions)
+    clinical: Clinical = Field(default_factory=Clinical)
+    circuit: Circuit = Field(default_factory=Circuit)
+    denoising: Denoising = Field(default_factory=Denoising)
+    tasks: dict[str, Task] = Field(min_length=1)
+    glm: GLM = Field(default_factory=GLM)
+    ppi: PPI = Field(default_factory=PPI)
+    connectivity: Connectivity = Field(default_factory=Connectivity)
+    dcm: DCM = Field(default_factory=DCM)
+    measures: Measures = Field(default_factory=Measures)
+    group: Group = Field(default_factory=Group)
+
+    @field_validator("tasks")
+    @classmethod
+    def _bids_task_labels(cls, tasks):
+        bad = [label for label in tasks if not label.isalnum()]
+        if bad:
+            raise ValueError(f"task labels must be alphanumeric BIDS labels, got {bad}")
+        return tasks
+
+    @model_validator(mode="after")
+    def _cross_references(self):
+        rois = set(roi_names(self))
+        for section, names in [
+            ("ppi.seeds", self.ppi.seeds),
+            ("connectivity.seeds", self.connectivity.seeds),
+            ("dcm.regions", self.dcm.regions if self.measures.dcm else []),
+        ]:
+            unknown = [n for n in names if n not in rois]
+            if unknown:
+                raise ValueError(f"{section} names unknown ROIs {unknown}; circuit ROIs: {sorted(rois)}")
+        for section, tasks in [("ppi.tasks", self.ppi.tasks), ("connectivity.tasks", self.connectivity.tasks)]:
+            unknown = [t for t in tasks if t not in self.tasks]
+            if unknown:
+                raise ValueError(f"{section} names unknown tasks {unknown}; configured tasks: {sorted(self.tasks)}")
+        for task in self.ppi.tasks:
+            if self.tasks[task].type != "task":
+                raise ValueError(f"ppi.tasks: {task!r} is a rest task; PPI needs conditions")
+        if self.measures.dcm:
+            if self.dcm.task not in self.tasks or self.tasks[self.dcm.task].type != "task":
+                raise ValueError(f"dcm.task {self.dcm.task!r} is not a configured task with conditions")
+            conditions = set(self.tasks[self.dcm.task].all_conditions())
+            for name, trial_types in self.dcm.inputs.items():
+                unknown = sorted(set(trial_types) - conditions)
+                if unknown:
+                    raise ValueError(f"dcm.inputs.{name} names unknown conditions {unknown} of task {self.dcm.task!r}")
+        return self
+
+    def task_labels(self, kind: str | None = None) -> list[str]:
+        """Configured task labels, optionally only those of ``kind`` ('task' or 'rest')."""
+        return [label for label, task in self.tasks.items() if kind is None or task.type == kind]
+
+    def digest(self) -> str:
+        """A stable SHA-256 of the resolved configuration (recorded in every sidecar)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def to_json(self) -> str:
+        """The resolved configuration as canonical JSON (sorted keys)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2)
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def packaged_file(relative: str) -> Path:
+    """Path of a file shipped in ``ketflow/data``."""
+    return Path(str(resources.files("ketflow") / "data" / relative))
+
+
+def load_spheres(circuit: Circuit) -> list[Sphere]:
+    """The circuit's spheres: the table file (packaged default unless given) then overrides.
+
+    A sphere in ``circuit.spheres`` replaces a table row of the same name, or is appended.
+    With an atlas and no explicit spheres file, only ``circuit.spheres`` are used.
+    """
+    if circuit.atlas is not None and circuit.spheres_file is None:
+        table = []
+    else:
+        path = circuit.spheres_file or packaged_file(DEFAULT_SPHERES)
+        table = read_sphere_table(path)
+    by_name = {s.name: s for s in table}
+    for sphere in circuit.spheres:
+        by_name[sphere.name] = sphere
+    return list(by_name.values())
+
+
+def read_sphere_table(path: Path) -> list[Sphere]:
+    """Read a TSV of spheres (columns name, x, y, z, radius_mm [, hemisphere, description, source])."""
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype={"name": str})
+    except (OSError, pd.errors.ParserError) as err:
+        raise ConfigError(f"{path}: cannot read the ROI sphere table ({err})") from err
+    missing = sorted({"name", "x", "y", "z", "radius_mm"} - set(frame.columns))
+    if missing:
+        raise ConfigError(f"{path}: ROI sphere table lacks columns {missing}")
+    spheres = []
+    for row in frame.to_dict("records"):
+        clean = {k: v for k, v in row.items() if k in Sphere.model_fields and not pd.isna(v)}
+        try:
+            spheres.append(Sphere(**clean))
+        except ValidationError as err:
+            raise ConfigError(f"{path}: bad ROI row {row.get('name')!r}: {_first_error(err)}") from err
+    return spheres
+
+
+def read_atlas_labels(atlas: Atlas) -> list[str]:
+    """ROI names of a user atlas, from its labels TSV (columns ``index``, ``name``)."""
+    try:
+        frame = pd.read_csv(atlas.labels, sep="\t")
+    except (OSError, pd.errors.ParserError) as err:
+        raise ConfigError(f"{atlas.labels}: cannot read the atlas labels ({err})") from err
+    if not {"index", "name"} <= set(frame.columns):
+        raise ConfigError(f"{atlas.labels}: atlas labels TSV needs columns 'index' and 'name'")
+    return [str(n) for n in frame["name"]]
+
+
+def roi_names(config: AnalysisConfig) -> list[str]:
+    """Names of every circuit ROI, in the order they are extracted."""
+    names = [s.name for s in load_spheres(config.circuit)]
+    if config.circuit.atlas is not None:
+        names += [n for n in read_atlas_labels(config.circuit.atlas) if n not in names]
+    return names
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  - {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str | None = None) -> AnalysisConfig:
+    """Load and validate an analysis configuration (YAML or JSON); ``None`` loads the default.
+
+    Relative paths inside the file (sphere table, atlas) are resolved against the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        With the file name and every problem found.
+    """
+    path = Path(path) if path is not None else packaged_file(DEFAULT_CONFIG)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the configuration file ({err.strerror})") from err
+    try:
+        raw = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of sections, got {type(raw).__name__}")
+    _resolve_relative_paths(raw, path.parent)
+    try:
+        return AnalysisConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: invalid analysis configuration:\n{_format_errors(err)}") from err
+    except ConfigError as err:  # raised while cross-checking ROI tables
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def _resolve_relative_paths(raw: dict, base: Path) -> None:
+    circuit = raw.get("circuit")
+    if not isinstance(circuit, dict):
+        return
+    if circuit.get("spheres_file"):
+        circuit["spheres_file"] = str(base / circuit["spheres_file"])
+    atlas = circuit.get("atlas")
+    if isinstance(atlas, dict):
+        for key in ("dseg", "labels"):
+            if atlas.get(key):
+                atlas[key] = str(base / atlas[key])
