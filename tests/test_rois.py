@@ -1,0 +1,115 @@
+"""Tests for ketflow.signal.rois: sphere/atlas label images on a BOLD grid."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ketflow.signal import rois
+
+CIRCUIT = [
+    "dACC", "rACC", "vmPFC", "antHippocampus_L", "antHippocampus_R",
+    "antInsula_L", "antInsula_R", "amygdala_L", "amygdala_R",
+]
+
+
+def _grid(shape=(20, 22, 18), voxel=2.0, origin=(-20.0, -22.0, -18.0)):
+    affine = np.diag([voxel, voxel, voxel, 1.0])
+    affine[:3, 3] = origin
+    return shape, affine
+
+
+def test_sphere_contains_voxel_centres_within_radius():
+    shape, affine = _grid()
+    # centre on a voxel centre: (10, 11, 9) -> world (0, 0, 0)
+    labels = rois.sphere_labels([rois.Sphere("a", (0.0, 0.0, 0.0), 4.0)], shape, affine)
+    offsets = np.array([(i, j, k) for i in range(-3, 4) for j in range(-3, 4) for k in range(-3, 4)])
+    expected = int((2.0 * np.linalg.norm(offsets, axis=1) <= 4.0).sum())
+    assert expected == 33
+    assert (labels == 1).sum() == expected
+    assert labels[10, 11, 9] == 1 and labels[10 + 3, 11, 9] == 0
+
+
+def test_overlapping_spheres_go_to_nearest_centre_regardless_of_order():
+    shape, affine = _grid()
+    a = rois.Sphere("a", (-3.0, 0.0, 0.0), 8.0)
+    b = rois.Sphere("b", (5.0, 0.0, 0.0), 8.0)
+    lab_ab = rois.sphere_labels([a, b], shape, affine)
+    lab_ba = rois.sphere_labels([b, a], shape, affine)
+    xyz = rois.voxel_centres_mm(shape, affine)
+    da = np.linalg.norm(xyz - a.center, axis=-1)
+    db = np.linalg.norm(xyz - b.center, axis=-1)
+    overlap = (da <= 8) & (db <= 8)
+    assert overlap.sum() > 0
+    assert np.all(lab_ab[overlap & (da < db)] == 1)
+    assert np.all(lab_ab[overlap & (db < da)] == 2)
+    # same voxel sets per ROI name whatever the listing order (no exact ties on this grid)
+    assert np.array_equal(lab_ab == 1, lab_ba == 2)
+    assert np.array_equal(lab_ab == 2, lab_ba == 1)
+
+
+def test_mask_intersection_counts_and_error_names_roi():
+    shape, affine = _grid()
+    mask = np.zeros(shape, bool)
+    mask[:, :, :9] = True  # z < 0 only
+    spheres = [rois.Sphere("low", (0.0, 0.0, -8.0), 4.0), rois.Sphere("high", (0.0, 0.0, 10.0), 4.0)]
+    with pytest.raises(ValueError, match="high"):
+        rois.spheres_roiset(spheres, shape, affine, mask, min_voxels=5)
+    roiset = rois.spheres_roiset(spheres[:1], shape, affine, mask, min_voxels=5)
+    assert roiset.n_voxels.tolist() == [33]
+    assert roiset.coverage.tolist() == [1.0]
+    half = rois.spheres_roiset([rois.Sphere("edge", (0.0, 0.0, 0.0), 4.0)], shape, affine, mask, 1)
+    # centre plane z=0 is voxel 9, outside the mask: 33 voxels -> those with k<9 only
+    assert half.n_voxels_unmasked.tolist() == [33] and 0 < half.n_voxels[0] < 33
+    table = half.table()
+    assert list(table.columns) == ["index", "name", "n_voxels", "n_voxels_unmasked", "coverage"]
+
+
+def test_circuit_table_names_and_sources():
+    table = pd.read_csv(rois.CIRCUIT_SPHERES_TSV, sep="\t")
+    assert list(table.columns) == ["name", "x", "y", "z", "radius_mm", "hemisphere", "description", "source"]
+    assert table["name"].tolist() == CIRCUIT
+    assert not table["source"].str.contains("PROVISIONAL").any()
+    assert table["source"].str.len().min() > 80
+    left = table[table.hemisphere == "left"]
+    assert (left.x < 0).all() and (table[table.hemisphere == "right"].x > 0).all()
+
+
+def test_circuit_spheres_lie_in_mni152nlin2009casym_brain(tmp_path, monkeypatch):
+    from ketflow import templates
+
+    monkeypatch.setenv("KETFLOW_TEMPLATEFLOW_HOME", str(tmp_path / "tf"))
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
+    home = templates.populate_home(tmp_path / "tf")
+    mask_img = nib.load(home / "tpl-MNI152NLin2009cAsym" / "tpl-MNI152NLin2009cAsym_res-02_desc-brain_mask.nii.gz")
+    spheres = rois.read_sphere_table()
+    roiset = rois.spheres_roiset(spheres, mask_img.shape, mask_img.affine, mask_img.get_fdata() > 0, min_voxels=10)
+    assert roiset.names == tuple(CIRCUIT)
+    assert np.all(roiset.coverage > 0.9)
+
+
+def test_atlas_resampled_nearest_onto_bold_grid():
+    # 1 mm atlas with two boxes; BOLD grid 2 mm with the same field of view
+    atlas = np.zeros((40, 40, 40), np.int16)
+    atlas[4:16, 4:16, 4:16] = 7
+    atlas[24:36, 24:36, 24:36] = 3
+    atlas[20, 20, 20] = 9  # not in the labels table -> dropped
+    aff1 = np.eye(4)
+    aff1[:3, 3] = -20
+    atlas_img = nib.Nifti1Image(atlas, aff1)
+    aff2 = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff2[:3, 3] = -19.5  # voxel centres of the 2 mm grid fall between 1 mm centres
+    ref = nib.Nifti1Image(np.zeros((20, 20, 20, 3), np.float32), aff2)
+    labels_tsv = pd.DataFrame({"index": [3, 7], "name": ["B", "A"]})
+    roiset = rois.atlas_roiset(atlas_img, labels_tsv, ref, np.ones((20, 20, 20), bool))
+    assert roiset.names == ("B", "A")
+    assert roiset.n_voxels.tolist() == [216, 216]  # 12 mm boxes -> 6^3 voxels of 2 mm
+    assert set(np.unique(roiset.labels)) == {0, 1, 2}
+    assert roiset.labels[5, 5, 5] == 2 and roiset.labels[15, 15, 15] == 1
+
+
+def test_sphere_table_validation(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("name\tx\ty\tz\nA\t0\t0\t0\n")
+    with pytest.raises(ValueError, match="radius_mm"):
+        rois.read_sphere_table(bad)
