@@ -1,0 +1,132 @@
+"""The participant level: validate and discover inputs, build and run the workflow, summarise.
+
+Nothing is written to the output directory until every input has been checked, so a bad
+invocation leaves no half-written outputs behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import AnalysisConfig
+from ..io.bids import Discovery, InputError, discover
+from ..io.derivatives import BIDSIGNORE, dataset_description
+from ..io.write import write_json, write_text, write_tsv
+from ..reports.boilerplate import methods_text
+from .base import init_ketflow_wf, screen_runs
+from .execution import run_workflow
+
+LOGGER = logging.getLogger("ketflow")
+
+
+def selected_tasks(opts, config: AnalysisConfig) -> dict[str, str]:
+    """Task label -> kind ('task'/'rest') of the configured tasks, filtered by ``--task``."""
+    labels = opts.task or list(config.tasks)
+    return {label: config.tasks[label].type for label in labels}
+
+
+def source_links(opts) -> dict[str, Path]:
+    """Dataset names used in BIDS URIs: ``raw`` and each derivatives dataset."""
+    return {"raw": opts.bids_dir, **{name: Path(path) for name, path in opts.derivatives.items()}}
+
+
+def validate_bids(bids_dir: Path) -> None:
+    """Run the BIDS validator on the raw dataset (errors only), as fMRIPrep does."""
+    validator = shutil.which("bids-validator-deno")
+    if validator is None:
+        LOGGER.warning("bids-validator-deno is not installed: skipping BIDS validation "
+                       "(pip install bids-validator-deno, or pass --skip-bids-validation)")
+        return
+    LOGGER.info("validating %s with the BIDS validator", bids_dir)
+    try:
+        result = subprocess.run([validator, "--ignoreWarnings", "--datasetTypes", "raw", str(bids_dir)],
+                                capture_output=True, text=True, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        LOGGER.warning("the BIDS validator did not finish within 10 minutes: skipping validation")
+        return
+    if result.returncode != 0:
+        raise InputError([f"{bids_dir}: the BIDS validator reports errors (use --skip-bids-validation to "
+                          f"proceed anyway):\n{result.stdout.strip()[-4000:]}"])
+
+
+def discover_inputs(opts, config: AnalysisConfig) -> Discovery:
+    """Validate (unless skipped) and discover every run to process; raises InputError."""
+    if not opts.skip_bids_validation:
+        validate_bids(opts.bids_dir)
+    return discover(
+        opts.bids_dir,
+        opts.derivatives["fmriprep"],
+        tasks=selected_tasks(opts, config),
+        space=opts.space,
+        participant_labels=opts.participant_label,
+        session_labels=opts.session_label,
+        bids_filters=opts.bids_filter_file_dict,
+    )
+
+
+def init_output_dataset(out_dir: Path, opts, config: AnalysisConfig, tasks: list[str]) -> None:
+    """``dataset_description.json``, ``.bidsignore``, resolved config and methods boilerplate."""
+    write_json(out_dir / "dataset_description.json", dataset_description(source_links(opts)))
+    write_text(out_dir / ".bidsignore", BIDSIGNORE)
+    write_text(out_dir / "logs" / "config.json", config.to_json() + "\n")
+    write_text(out_dir / "logs" / "CITATION.md", methods_text(config, tasks))
+
+
+def run_participant_level(opts, config: AnalysisConfig) -> int:
+    """Run the participant level; returns the exit status (0 success, 1 any failure)."""
+    discovery = discover_inputs(opts, config)
+    tasks = list(selected_tasks(opts, config))
+    runs, exclusions = screen_runs(discovery.runs, config)
+    LOGGER.info("found %d run(s) of %d subject(s); %d excluded before processing",
+                len(discovery.runs), len(discovery.subjects), len(exclusions))
+    out_dir = opts.output_dir
+    if opts.boilerplate_only:
+        write_text(out_dir / "logs" / "CITATION.md", methods_text(config, tasks))
+        print(f"Methods boilerplate written to {out_dir / 'logs' / 'CITATION.md'}")
+        return 0
+    if opts.reports_only:
+        from ..reports.participant import build_reports
+
+        return build_reports(out_dir, discovery.subjects, config)
+
+    init_output_dataset(out_dir, opts, config, tasks)
+    _write_exclusions(out_dir, discovery, exclusions)
+    crash_files: list[Path] = []
+    if runs:
+        workflow = init_ketflow_wf(runs, config, opts, source_links(opts))
+        crash_files = run_workflow(workflow, opts, out_dir / "logs" / "crash")
+    else:
+        LOGGER.warning("no run left to process after exclusions")
+
+    from ..reports.participant import build_reports
+
+    report_status = build_reports(out_dir, discovery.subjects, config)
+    _print_summary(out_dir, runs, exclusions, crash_files)
+    return 1 if crash_files or report_status else 0
+
+
+def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict]) -> None:
+    """Per-subject ``sub-X_exclusions.tsv`` (always written, possibly empty) listing skipped inputs."""
+    records = exclusions + discovery.skipped
+    columns = ["subject", "session", "task", "run", "reason"]
+    table = pd.DataFrame.from_records(records, columns=columns)
+    for subject in discovery.subjects:
+        rows = table[table["subject"] == subject].drop(columns="subject")
+        write_tsv(out_dir / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv", rows)
+    for record in records:
+        LOGGER.warning("excluded sub-%s ses-%s task-%s: %s", record["subject"], record.get("session"),
+                       record.get("task"), record["reason"])
+
+
+def _print_summary(out_dir: Path, runs, exclusions, crash_files) -> None:
+    lines = [f"ketflow participant level: {len(runs)} run(s) processed, {len(exclusions)} excluded."]
+    if crash_files:
+        lines.append(f"{len(crash_files)} node(s) FAILED; crash files:")
+        lines += [f"  {p}" for p in crash_files]
+    lines.append(f"Outputs: {out_dir}")
+    print("\n".join(lines))
