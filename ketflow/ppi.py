@@ -78,7 +78,11 @@ def _as_confounds(confounds, n_scans: int) -> np.ndarray:
 
 
 def peb_deconvolve(
-    seed: np.ndarray, tr: float, confounds: np.ndarray, microtime_resolution: int = 16
+    seed: np.ndarray,
+    tr: float,
+    confounds: np.ndarray,
+    microtime_resolution: int = 16,
+    microtime_onset: int = 1,
 ) -> np.ndarray:
     """Neuronal signal of a seed by parametric empirical Bayes deconvolution.
 
@@ -93,6 +97,11 @@ def peb_deconvolve(
         Confound regressors (include a constant), modelled with a flat prior.
     microtime_resolution : int
         Micro-time bins per scan.
+    microtime_onset : int
+        1-based micro-time bin at which the convolution model reads each scan.  SPM's
+        ``spm_peb_ppi`` always uses 1 (scan ``i`` at bin ``i * microtime_resolution``)
+        whatever ``fMRI_T0``; pass the design's onset bin to keep the neuronal estimate
+        aligned with regressors read at a slice-timing reference.
 
     Returns
     -------
@@ -105,7 +114,9 @@ def peb_deconvolve(
     nt = int(microtime_resolution)
     hrf = spm_canonical_hrf(tr / nt)
     basis = _dct_basis(n * nt + _PAD_BINS, n)
-    scan_rows = np.arange(n) * nt + _PAD_BINS
+    if not 1 <= microtime_onset <= nt:
+        raise ValueError(f"microtime_onset must be in [1, {nt}], got {microtime_onset}")
+    scan_rows = np.arange(n) * nt + _PAD_BINS + microtime_onset - 1
     convolved = fftconvolve(basis, hrf[:, None], axes=0)[scan_rows]
     basis = basis[_PAD_BINS:]
 
