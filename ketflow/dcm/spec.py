@@ -1,0 +1,177 @@
+"""Specification of a DCM for fMRI and SPM12's data preprocessing.
+
+Preprocessing before inversion (SPM12 ``spm_dcm_estimate``): each region's
+time series is mean-centred, then all are multiplied by
+``scale = 4 / max(4, max(Y) - min(Y))`` (so the range never exceeds 4 %);
+inputs are mean-centred only when ``options.centre`` is true; a constant
+confound is used when none is given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DCMOptions", "DCMSpec", "preprocess_data"]
+
+
+@dataclass
+class DCMOptions:
+    """Inversion options (SPM12 defaults).
+
+    centre : mean-centre the inputs before inversion.
+    hE, hC : prior mean and variance of each region's log noise precision.
+    maxit : maximum number of variational Laplace iterations.
+    use_acquisition_te : use ``DCMSpec.TE`` in the BOLD equation instead of
+        SPM12's fixed 0.04 s.
+    """
+
+    centre: bool = False
+    hE: float = 6.0
+    hC: float = 1.0 / 128
+    maxit: int = 128
+    use_acquisition_te: bool = False
+
+
+def preprocess_data(Y):
+    """Centre and rescale BOLD as SPM12 does before inversion.
+
+    Y : array (n_scans, n_regions). Returns (Y_processed, scale).
+    """
+    Y = np.asarray(Y, dtype=float)
+    Yc = Y - Y.mean(axis=0)
+    scale = 4.0 / max(float(Yc.max() - Yc.min()), 4.0)
+    return Yc * scale, scale
+
+
+@dataclass
+class DCMSpec:
+    """One subject's DCM.
+
+    Attributes
+    ----------
+    Y : array (n_scans, n_regions)
+        Regional BOLD (e.g. first eigenvariates), in any units.
+    U : array (n_rows, n_inputs)
+        Inputs on the micro-time grid; row r is at ``r·U_dt`` s after the first
+        scan's acquisition reference.
+    U_dt : float
+        Micro-time step (s), normally ``TR/16``.
+    TR : float
+        Repetition time (s).
+    a : array (n, n)
+        Endogenous connection mask [to, from].
+    b : array (m, n, n)
+        Modulatory mask [input, to, from].
+    c : array (n, m)
+        Driving-input mask [to, input].
+    d : array (n_d, n, n) or None
+        Nonlinear mask [modulating region, to, from].
+    TE : float
+        Echo time of the acquisition (s); see ``DCMOptions.use_acquisition_te``.
+    delays : array (n,) or None
+        Sampling delay per region (s); default ``TR/2``.
+    X0 : array (n_scans, k) or None
+        Confounds; default a constant.
+    region_names, input_names : list of str
+    options : DCMOptions
+    """
+
+    Y: np.ndarray
+    U: np.ndarray
+    U_dt: float
+    TR: float
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    d: np.ndarray | None = None
+    TE: float = 0.04
+    delays: np.ndarray | None = None
+    X0: np.ndarray | None = None
+    region_names: list[str] = field(default_factory=list)
+    input_names: list[str] = field(default_factory=list)
+    options: DCMOptions = field(default_factory=DCMOptions)
+
+    def __post_init__(self):
+        self.Y = np.atleast_2d(np.asarray(self.Y, dtype=float))
+        n_scans, n = self.Y.shape
+        self.U = np.asarray(self.U, dtype=float)
+        if self.U.ndim == 1:
+            self.U = self.U[:, None]
+        m = self.U.shape[1]
+        self.a = np.asarray(self.a, dtype=float).reshape(n, n)
+        self.b = np.zeros((m, n, n)) if self.b is None else np.asarray(self.b, dtype=float).reshape(m, n, n)
+        self.c = np.asarray(self.c, dtype=float).reshape(n, m)
+        if self.d is not None and np.size(self.d) == 0:
+            self.d = None
+        if self.d is not None:
+            self.d = np.asarray(self.d, dtype=float).reshape(-1, n, n)
+        self.delays = (
+            np.full(n, self.TR / 2.0)
+            if self.delays is None
+            else np.broadcast_to(np.asarray(self.delays, dtype=float), (n,)).copy()
+        )
+        if self.X0 is None or np.size(self.X0) == 0:
+            self.X0 = np.ones((n_scans, 1))
+        self.X0 = np.asarray(self.X0, dtype=float).reshape(n_scans, -1)
+        if not self.region_names:
+            self.region_names = [f"region{i + 1}" for i in range(n)]
+        if not self.input_names:
+            self.input_names = [f"input{k + 1}" for k in range(m)]
+        if len(self.region_names) != n or len(self.input_names) != m:
+            raise ValueError("region_names / input_names do not match Y / U")
+        if isinstance(self.options, dict):
+            known = {f.name for f in fields(DCMOptions)}
+            self.options = DCMOptions(**{k: v for k, v in self.options.items() if k in known})
+
+    @property
+    def n_regions(self) -> int:
+        return self.Y.shape[1]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.U.shape[1]
+
+    @property
+    def n_scans(self) -> int:
+        return self.Y.shape[0]
+
+    def processed_inputs(self) -> np.ndarray:
+        """Inputs as used in the model (mean-centred if ``options.centre``)."""
+        return self.U - self.U.mean(axis=0) if self.options.centre else self.U
+
+    @classmethod
+    def from_spm_reference(cls, case_dir) -> "DCMSpec":
+        """Read a case folder of ``shared/reference/spm_dcm`` (spec.json, Y, U, X0 CSVs)."""
+        import pandas as pd
+
+        case_dir = Path(case_dir)
+        spec = json.loads((case_dir / "spec.json").read_text())
+        Y = pd.read_csv(case_dir / "Y.csv")
+        U = pd.read_csv(case_dir / "U.csv")
+        X0 = pd.read_csv(case_dir / "X0.csv").to_numpy() if (case_dir / "X0.csv").exists() else None
+        opts = spec.get("options", {})
+        return cls(
+            Y=Y.to_numpy(),
+            U=U.to_numpy(),
+            U_dt=float(spec["U_dt"]),
+            TR=float(spec["TR"]),
+            TE=float(spec.get("TE", 0.04)),
+            a=np.asarray(spec["a"], dtype=float),
+            b=np.asarray(spec["b"], dtype=float),
+            c=np.asarray(spec["c"], dtype=float),
+            d=np.asarray(spec["d"], dtype=float) if spec.get("d") else None,
+            delays=np.asarray(spec["delays_s"], dtype=float),
+            X0=X0,
+            region_names=list(spec["region_names"]),
+            input_names=list(spec["input_names"]),
+            options=DCMOptions(
+                centre=bool(opts.get("centre", 0)),
+                hE=float(opts.get("hE", 6.0)),
+                hC=float(opts.get("hC", 1.0 / 128)),
+                maxit=int(opts.get("maxit", 128)),
+            ),
+        )
