@@ -1,0 +1,178 @@
+"""True per-subject, per-session parameters of the simulated circuit (the ground truth).
+
+Every value is drawn once per subject from the generator's random stream and stored in
+``ground_truth.json``; the signal models in :mod:`ketflow.simulate.signals` only read them.
+
+faces: a bilinear one-state DCM (Friston et al. 2003, NeuroImage 19:1273-1302; SPM12
+parameterisation: off-diagonal A, B, C in Hz, diagonal A_ii log-scaled so the self-decay rate is
+exp(A_ii)/2) over vmPFC, amygdala_L and amygdala_R. ``faces`` drives both amygdalae (C),
+``fearful`` modulates amygdala_L -> vmPFC (B), and two slow random inputs (``endogenous_L``,
+``endogenous_R``) drive the amygdalae so that the seed varies within conditions and the
+psychophysiological interaction is identifiable (McLaren et al. 2012, NeuroImage 61:1277-1286).
+vmPFC and amygdala_L form a closed subsystem (nothing enters it from amygdala_R), so the two-region
+DCM of ketflow's default configuration is exactly specified.
+The other ROIs carry activations with known amplitudes; rest carries correlated slow fluctuations
+with a known correlation matrix. Session change (pre -> post) depends on the treatment arm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DCM_REGIONS = ["vmPFC", "amygdala_L", "amygdala_R"]
+DCM_INPUTS = ["faces", "fearful", "endogenous_L", "endogenous_R"]
+
+# arm -> (mean, sd) of the pre -> post change of each imaging measure
+CHANGE_MODEL = {
+    "faces_B_fearful_amygdala_L_to_vmPFC": {"ketamine": (0.30, 0.12), "midazolam": (0.0, 0.12)},
+    "conflict_dACC_incongruent_minus_congruent": {
+        "ketamine": (-1.0, 0.4),
+        "midazolam": (-0.2, 0.4),
+    },
+    "rest_vmPFC_amygdala_coupling": {"ketamine": (0.20, 0.08), "midazolam": (0.0, 0.08)},
+}
+
+# faces: non-DCM ROI amplitudes (percent signal change per unit nilearn 'spm' regressor)
+FACES_ACTIVATION = {
+    "antInsula_L": {"fearful": 0.6, "neutral": 0.3, "shapes": 0.0},
+    "antInsula_R": {"fearful": 0.7, "neutral": 0.35, "shapes": 0.0},
+    "dACC": {"fearful": 0.4, "neutral": 0.25, "shapes": 0.05},
+    "rACC": {"fearful": 0.2, "neutral": 0.1, "shapes": 0.0},
+    "antHippocampus_L": {"fearful": 0.3, "neutral": 0.2, "shapes": 0.0},
+    "antHippocampus_R": {"fearful": 0.3, "neutral": 0.2, "shapes": 0.0},
+}
+
+# rest: pairs of the population correlation matrix of the neural fluctuations
+REST_PAIRS = {
+    ("amygdala_L", "amygdala_R"): 0.70,
+    ("antHippocampus_L", "antHippocampus_R"): 0.45,
+    ("antInsula_L", "antInsula_R"): 0.45,
+    ("amygdala_L", "antHippocampus_L"): 0.35,
+    ("amygdala_R", "antHippocampus_R"): 0.35,
+    ("dACC", "antInsula_L"): 0.30,
+    ("dACC", "antInsula_R"): 0.30,
+    ("rACC", "vmPFC"): 0.40,
+    ("dACC", "rACC"): 0.25,
+}
+REST_STRONGEST_PAIR = ("amygdala_L", "amygdala_R")
+REST_AMPLITUDE = 0.8  # percent: SD of each ROI's noise-free resting BOLD
+
+
+def _draw_change(rng: np.random.Generator, arm: str) -> dict:
+    return {k: float(rng.normal(*v[arm])) for k, v in CHANGE_MODEL.items()}
+
+
+def _dcm_parameters(rng: np.random.Generator, b_fear: float) -> dict:
+    """A (3 x 3, to x from), B (4 x 3 x 3), C (3 x 4) and hemodynamic parameters."""
+    a = np.zeros((3, 3))
+    a[0, 1] = rng.normal(0.40, 0.05)  # amygdala_L -> vmPFC
+    a[1, 0] = rng.normal(-0.30, 0.05)  # vmPFC -> amygdala_L (top-down regulation)
+    a[2, 1] = rng.normal(0.20, 0.05)  # amygdala_L -> amygdala_R
+    a[2, 0] = rng.normal(-0.20, 0.05)  # vmPFC -> amygdala_R
+    b = np.zeros((4, 3, 3))
+    b[1, 0, 1] = b_fear
+    c = np.zeros((3, 4))
+    c[1, 0] = rng.normal(1.0, 0.1)  # faces -> amygdala_L
+    c[2, 0] = rng.normal(0.8, 0.1)  # faces -> amygdala_R
+    c[1, 2] = 1.0  # endogenous_L -> amygdala_L
+    c[2, 3] = 1.0  # endogenous_R -> amygdala_R
+    return {
+        "regions": list(DCM_REGIONS),
+        "inputs": list(DCM_INPUTS),
+        "A": a.tolist(),
+        "B": b.tolist(),
+        "C": c.tolist(),
+        "transit": rng.normal(0.0, 0.05, 3).tolist(),
+        "decay": float(rng.normal(0.0, 0.05)),
+        "epsilon": float(rng.normal(0.0, 0.05)),
+        "endogenous_sd": 0.6,
+        "endogenous_smoothing_s": 2.0,
+    }
+
+
+def nearest_correlation(r: np.ndarray, min_eig: float = 0.05) -> np.ndarray:
+    """Shrink the off-diagonal of a symmetric unit-diagonal matrix until min eigenvalue >= min_eig."""
+    r = np.asarray(r, dtype=float)
+    eye = np.eye(len(r))
+    lam = 0.0
+    out = r
+    while np.linalg.eigvalsh(out).min() < min_eig:
+        lam += 0.05
+        out = (1.0 - lam) * r + lam * eye
+    return out
+
+
+def rest_coupling(roi_names: list[str], vmpfc_amygdala: float) -> np.ndarray:
+    """Population correlation matrix (n_roi x n_roi) of the resting neural fluctuations."""
+    idx = {n: i for i, n in enumerate(roi_names)}
+    r = np.eye(len(roi_names))
+    pairs = dict(REST_PAIRS)
+    pairs[("vmPFC", "amygdala_L")] = vmpfc_amygdala
+    pairs[("vmPFC", "amygdala_R")] = vmpfc_amygdala
+    for (p, q), v in pairs.items():
+        if p in idx and q in idx:
+            r[idx[p], idx[q]] = r[idx[q], idx[p]] = v
+    return nearest_correlation(r)
+
+
+def draw_subject(rng: np.random.Generator, arm: str, roi_names: list[str]) -> dict:
+    """Pre and post parameters of one subject plus the true change scores (post - pre)."""
+    missing = set(DCM_REGIONS + ["dACC", "rACC"]) - set(roi_names)
+    if missing:
+        raise ValueError(f"sphere table lacks the simulated ROIs {sorted(missing)}")
+    change = _draw_change(rng, arm)
+    b_pre = float(rng.normal(0.35, 0.08))
+    dcm_pre = _dcm_parameters(rng, b_pre)
+    dcm_post = _dcm_parameters(rng, b_pre + change["faces_B_fearful_amygdala_L_to_vmPFC"])
+    # connectivity and haemodynamics are subject traits: only B changes between sessions
+    for key in ("A", "C", "transit", "decay", "epsilon"):
+        dcm_post[key] = dcm_pre[key]
+
+    faces_act = {
+        roi: {k: float(v * np.exp(rng.normal(0.0, 0.15))) for k, v in conds.items()}
+        for roi, conds in FACES_ACTIVATION.items()
+        if roi in roi_names
+    }
+    # conflict amplitudes are per unit 1-s event regressor (peak about 0.2 per trial)
+    dacc_con = float(rng.normal(1.0, 0.2))
+    dacc_diff_pre = float(rng.normal(1.8, 0.3))
+    dacc_diff_post = dacc_diff_pre + change["conflict_dACC_incongruent_minus_congruent"]
+    racc = {
+        "congruent": float(rng.normal(0.4, 0.1)),
+        "cI": float(rng.normal(0.6, 0.15)),
+    }
+    racc["iI"] = racc["cI"] + float(rng.normal(1.4, 0.25))
+    amy_conflict = {"congruent": 0.4, "cI": 1.4, "iI": 0.6}
+
+    def conflict(diff: float) -> dict:
+        inc = dacc_con + diff
+        amp = {
+            "dACC": {"congruent": dacc_con, "cI": inc, "iI": inc},
+            "rACC": dict(racc),
+        }
+        for roi in ("amygdala_L", "amygdala_R"):
+            amp[roi] = dict(amy_conflict)
+        return amp
+
+    rest_pre = float(rng.normal(0.15, 0.06))
+    rest_post = rest_pre + change["rest_vmPFC_amygdala_coupling"]
+    sessions = {}
+    for ses, dcm, diff, coupling in (
+        ("pre", dcm_pre, dacc_diff_pre, rest_pre),
+        ("post", dcm_post, dacc_diff_post, rest_post),
+    ):
+        sessions[ses] = {
+            "faces": {"dcm": dcm, "activation": faces_act},
+            "conflict": {"activation": conflict(diff)},
+            "rest": {
+                "roi_order": list(roi_names),
+                "coupling": rest_coupling(roi_names, coupling).tolist(),
+                "amplitude_percent": REST_AMPLITUDE,
+            },
+        }
+    # shrinkage towards positive definiteness may alter the coupling: store the realised change
+    v, a_l = roi_names.index("vmPFC"), roi_names.index("amygdala_L")
+    change["rest_vmPFC_amygdala_coupling"] = (
+        sessions["post"]["rest"]["coupling"][v][a_l] - sessions["pre"]["rest"]["coupling"][v][a_l]
+    )
+    return {"sessions": sessions, "change": change}
