@@ -121,6 +121,8 @@ def test_design_layout_and_bold_variant():
     clean = seed - x0 @ np.linalg.lstsq(x0, seed, rcond=None)[0]
     reg = design.matrix["A"].to_numpy()
     np.testing.assert_allclose(terms["PPI_A"], (clean - clean.mean()) * (reg - reg.mean()), atol=1e-12)
+    # deconvolution is scale-equivariant (seed in any units)
+    np.testing.assert_allclose(ppi_terms(50 * seed + 700, design), 50 * ppi_terms(seed, design), atol=1e-8)
     with pytest.raises(ValueError, match="seed has"):
         ppi_terms(seed[:-1], design)
 

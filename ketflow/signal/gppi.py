@@ -9,7 +9,9 @@ For each modelled condition ``k`` (design column, see ``ketflow.signal.design``)
 interaction term is ``PPI_k = HRF * ((u_k - mean(u_k)) * xn)`` read at the scan times,
 where ``u_k`` is the condition's micro-time stimulus function and ``xn`` the seed's
 neuronal signal deconvolved from its raw BOLD (before any prewhitening; the nuisance
-columns of the design serve as the deconvolution's confounds).  The gPPI design holds all
+columns of the design serve as the deconvolution's confounds; the seed is deconvolved in
+units of its standard deviation, so that the fixed noise variance of the PEB model means
+the same whatever the units of the series).  The gPPI design holds all
 task regressors, the seed, every ``PPI_k`` and the nuisance regressors (confounds, cosine
 drifts, constant), so the task activation and the seed's context-free coupling are
 modelled and cannot load on the interaction terms (Di, Reynolds & Biswal 2017, Hum Brain
@@ -98,8 +100,14 @@ def ppi_terms(
     x0 = design.matrix[nuisance_columns(design)].to_numpy()
     nt = design.microtime_resolution
     out = {}
+    y_clean = y - x0 @ np.linalg.lstsq(x0, y, rcond=None)[0]
     if deconvolve:
-        xn = peb_deconvolve(y, design.tr, x0, nt, design.microtime_onset)
+        # SPM fixes the error variance at 1/4 of the data units (data scaled to a grand
+        # mean of 100); deconvolving the seed in units of its own SD makes the result
+        # scale-equivariant, whatever the units of the ROI series; the mean is removed so
+        # that a large baseline does not meet the (wide but finite) confound prior.
+        scale = y_clean.std() or 1.0
+        xn = scale * peb_deconvolve((y - y.mean()) / scale, design.tr, x0, nt, design.microtime_onset)
         hrf = spm_canonical_hrf(design.tr / nt)
         for k, col in enumerate(design.columns):
             psy = design.microtime[:, k]
@@ -107,7 +115,6 @@ def ppi_terms(
                 psy = psy - psy.mean()
             out[PPI_PREFIX + col] = convolve_microtime(psy * xn, hrf, n, nt, design.microtime_onset)
     else:
-        y_clean = y - x0 @ np.linalg.lstsq(x0, y, rcond=None)[0]
         y_clean -= y_clean.mean()
         for col in design.columns:
             psy = design.matrix[col].to_numpy()
