@@ -100,14 +100,17 @@ def connectivity_matrices(ts: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def seed_to_voxel_z(seed: np.ndarray, data: np.ndarray) -> np.ndarray:
-    """Fisher z of corr(seed (T,), each voxel of ``data`` (T, V)); (V,), NaN for constant voxels."""
+    """Fisher z of corr(seed (T,), each voxel of ``data`` (T, V)); (V,), NaN for constant voxels.
+
+    Works in ``data``'s precision without a centred copy (the z-scored seed sums to 0,
+    so seed @ data equals seed @ (data - mean)).
+    """
     s = _zscore(np.asarray(seed, dtype=np.float64)[:, None])[:, 0]
-    data = np.asarray(data, dtype=np.float64)
-    centred = data - data.mean(axis=0)
-    sd = centred.std(axis=0, ddof=1)
+    data = np.asarray(data)
+    sd = data.std(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (s @ centred) / (data.shape[0] - 1) / sd
-    return fisher_z(np.clip(r, -1.0, 1.0))
+        r = (s.astype(data.dtype) @ data) / (data.shape[0] - 1) / sd
+    return fisher_z(np.clip(r.astype(np.float64), -1.0, 1.0))
 
 
 def dvars(data: np.ndarray) -> np.ndarray:

@@ -1,0 +1,176 @@
+"""Nipype interface: denoise one BOLD run (confounds + cosine filter + censoring).
+
+Loads the BOLD once, volume by volume, into an in-mask (time, voxels) float32 matrix,
+selects confounds (:mod:`ketflow.io.confounds`), calls :func:`ketflow.signal.denoise.denoise`
+and writes into the working directory:
+
+* ``desc-denoised_bold.npy`` (retained volumes x in-mask voxels, float32, voxels in
+  C order of the mask) or ``desc-denoised_bold.nii.gz`` (float32, retained volumes only);
+* ``desc-censoring_timeseries.tsv``: one row per acquired volume (FD, dummy, censored,
+  retained);
+* ``desc-denoise_qc.json``: strategy, degrees of freedom, censoring counts and the
+  XCP-D-style QC of :func:`ketflow.signal.connectivity.qc_metrics`.
+
+Strategy JSON keys (all optional): ``strategy`` (24P | 36P | aCompCor), ``n_compcor``,
+``fd_threshold`` (mm or null), ``std_dvars_threshold``, ``min_contiguous``,
+``high_pass_s``, ``band_pass_hz`` ([low, high] Hz; replaces ``high_pass_s`` by 1/low),
+``standardize`` (bool), ``min_volumes``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+
+from ..io.confounds import ConfoundStrategy, load_confounds
+from ..io.write import write_json, write_nifti, write_tsv
+from ..signal.connectivity import dvars, qc_metrics
+from ..signal.denoise import denoise
+
+DEFAULTS = {
+    "strategy": "36P",
+    "n_compcor": 0.5,
+    "fd_threshold": 0.5,
+    "std_dvars_threshold": None,
+    "min_contiguous": 5,
+    "high_pass_s": 128.0,
+    "band_pass_hz": None,
+    "standardize": False,
+    "min_volumes": 40,
+}
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Boolean 3-D brain mask."""
+    return np.asanyarray(nib.load(path).dataobj) > 0
+
+
+def read_masked_bold(path: str | os.PathLike, mask: np.ndarray) -> np.ndarray:
+    """In-mask voxels of a 4-D BOLD file as a (time, voxels) float32 matrix.
+
+    Reads one volume at a time (volumes are contiguous on disk, so a .nii.gz is
+    decompressed once, front to back) to avoid holding the full 4-D array.
+    """
+    img = nib.load(path)
+    if img.shape[:3] != mask.shape:
+        raise ValueError(f"{Path(path).name}: grid {img.shape[:3]} differs from the brain mask {mask.shape}")
+    out = np.empty((img.shape[3], int(mask.sum())), dtype=np.float32)
+    for t in range(img.shape[3]):
+        out[t] = np.asanyarray(img.dataobj[..., t], dtype=np.float32)[mask]
+    return out
+
+
+def read_denoised(path: str | os.PathLike, mask: np.ndarray) -> np.ndarray:
+    """Denoised (retained volumes, in-mask voxels) float32 matrix from .npy or NIfTI."""
+    if str(path).endswith(".npy"):
+        data = np.load(path)
+        if data.shape[1] != int(mask.sum()):
+            raise ValueError(f"{Path(path).name}: {data.shape[1]} voxels but the mask has {int(mask.sum())}")
+        return data
+    return read_masked_bold(path, mask)
+
+
+def strategy_settings(path: str | None) -> dict:
+    """Strategy JSON merged over :data:`DEFAULTS` (unknown keys rejected)."""
+    given = json.loads(Path(path).read_text()) if path else {}
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"{path}: unknown denoising settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **given}
+
+
+def _finite_or_none(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class _DenoiseInputSpec(BaseInterfaceInputSpec):
+    bold_file = File(exists=True, mandatory=True, desc="preprocessed 4-D BOLD (fMRIPrep)")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
+    confounds_tsv = File(exists=True, mandatory=True, desc="fMRIPrep desc-confounds_timeseries.tsv")
+    confounds_json = File(exists=True, desc="its JSON (CompCor metadata)")
+    strategy_json = File(exists=True, desc="denoising settings (module docstring); defaults if absent")
+    tr = traits.Float(mandatory=True, desc="repetition time (s)")
+    output_format = traits.Enum("npy", "nifti", usedefault=True, desc="denoised data as .npy cache or NIfTI")
+
+
+class _DenoiseOutputSpec(TraitedSpec):
+    denoised_file = File(exists=True, desc="denoised data (retained volumes)")
+    censoring_tsv = File(exists=True, desc="per-volume FD and censoring flags")
+    qc_json = File(exists=True, desc="degrees of freedom, censoring and QC metrics")
+
+
+class Denoise(SimpleInterface):
+    """Denoise one run in a single regression; raises TooFewVolumesError for unusable runs."""
+
+    input_spec = _DenoiseInputSpec
+    output_spec = _DenoiseOutputSpec
+
+    def _run_interface(self, runtime):
+        settings = strategy_settings(self.inputs.strategy_json or None)
+        mask = read_mask(self.inputs.brain_mask)
+        data = read_masked_bold(self.inputs.bold_file, mask)
+        strategy = ConfoundStrategy(
+            name=settings["strategy"],
+            n_compcor=settings["n_compcor"],
+            fd_threshold=settings["fd_threshold"],
+            std_dvars_threshold=settings["std_dvars_threshold"],
+            min_segment=settings["min_contiguous"],
+        )
+        confounds = load_confounds(
+            self.inputs.confounds_tsv, self.inputs.confounds_json or None, strategy, n_volumes=data.shape[0]
+        )
+        high_pass_s, low_pass_hz = settings["high_pass_s"], None
+        if settings["band_pass_hz"]:
+            low, low_pass_hz = settings["band_pass_hz"]
+            high_pass_s = 1.0 / low
+        result = denoise(
+            data,
+            confounds.regressors.to_numpy(),
+            self.inputs.tr,
+            keep=confounds.keep,
+            high_pass_s=high_pass_s,
+            low_pass_hz=low_pass_hz,
+            standardize=settings["standardize"],
+            min_volumes=settings["min_volumes"],
+        )
+        cwd = Path(os.getcwd())
+        if self.inputs.output_format == "npy":
+            out = cwd / "desc-denoised_bold.npy"
+            np.save(out, result.data)
+        else:
+            ref = nib.load(self.inputs.brain_mask)
+            volume = np.zeros(mask.shape + (result.data.shape[0],), dtype=np.float32)
+            volume[mask] = result.data.T
+            out = write_nifti(cwd / "desc-denoised_bold.nii.gz", nib.Nifti1Image(volume, ref.affine))
+        censoring = pd.DataFrame(
+            {
+                "framewise_displacement": confounds.framewise_displacement,
+                "dummy": confounds.dummy.astype(int),
+                "motion_censored": confounds.motion_censored.astype(int),
+                "retained": confounds.keep.astype(int),
+            }
+        )
+        censoring_tsv = write_tsv(cwd / "desc-censoring_timeseries.tsv", censoring)
+        qc = qc_metrics(confounds.framewise_displacement, confounds.keep, dvars(data), dvars(result.data))
+        qc.update(
+            {
+                "strategy": settings,
+                "confound_columns": list(confounds.regressors.columns),
+                "num_dummy_volumes": int(confounds.dummy.sum()),
+                "dof_lost": result.dof_lost,
+                "dof_remaining": result.dof_remaining,
+                "high_pass_s": high_pass_s,
+                "low_pass_hz": low_pass_hz,
+                "n_voxels": int(mask.sum()),
+            }
+        )
+        qc_json = write_json(cwd / "desc-denoise_qc.json", {k: _finite_or_none(v) for k, v in qc.items()})
+        self._results.update(denoised_file=str(out), censoring_tsv=str(censoring_tsv), qc_json=str(qc_json))
+        return runtime
