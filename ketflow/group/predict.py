@@ -497,6 +497,20 @@ class PredictionReport:
     selection: pd.DataFrame
     settings: dict = field(default_factory=dict)
 
+    def summary(self) -> dict:
+        """JSON-ready performance summary (no NaN: undefined values are None)."""
+        coefs = self.fit.coefficients
+        return {
+            "outcome": self.settings["spec"]["outcome"],
+            "out_of_sample": {k: {"estimate": self.scores[k],
+                                  "interval": list(self.intervals[k]),
+                                  "p_permutation": self.p_values.get(k)} for k in ("r2", "r")},
+            "refit": {"alpha": self.fit.alpha, "l1_ratio": self.fit.l1_ratio,
+                      "intercept": self.fit.intercept,
+                      "retained": [str(c) for c in coefs.index[coefs["retained"]]]},
+            "settings": self.settings,
+        }
+
 
 def evaluate(table: pd.DataFrame, spec: ModelSpec, *, outer_folds: int | None = None,
              outer_repeats: int = 1, n_permutations: int = 1000, n_bootstrap: int = 2000,
