@@ -1,0 +1,149 @@
+"""FirstLevelGLM, FixedEffects and GPPI Nipype interfaces on a small synthetic run."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ketflow.interfaces.glm import FirstLevelGLM, FixedEffects, task_settings
+from ketflow.interfaces.ppi import GPPI
+from ketflow.signal.design import make_task_design
+from ketflow.signal.hrf import convolve_microtime, spm_canonical_hrf
+
+TR, N, SHAPE = 2.0, 150, (6, 6, 4)
+CONFIG = {
+    "conditions": ["fearful", "neutral", "shapes"],
+    "contrasts": {"fearful-gt-neutral": {"fearful": 1, "neutral": -1}, "faces": "fearful + neutral - 2*shapes"},
+    "noise_model": "ar1",
+}
+
+
+def _events():
+    return pd.DataFrame(
+        {"onset": 6.0 + 16.0 * np.arange(18), "duration": 10.0, "trial_type": ["fearful", "neutral", "shapes"] * 6}
+    )
+
+
+@pytest.fixture(scope="module")
+def run_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(0)
+    events = _events()
+    design = make_task_design(events, TR, N, CONFIG["conditions"], high_pass=None)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    labels = np.zeros(SHAPE, np.int16)
+    labels[:3, :, :2] = 1  # "amygdala": responds to fearful faces
+    labels[3:, :, :2] = 2  # "vmPFC": coupled to amygdala during fearful blocks
+    mask = np.ones(SHAPE, bool)
+    mask[0, 0, 3] = False
+    hrf = spm_canonical_hrf(TR / 16)
+    fear = design.microtime[:, 0] / design.microtime[:, 0].max()
+    neural = np.convolve(rng.standard_normal(N * 16), np.ones(8) / 8, "same") * 3 + 2 * fear
+    amy = convolve_microtime(neural, hrf, N, 16, 1)
+    vmpfc = convolve_microtime(1.0 * (fear - fear.mean()) * neural, hrf, N, 16, 1)
+    data = 500 + rng.standard_normal((*SHAPE, N))
+    data[labels == 1] += 5 * amy
+    data[labels == 2] += 5 * vmpfc
+    paths = {
+        "bold": root / "bold.nii.gz",
+        "mask": root / "mask.nii.gz",
+        "events": root / "events.tsv",
+        "confounds": root / "confounds.tsv",
+        "labels": root / "dseg.nii.gz",
+        "labels_tsv": root / "dseg.tsv",
+        "timeseries": root / "timeseries.tsv",
+    }
+    nib.Nifti1Image(data.astype(np.float32), affine).to_filename(paths["bold"])
+    nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(paths["mask"])
+    nib.Nifti1Image(labels, affine).to_filename(paths["labels"])
+    events.to_csv(paths["events"], sep="\t", index=False)
+    pd.DataFrame({"trans_x": rng.standard_normal(N) * 0.1}).to_csv(paths["confounds"], sep="\t", index=False)
+    pd.DataFrame({"index": [1, 2], "name": ["amygdala", "vmPFC"]}).to_csv(paths["labels_tsv"], sep="\t", index=False)
+    ts = pd.DataFrame({"amygdala": data[labels == 1].mean(0), "vmPFC": data[labels == 2].mean(0),
+                       "dACC": data[labels == 0][:5].mean(0)})
+    ts.to_csv(paths["timeseries"], sep="\t", index=False)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _glm(files, events=None):
+    return FirstLevelGLM(
+        bold_file=files["bold"],
+        brain_mask=files["mask"],
+        events_file=events or files["events"],
+        tr=TR,
+        confounds_file=files["confounds"],
+        task_config=json.dumps(CONFIG),
+        labels_file=files["labels"],
+        labels_tsv=files["labels_tsv"],
+    )
+
+
+def test_first_level_glm_and_fixed_effects(run_files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = _glm(run_files).run().outputs
+    assert out.contrast_names == ["fearful-gt-neutral", "faces"]
+    assert [p.split("/")[-1] for p in out.z_maps] == [
+        "contrast-fearfulGtNeutral_stat-z_statmap.nii.gz",
+        "contrast-faces_stat-z_statmap.nii.gz",
+    ]
+    z = np.asanyarray(nib.load(out.z_maps[0]).dataobj)
+    labels = np.asanyarray(nib.load(run_files["labels"]).dataobj)
+    assert np.median(z[labels == 1]) > 3 and abs(np.median(z[labels == 0])) < 1
+    design = pd.read_csv(out.design_tsv, sep="\t")
+    assert {"fearful", "neutral", "shapes", "trans_x", "constant"} <= set(design.columns)
+    assert open(out.design_svg).read(100).lstrip().startswith("<?xml")
+    rois = pd.read_csv(out.roi_tsv, sep="\t").set_index(["roi", "contrast"])
+    assert rois.loc[("amygdala", "fearful-gt-neutral"), "z"] > 3
+    fx = FixedEffects(
+        effect_maps=[out.effect_maps[0]] * 2,
+        variance_maps=[out.variance_maps[0]] * 2,
+        dofs=[out.dof] * 2,
+        brain_mask=run_files["mask"],
+        contrast_name="fearful-gt-neutral",
+    ).run().outputs
+    eff = np.asanyarray(nib.load(fx.effect_map).dataobj)
+    var = np.asanyarray(nib.load(fx.variance_map).dataobj)
+    np.testing.assert_allclose(eff, np.asanyarray(nib.load(out.effect_maps[0]).dataobj), rtol=1e-6)
+    np.testing.assert_allclose(var, np.asanyarray(nib.load(out.variance_maps[0]).dataobj) / 2, rtol=1e-5)
+
+
+def test_bad_events_error_names_the_file(run_files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "sub-01_task-faces_events.tsv"
+    _events().assign(duration=-1.0).to_csv(bad, sep="\t", index=False)
+    with pytest.raises(ValueError, match="sub-01_task-faces_events.tsv: .*negative durations"):
+        _glm(run_files, str(bad)).run()
+    with pytest.raises(ValueError, match="unknown task settings"):
+        task_settings(json.dumps({"conditions": ["a"], "hrf_model": "spm"}))
+
+
+def test_gppi_interface(run_files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = GPPI(
+        timeseries=run_files["timeseries"],
+        events_file=run_files["events"],
+        tr=TR,
+        confounds_file=run_files["confounds"],
+        task_config=json.dumps(CONFIG),
+        seeds=["amygdala", "vmPFC"],
+        voxel_seeds=["amygdala"],
+        bold_file=run_files["bold"],
+        brain_mask=run_files["mask"],
+    ).run().outputs
+    assert out.contrast_names == ["fearful", "neutral", "shapes", "fearful-gt-neutral", "faces"]
+    mat = pd.read_csv(out.relmat_files[3], sep="\t").set_index("Node")
+    assert list(mat.columns) == ["amygdala", "vmPFC", "dACC"]
+    assert mat.loc["amygdala", "vmPFC"] > 0 and np.isnan(mat.loc["amygdala", "amygdala"])
+    assert mat.loc["dACC"].isna().all()  # dACC was not a seed
+    stats = pd.read_csv(out.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
+    assert stats.loc[("amygdala", "vmPFC", "fearful-gt-neutral"), "z"] > 3
+    assert len(out.seed_maps) == 5 * 3
+    assert "PPI_fearful" in pd.read_csv(out.design_tsv, sep="\t").columns
+    sym = GPPI(
+        timeseries=run_files["timeseries"], events_file=run_files["events"], tr=TR,
+        task_config=json.dumps(CONFIG), symmetrize=True, deconvolve=False,
+    ).run().outputs
+    smat = pd.read_csv(sym.relmat_files[0], sep="\t").set_index("Node")
+    assert smat.loc["amygdala", "vmPFC"] == pytest.approx(smat.loc["vmPFC", "amygdala"])
