@@ -5,6 +5,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from ketflow.dcm.peb import (
+    between_subject_design,
     fit_peb,
     peb_conditional,
     peb_leave_one_out,
@@ -138,3 +139,15 @@ def test_input_validation():
     bad[2, 2] = 0
     with pytest.raises(ValueError, match="positive definite"):
         fit_peb(qE, qC, PE, bad, X)
+
+
+def test_between_subject_design():
+    X, names = between_subject_design(["k", "m", "k", "k"], ("m", "k"), [10.0, 20.0, 30.0, 40.0],
+                                      covariate_name="caps5_change")
+    assert names == ["mean", "arm", "caps5_change", "arm:caps5_change"]
+    np.testing.assert_allclose(X[:, 0], 1.0)
+    np.testing.assert_allclose(X[:, 1:].mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(X[:, 1], [0.25, -0.75, 0.25, 0.25])
+    assert X[:, 2].std() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not among arm_levels"):
+        between_subject_design(["k", "x"], ("m", "k"))

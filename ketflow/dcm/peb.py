@@ -55,12 +55,46 @@ __all__ = [
     "PEBResult",
     "PEBReduction",
     "PEBLeaveOneOut",
+    "between_subject_design",
     "precision_components",
     "peb_conditional",
     "fit_peb",
     "reduce_peb",
     "peb_leave_one_out",
 ]
+
+
+def between_subject_design(arm: Sequence[str], arm_levels: tuple[str, str],
+                           covariate: Sequence[float] | None = None, *,
+                           covariate_name: str = "covariate",
+                           interaction: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Second-level design [mean, arm, covariate, arm × covariate] and its column names.
+
+    arm : (N,) arm labels; arm_levels : (control, active), coded −0.5/+0.5;
+    covariate : (N,) between-subject variable (e.g. CAPS-5 change), z-scored so
+    its effects are per SD.  Every column after the constant is mean-centred, so
+    β[0] is the group mean (as SPM's PEB recommends); the interaction is the
+    product of the centred arm code and the z-scored covariate, centred again.
+    """
+    labels = np.asarray(arm).astype(str)
+    unknown = sorted(set(labels) - set(arm_levels))
+    if unknown:
+        raise ValueError(f"arm labels {unknown} are not among arm_levels {arm_levels}")
+    code = np.where(labels == arm_levels[1], 0.5, -0.5)
+    code = code - code.mean()
+    columns, names = [np.ones(labels.size), code], ["mean", "arm"]
+    if covariate is not None:
+        cov = np.asarray(covariate, dtype=float)
+        if cov.shape != labels.shape or np.isnan(cov).any():
+            raise ValueError("covariate must be (N,) without missing values")
+        z = (cov - cov.mean()) / cov.std()
+        columns.append(z)
+        names.append(covariate_name)
+        if interaction:
+            prod = code * z
+            columns.append(prod - prod.mean())
+            names.append(f"arm:{covariate_name}")
+    return np.column_stack(columns), names
 
 
 def precision_components(pC: np.ndarray, components: str | Sequence[Sequence[int]] = "single",
@@ -214,8 +248,13 @@ def fit_peb(qE, qC, pE, pC, X, *, components: str | Sequence[Sequence[int]] = "s
         F = peb_conditional(qE, qC, pE, pC, X, g, Qs, alpha=alpha)[2]
         return -(F - 0.5 * np.sum((g - hE) ** 2) / hC)
 
-    sol = optimize.minimize(objective, np.full(m, hE), method="BFGS",
-                            options={"gtol": 1e-6, "maxiter": 200})
+    # Log-precisions are searched within ±8 prior SDs: beyond that the hyperprior
+    # makes them implausible, and far below it the empirical prior could become broader
+    # than the first-level prior, where the reduced evidence is undefined.
+    width = 8.0 * np.sqrt(hC)
+    sol = optimize.minimize(objective, np.full(m, hE), method="L-BFGS-B",
+                            bounds=[(hE - width, hE + width)] * m,
+                            options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 500})
     g_hat = sol.x
     hess = _numerical_hessian(objective, g_hat)
     Ch = np.linalg.inv(hess)
