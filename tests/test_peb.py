@@ -12,6 +12,7 @@ from ketflow.dcm.peb import (
     precision_components,
     reduce_peb,
 )
+from ketflow.group.synthetic import synthetic_dcm_posteriors
 
 P = 3
 PE = np.zeros(P)
@@ -19,23 +20,8 @@ PC = np.eye(P) / 64  # SPM's prior variance of extrinsic DCM connections
 
 
 def simulate(B, X, seed=0):
-    """First-level posteriors of subjects whose parameters follow θ_i = B'X_i + ε_i,
-    ε_i ~ N(0, pC/16), observed through a Gaussian likelihood with a subject-specific
-    precision Λ_i (so the posteriors are exact).  Returns qE, qC, pseudo-data y, Λ."""
-    rng = np.random.default_rng(seed)
-    n = X.shape[0]
-    theta = X @ B + rng.multivariate_normal(np.zeros(P), PC / 16, size=n)
-    qE, qC, ys, lams = np.zeros((n, P)), np.zeros((n, P, P)), np.zeros((n, P)), []
-    prior_prec = np.linalg.inv(PC)
-    for i in range(n):
-        L = rng.normal(scale=3.0, size=(P, P)) + np.eye(P) * 9.0
-        lam = L @ L.T
-        y = rng.multivariate_normal(theta[i], np.linalg.inv(lam))
-        post_prec = prior_prec + lam
-        qC[i] = np.linalg.inv(post_prec)
-        qE[i] = qC[i] @ (prior_prec @ PE + lam @ y)
-        ys[i], lams = y, lams + [lam]
-    return qE, qC, ys, lams
+    fl = synthetic_dcm_posteriors(B, X, PE, PC, seed=seed)
+    return fl.qE, fl.qC, fl.y, fl.lam
 
 
 def design(n, seed=0):

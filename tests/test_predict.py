@@ -23,25 +23,9 @@ from ketflow.group.predict import (
     prediction_scores,
     selection_frequencies,
 )
+from ketflow.group.synthetic import ARMS, synthetic_change_table as synthetic_table
 
 OUTCOME = "caps5_total__change"
-ARMS = ("midazolam", "ketamine")
-
-
-def synthetic_table(n=60, p=20, interaction=1.0, seed=0):
-    """n subjects, p imaging-change features; f00 (+) and f01 (−) drive the outcome,
-    f02 acts with opposite slopes in the two arms (slope difference 2·interaction)."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, p))
-    arm = np.array(list(ARMS) * (n // 2))
-    a = np.where(arm == "ketamine", 0.5, -0.5)
-    y = 1.0 * X[:, 0] - 0.8 * X[:, 1] + 2 * interaction * a * X[:, 2] + rng.normal(size=n)
-    table = pd.DataFrame(X, columns=[f"f{j:02d}__change" for j in range(p)])
-    table.insert(0, "subject", [f"{i:02d}" for i in range(n)])
-    table.insert(1, "arm", arm)
-    table["age"] = rng.normal(40, 10, n)
-    table[OUTCOME] = 8 * y
-    return table
 
 
 def _features(table):
