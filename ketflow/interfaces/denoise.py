@@ -55,10 +55,11 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 def read_masked_bold(path: str | os.PathLike, mask: np.ndarray) -> np.ndarray:
     """In-mask voxels of a 4-D BOLD file as a (time, voxels) float32 matrix.
 
-    Reads one volume at a time (volumes are contiguous on disk, so a .nii.gz is
-    decompressed once, front to back) to avoid holding the full 4-D array.
+    Reads one volume at a time through one open file handle (volumes are contiguous on
+    disk, so a .nii.gz is decompressed once, front to back) to avoid holding the full 4-D
+    array.
     """
-    img = nib.load(path)
+    img = nib.load(path, keep_file_open=True)
     if img.shape[:3] != mask.shape:
         raise ValueError(f"{Path(path).name}: grid {img.shape[:3]} differs from the brain mask {mask.shape}")
     out = np.empty((img.shape[3], int(mask.sum())), dtype=np.float32)

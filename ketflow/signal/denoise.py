@@ -131,7 +131,12 @@ def denoise(
             f"{n_kept} of {n} volumes remain after censoring; at least {min_volumes} are required"
         )
     design = nuisance_design(np.asarray(confounds, float), tr, high_pass_s, low_pass_hz)[keep]
-    residuals, rank = residualise(data[keep], design)
+    kept = data[keep]
+    # The intercept is in the design, so removing voxel means first changes nothing
+    # mathematically; numerically it keeps float32 projections of BOLD (mean ~1e2-1e4)
+    # from losing precision to the large mean.
+    kept -= kept.mean(axis=0, dtype=np.float64).astype(kept.dtype)
+    residuals, rank = residualise(kept, design)
     if n_kept - rank < 1:
         raise TooFewVolumesError(
             f"{n_kept} kept volumes but the nuisance design has rank {rank}: no degrees of freedom left"
