@@ -51,6 +51,17 @@ def test_block_regressor_plateau_and_nilearn_agreement():
         assert np.corrcoef(nl[cond], design.matrix[cond])[0, 1] > 0.99
 
 
+@pytest.mark.parametrize("start_time", [0.0, 1.0])
+def test_event_timing_matches_nilearn_frame_times(start_time):
+    ev = conflict_events().assign(trial_type="congruent", duration=1.0)
+    frame_times = start_time + TR * np.arange(N)
+    ours = make_task_design(ev, TR, N, ["congruent"], start_time=start_time, high_pass=None).matrix["congruent"]
+    nl = make_first_level_design_matrix(frame_times, ev, hrf_model="spm", drift_model=None)["congruent"]
+    lags = range(-2, 3)
+    xcorr = [np.corrcoef(np.roll(ours.to_numpy(), lag), nl.to_numpy())[0, 1] for lag in lags]
+    assert int(np.argmax(xcorr)) == 2 and xcorr[2] > 0.99
+
+
 def test_stick_events_have_unit_area_and_derivative_columns():
     design = make_task_design(conflict_events(), TR, N, ["congruent", "incongruent"], derivative=True)
     dt = TR / 16

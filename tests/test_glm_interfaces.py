@@ -117,6 +117,9 @@ def test_bad_events_error_names_the_file(run_files, tmp_path, monkeypatch):
         _glm(run_files, str(bad)).run()
     with pytest.raises(ValueError, match="unknown task settings"):
         task_settings(json.dumps({"conditions": ["a"], "hrf_model": "spm"}))
+    with pytest.raises(ValueError, match="type 'rest'"):
+        task_settings(json.dumps({"type": "rest", "conditions": ["a"]}))
+    assert task_settings(json.dumps({"conditions": ["a"], "hrf": "spm+derivative"}))["derivative"]
 
 
 def test_gppi_interface(run_files, tmp_path, monkeypatch):

@@ -11,10 +11,12 @@ working directory:
 * ``desc-roi_contrasts.tsv`` (roi, contrast, effect, variance, t, z, dof) when a label
   image and its labels TSV (``index``, ``name``) are given: GLM of ROI mean signals.
 
-Task config JSON keys: ``conditions`` (list), ``derived_conditions`` (list of
-``{name, trial_type, previous}``), ``contrasts`` ({name: {condition: weight} or
-expression}), ``hrf`` ("spm" | "spm+derivative"), ``high_pass_s`` (default 128),
-``noise_model`` ("ar1" | "ols"), ``signal_scaling`` (default true).
+Task config JSON keys: ``type`` ("task", the default), ``conditions`` (list),
+``derived_conditions`` (list of ``{name, trial_type, previous}``), ``contrasts``
+({name: {condition: weight} or expression}), ``hrf`` ("spm" | "spm+derivative"),
+``derivative`` (bool, same as "spm+derivative"), ``high_pass_s`` (default 128),
+``noise_model`` ("ar1" | "ols"), ``signal_scaling`` (default true: percent of each
+voxel's mean, as nilearn).
 
 :class:`FixedEffects` combines one contrast's effect/variance maps of several runs by
 inverse-variance weighting.
@@ -49,10 +51,12 @@ from ..signal.glm import compute_contrast, fit_glm, fixed_effects, roi_contrasts
 from .denoise import read_mask, read_masked_bold
 
 TASK_DEFAULTS = {
+    "type": "task",
     "conditions": [],
     "derived_conditions": [],
     "contrasts": {},
     "hrf": "spm",
+    "derivative": False,
     "high_pass_s": 128.0,
     "noise_model": "ar1",
     "signal_scaling": True,
@@ -68,8 +72,11 @@ def task_settings(text: str) -> dict:
     settings = {**TASK_DEFAULTS, **given}
     if settings["hrf"] not in ("spm", "spm+derivative"):
         raise ValueError(f"hrf must be 'spm' or 'spm+derivative', got {settings['hrf']!r}")
+    if settings["type"] != "task":
+        raise ValueError(f"a GLM needs a task run, the config says type {settings['type']!r}")
     if not settings["conditions"]:
         raise ValueError("the task config lists no conditions")
+    settings["derivative"] = bool(settings["derivative"]) or settings["hrf"] == "spm+derivative"
     return settings
 
 
@@ -91,7 +98,7 @@ def load_task_design(
             settings["conditions"],
             settings["derived_conditions"],
             start_time=start_time,
-            derivative=settings["hrf"] == "spm+derivative",
+            derivative=settings["derivative"],
             high_pass=settings["high_pass_s"],
             confounds=confounds,
         )
