@@ -116,7 +116,8 @@ class _Run:
         write_tsv(der_dir / f"{prefix}_desc-confounds_timeseries.tsv", conf)
         write_json(der_dir / f"{prefix}_desc-confounds_timeseries.json", meta)
 
-        series = pd.DataFrame({**{k: np.asarray(v) for k, v in signals.items()}, **extra})
+        series = pd.DataFrame({**{k: np.asarray(signals.get(k, np.zeros(n_scans)))
+                                  for k in self.roi_index}, **extra})
         truth_dir = self.out / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}"
         write_tsv(truth_dir / f"{prefix}_desc-noisefree_timeseries.tsv", series)
         run_truth.update({
