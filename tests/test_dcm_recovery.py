@@ -119,3 +119,16 @@ def test_figure(noisy_fits):
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     labels = [t.get_text() for t in fig.axes[0].texts]
     assert "vmPFC" in labels and any(t.startswith("fear:") for t in labels)
+
+
+def test_nonlinear_model_recovers_gating(design):
+    U, _ = design
+    D = np.zeros((2, 2, 2))
+    D[1, 0, 1] = 3.0  # amygdala activity gates amygdala -> vmPFC
+    B = np.zeros((2, 2, 2))
+    y0 = simulate_bold(A_TRUE, B, C_TRUE, U, DT, TR, N_SCANS, delays=[1.0, 1.0], D=D)
+    y = y0 + np.random.default_rng(0).standard_normal(y0.shape) * y0.std(axis=0) / 4
+    nonlinear = fit_dcm(dataclasses.replace(_spec(U, y), b=B, d=(D != 0).astype(float)))
+    bilinear = fit_dcm(dataclasses.replace(_spec(U, y), b=B))
+    assert nonlinear.Ep["D"][1, 0, 1] > 1.0 and nonlinear.Pp["D"][1, 0, 1] > 0.95
+    assert nonlinear.F > bilinear.F
