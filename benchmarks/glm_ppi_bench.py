@@ -15,7 +15,7 @@ same design matrices with AR(1) prewhitening and mean (percent signal) scaling:
 
 Agreement of the z maps is reported as the maximum absolute difference.
 
-Run (about 2-4 minutes, ~4 GB of memory)::
+Run (about 1 minute, 2.6 GB peak memory)::
 
     NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 /work/venv/bin/python benchmarks/glm_ppi_bench.py
 
