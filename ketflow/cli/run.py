@@ -28,9 +28,12 @@ def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING - 10 * min(verbosity + 1, 2)  # default INFO, -v DEBUG
     logging.basicConfig(level=level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
-    logging.getLogger("nipype.workflow").setLevel(logging.INFO if verbosity else logging.WARNING)
-    logging.getLogger("nipype.interface").setLevel(logging.WARNING)
-    logging.getLogger("nipype.utils").setLevel(logging.WARNING)
+    # Nipype logs through its own handlers: keep them from repeating every line via the root logger.
+    for name, quiet in (("nipype.workflow", logging.INFO), ("nipype.interface", logging.WARNING),
+                        ("nipype.utils", logging.WARNING)):
+        nipype_logger = logging.getLogger(name)
+        nipype_logger.propagate = False
+        nipype_logger.setLevel(logging.DEBUG if verbosity > 1 else quiet)
 
 
 def _fail(message: str, status: int) -> int:

@@ -28,8 +28,26 @@ from ..io.derivatives import build_path, bids_uri
 from ..io.write import copy_file, write_json
 
 
+def entities_in_name(path: str) -> dict:
+    """``key-value`` entities of a file name (``seed-`` read as ``desc-``); the suffix is dropped."""
+    stem = Path(path).name.split(".")[0]
+    entities = {}
+    for part in stem.split("_")[:-1]:
+        key, sep, value = part.partition("-")
+        if not sep or not value:
+            raise ValueError(f"{Path(path).name}: cannot read entity '{part}' from the file name")
+        entities["desc" if key == "seed" else key] = value
+    return entities
+
+
 class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="file to store")
+    in_file = InputMultiObject(File(exists=True), mandatory=True, desc="file(s) to store")
+    varying_entity = Str(desc="entity whose value differs between the files (e.g. 'stat')")
+    varying_values = InputMultiObject(Str, desc="value of ``varying_entity`` for each file, in order")
+    entities_from_filename = traits.Bool(
+        False, usedefault=True,
+        desc="take further entities from each file's own name (``contrast-X_stat-Y_statmap.nii.gz``), "
+             "as ketflow's interfaces name their outputs; a ``seed-`` entity becomes ``desc-``")
     out_dir = Str(mandatory=True, desc="root of the output derivatives dataset")
     entities = traits.Dict(mandatory=True, desc="BIDS entities of the output (sub, ses, task, ...)")
     suffix = Str(mandatory=True, desc="BIDS suffix (timeseries, relmat, statmap, ...)")
@@ -44,31 +62,45 @@ class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
 
 
 class _DerivativesSinkOutputSpec(TraitedSpec):
-    out_file = File(desc="the stored file")
-    out_meta = File(desc="its JSON sidecar")
+    out_file = traits.List(File(exists=True), desc="the stored files")
+    out_meta = traits.List(File(exists=True), desc="their JSON sidecars")
 
 
 class DerivativesSink(SimpleInterface):
-    """Store one output with its BIDS name and provenance sidecar, atomically."""
+    """Store outputs with their BIDS names and provenance sidecars, atomically.
+
+    Several files can be stored at once when they differ in one entity only
+    (``varying_entity`` with one value per file, e.g. the ``stat-`` of connectivity matrices).
+    """
 
     input_spec = _DerivativesSinkInputSpec
     output_spec = _DerivativesSinkOutputSpec
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        entities = {k: v for k, v in inputs.entities.items() if v is not None}
-        out_file = build_path(inputs.out_dir, entities, inputs.suffix, inputs.extension, inputs.datatype)
-        copy_file(inputs.in_file, out_file)
-        self._results["out_file"] = str(out_file)
-        if inputs.sidecar:
-            meta = {}
-            if inputs.metadata_file:
-                meta.update(json.loads(Path(inputs.metadata_file).read_text()))
-            meta.update(inputs.metadata or {})
-            links = inputs.source_links or {}
-            meta["Sources"] = sorted(bids_uri(f, links) for f in (inputs.source_files or []))
-            meta["GeneratedBy"] = {"Name": "ketflow", "Version": __version__, "ConfigHash": inputs.config_hash}
-            sidecar = out_file.with_name(out_file.name[: -len(inputs.extension)] + ".json")
-            write_json(sidecar, meta)
-            self._results["out_meta"] = str(sidecar)
+        in_files = list(inputs.in_file)
+        values = list(inputs.varying_values) if inputs.varying_entity else [None] * len(in_files)
+        if len(values) != len(in_files):
+            raise ValueError(f"{len(in_files)} files but {len(values)} values of '{inputs.varying_entity}'")
+        meta = {}
+        if inputs.metadata_file:
+            meta.update(json.loads(Path(inputs.metadata_file).read_text()))
+        meta.update(inputs.metadata or {})
+        links = inputs.source_links or {}
+        meta["Sources"] = sorted(bids_uri(f, links) for f in (inputs.source_files or []))
+        meta["GeneratedBy"] = {"Name": "ketflow", "Version": __version__, "ConfigHash": inputs.config_hash}
+        self._results["out_file"], self._results["out_meta"] = [], []
+        for in_file, value in zip(in_files, values):
+            entities = {k: v for k, v in inputs.entities.items() if v is not None}
+            if inputs.varying_entity:
+                entities[inputs.varying_entity] = value
+            if inputs.entities_from_filename:
+                entities.update(entities_in_name(in_file))
+            out_file = build_path(inputs.out_dir, entities, inputs.suffix, inputs.extension, inputs.datatype)
+            copy_file(in_file, out_file)
+            self._results["out_file"].append(str(out_file))
+            if inputs.sidecar:
+                sidecar = out_file.with_name(out_file.name[: -len(inputs.extension)] + ".json")
+                write_json(sidecar, meta)
+                self._results["out_meta"].append(str(sidecar))
         return runtime

@@ -220,7 +220,7 @@ def _subject_bolds(deriv, subject, tasks, space, sessions, filters, fmriprep_dir
 def _companion(deriv, bold, problems, what: str, required: bool = True, **overrides):
     entities = {k: v for k, v in bold.get_entities().items() if k not in ("desc", "suffix", "extension", "datatype")}
     entities.update(overrides)
-    matches = deriv.get(**entities, return_type="filename")
+    matches = deriv.get(**entities, return_type="filename", invalid_filters="drop")
     if len(matches) > 1:
         problems.append(f"{bold.path}: several {what} files match: {[Path(m).name for m in matches]}")
         return None

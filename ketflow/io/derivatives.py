@@ -43,9 +43,12 @@ def build_name(entities: dict, suffix: str, extension: str) -> str:
 
 
 def build_path(out_dir: Path | str, entities: dict, suffix: str, extension: str, datatype: str = "func") -> Path:
-    """Full derivative path ``out/sub-X[/ses-Y]/<datatype>/<name>``."""
+    """Full derivative path ``out/sub-X[/ses-Y]/<datatype>/<name>``.
+
+    Report figures (``datatype="figures"``) go to ``out/sub-X/figures/`` as in fMRIPrep.
+    """
     folder = Path(out_dir) / f"sub-{entities['sub']}"
-    if entities.get("ses"):
+    if entities.get("ses") and datatype != "figures":
         folder /= f"ses-{entities['ses']}"
     return folder / datatype / build_name(entities, suffix, extension)
 
