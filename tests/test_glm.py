@@ -128,3 +128,18 @@ def test_t_to_z_tails_and_errors():
         fit_glm(np.zeros((10, 2)), np.ones((10, 1)), "ar2")
     with pytest.raises(ValueError, match="contrast has"):
         compute_contrast(fit_glm(np.random.default_rng(0).standard_normal((10, 2)), np.ones((10, 1))), [1, 0])
+
+
+def test_chunking_and_rank_deficient_design():
+    rng = np.random.default_rng(7)
+    x = np.column_stack([rng.standard_normal(80), np.ones(80)])
+    y = x @ rng.standard_normal((2, 50)) + rng.standard_normal((80, 50))
+    whole = fit_glm(y, x, chunk_size=1000)
+    chunked = fit_glm(y.astype(np.float32), x, chunk_size=7)
+    np.testing.assert_allclose(chunked.beta, whole.beta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(chunked.rho, whole.rho)
+    # a duplicated column: minimum-norm betas split the effect, dof counts the rank
+    dup = fit_glm(y, np.column_stack([x[:, 0], x]), "ols")
+    np.testing.assert_allclose(dup.beta[0], dup.beta[1])
+    np.testing.assert_allclose(dup.beta[0] + dup.beta[1], fit_glm(y, x, "ols").beta[0], rtol=1e-8)
+    assert dup.dof == 78
