@@ -98,7 +98,7 @@ class Connectivity(SimpleInterface):
         qc.update({"num_volumes_connectivity": int(series.shape[0]), "task_residual": task_residual})
         if self.inputs.coverage:
             coverage = pd.read_csv(self.inputs.coverage, sep="\t")
-            qc["roi_coverage"] = dict(zip(coverage["Node"], coverage["coverage"].astype(float)))
+            qc["roi_coverage"] = dict(zip(coverage["Node"], coverage["coverage"].astype(float), strict=True))
             qc["min_roi_coverage"] = float(coverage["coverage"].min())
         qc = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in qc.items()}
         qc_json = write_json(cwd / "desc-connectivity_qc.json", qc)

@@ -125,7 +125,7 @@ def mask_labels(
     unmasked = np.bincount(labels.ravel(), minlength=n_rois + 1)[1 : n_rois + 1]
     kept = np.where(np.asarray(brain_mask, dtype=bool), labels, 0).astype(np.int32)
     counts = np.bincount(kept.ravel(), minlength=n_rois + 1)[1 : n_rois + 1]
-    short = [f"{name} ({count} voxels)" for name, count in zip(names, counts) if count < min_voxels]
+    short = [f"{name} ({count} voxels)" for name, count in zip(names, counts, strict=True) if count < min_voxels]
     if short:
         raise ValueError(
             f"ROIs with fewer than {min_voxels} voxels inside the brain mask: {', '.join(short)}"
