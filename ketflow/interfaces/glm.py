@@ -201,7 +201,9 @@ class FirstLevelGLM(SimpleInterface):
             design_svg=str(design_svg),
         )
         if self.inputs.labels_file and self.inputs.labels_tsv and vectors:
-            table = pd.read_csv(self.inputs.labels_tsv, sep="\t")
+            table = pd.read_csv(self.inputs.labels_tsv, sep="\t").sort_values("index")
+            if table["index"].tolist() != list(range(1, len(table) + 1)):
+                raise ValueError(f"{Path(self.inputs.labels_tsv).name}: label indices must be 1..{len(table)}")
             labels = np.asanyarray(nib.load(self.inputs.labels_file).dataobj).astype(np.int64)
             if labels.shape != mask.shape:
                 raise ValueError(f"label image {labels.shape} and brain mask {mask.shape} differ in shape")
