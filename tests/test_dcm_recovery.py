@@ -132,3 +132,23 @@ def test_nonlinear_model_recovers_gating(design):
     bilinear = fit_dcm(dataclasses.replace(_spec(U, y), b=B))
     assert nonlinear.Ep["D"][1, 0, 1] > 1.0 and nonlinear.Pp["D"][1, 0, 1] > 0.95
     assert nonlinear.F > bilinear.F
+
+
+def test_principal_mode_constraint_for_large_models(design):
+    """More regions than options.maxnodes: A's prior is confined to the data's principal modes."""
+    U, _ = design
+    A = np.array([[0.0, 0.4, 0.0], [-0.3, 0.0, 0.0], [0.0, 0.3, 0.0]])
+    C = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    y0 = simulate_bold(A, np.zeros((2, 3, 3)), C, U, DT, TR, N_SCANS)
+    y = y0 + np.random.default_rng(3).standard_normal(y0.shape) * y0.std(axis=0) / 2
+    spec = DCMSpec(Y=y, U=U, U_dt=DT, TR=TR, a=np.ones((3, 3)), b=np.zeros((2, 3, 3)), c=C,
+                   options={"maxnodes": 2})
+    r = fit_dcm(spec)
+    P = r.mode_projection
+    np.testing.assert_allclose(P @ P, P, atol=1e-12)
+    assert np.linalg.matrix_rank(P) == 2
+    block = r.prior_cov[r.layout.sl_A, r.layout.sl_A]
+    assert np.linalg.matrix_rank(block) == 4  # (2 modes)^2 directions of A stay free
+    np.testing.assert_allclose(block, np.kron(P, P) @ (np.eye(9) / 64) @ np.kron(P, P)  # full mask: all A variances 1/64, atol=1e-12)
+    assert r.converged
+    assert reduce_model(r).dF == pytest.approx(0.0, abs=1e-8)

@@ -22,7 +22,7 @@ from scipy.special import logsumexp
 
 from .bmr import bayesian_model_reduction
 from .fit import DCMResult, _posterior_probability
-from .priors import dcm_fmri_priors
+from .priors import constrain_to_modes, dcm_fmri_priors
 
 __all__ = [
     "ReducedModel",
@@ -79,13 +79,8 @@ def compare_models(models, names=None):
 
 
 def model_masks(result: DCMResult) -> dict:
-    """Masks a (n, n), b (m, n, n), c (n, m), d (n_d, n, n) of a fitted model."""
-    layout = result.layout
-    on = layout.unpack(result.prior_var)
-    n = layout.n
-    a = (on["A"] > 0).astype(float)
-    a[np.diag_indices(n)] = 1.0
-    return {"a": a, "b": on["B"].copy(), "c": on["C"].copy(), "d": on["D"].copy() if layout.n_d else None}
+    """Masks a (n, n), b (m, n, n), c (n, m), d (n_d, n, n) or None of a fitted model."""
+    return {k: None if v is None else np.array(v, dtype=float) for k, v in result.masks.items()}
 
 
 @dataclass
@@ -111,7 +106,9 @@ def reduce_model(result: DCMResult, a=None, b=None, c=None, d=None) -> ReducedMo
     """Score a nested model of a fitted DCM without refitting.
 
     Masks not given are those of the full model. The nested model may only
-    switch connections off (self-connections and hemodynamics stay free).
+    switch connections off (self-connections and hemodynamics stay free). If
+    the full model's A prior was constrained to principal modes, the same
+    constraint is applied to the reduced prior.
     """
     full = model_masks(result)
     a = full["a"] if a is None else np.asarray(a, dtype=float)
@@ -121,11 +118,13 @@ def reduce_model(result: DCMResult, a=None, b=None, c=None, d=None) -> ReducedMo
     rE, rV, layout = dcm_fmri_priors(a, b, c, d)
     if layout != result.layout:
         raise ValueError("reduced masks do not match the full model's dimensions")
-    if np.any((rV > 0) & ~(result.prior_var > 0)):
+    full_on = dcm_fmri_priors(**model_masks(result))[1] > 0
+    if np.any((rV > 0) & ~full_on):
         raise ValueError("the reduced model switches on a parameter that the full model fixes")
-    dF, sE, sC = bayesian_model_reduction(
-        result.Ep_vector, result.Cp, result.prior_mean, np.diag(result.prior_var), rE, np.diag(rV)
-    )
+    rC = np.diag(rV)
+    if result.mode_projection is not None:
+        rC = constrain_to_modes(rC, result.mode_projection, layout)
+    dF, sE, sC = bayesian_model_reduction(result.Ep_vector, result.Cp, result.prior_mean, result.prior_cov, rE, rC)
     sV = np.clip(np.diag(sC), 0, None)
     return ReducedModel(
         dF=dF,
@@ -135,7 +134,7 @@ def reduce_model(result: DCMResult, a=None, b=None, c=None, d=None) -> ReducedMo
         Pp_vector=_posterior_probability(sE, sV, rE),
         Cp=sC,
         prior_mean=rE,
-        prior_var=rV,
+        prior_var=np.diag(rC).copy(),
     )
 
 

@@ -23,7 +23,7 @@ from scipy.stats import norm
 
 from .integrate import make_schedule, predict_bold
 from .model import HEMO, ParameterLayout
-from .priors import dcm_fmri_priors
+from .priors import constrain_to_modes, dcm_fmri_priors, mode_projection
 from .spec import DCMSpec, preprocess_data
 from .vl import variational_laplace
 
@@ -47,7 +47,10 @@ class DCMResult:
         epsilon (): posterior means, variances and posterior probabilities.
     Ep_vector, Vp_vector, Pp_vector, prior_mean, prior_var : arrays (P,) in
         SPM's parameter order (``param_names``).
-    Cp : array (P, P) posterior covariance.
+    Cp, prior_cov : arrays (P, P) posterior and prior covariance.
+    masks : dict of the model's masks a, b, c, d.
+    mode_projection : array (n, n) or None, the principal-mode projector used
+        to constrain A's prior when n > ``options.maxnodes``.
     F : free energy (nats), approximate log evidence.
     y_predicted : array (n_scans, n) model prediction (preprocessed units,
         without confounds); Y : the preprocessed data; scale : SPM's data scaling.
@@ -68,6 +71,9 @@ class DCMResult:
     Cp: np.ndarray
     prior_mean: np.ndarray
     prior_var: np.ndarray
+    prior_cov: np.ndarray
+    masks: dict
+    mode_projection: np.ndarray | None
     F: float
     n_iterations: int
     converged: bool
@@ -156,6 +162,11 @@ def fit_dcm(spec: DCMSpec) -> DCMResult:
     start = time.perf_counter()
     Y, scale = preprocess_data(spec.Y)
     pE, pV, layout = dcm_fmri_priors(spec.a, spec.b, spec.c, spec.d)
+    pC = np.diag(pV)
+    projection = None
+    if layout.n > spec.options.maxnodes:
+        projection = mode_projection(Y, spec.X0, spec.options.maxnodes)
+        pC = constrain_to_modes(pC, projection, layout)
     nsteps = int(round(max(spec.TR, 1))) if layout.n_d else 0
     schedule = make_schedule(spec.processed_inputs(), spec.U_dt, spec.TR, spec.n_scans, spec.delays, nsteps=nsteps)
     TE = spec.TE if spec.options.use_acquisition_te else HEMO["TE"]
@@ -164,7 +175,7 @@ def fit_dcm(spec: DCMSpec) -> DCMResult:
         Y,
         lambda thetas: predict_bold(thetas, layout, schedule, TE=TE),
         pE,
-        pV,
+        pC,
         X0=spec.X0,
         hE=opts.hE,
         hC=opts.hC,
@@ -193,7 +204,11 @@ def fit_dcm(spec: DCMSpec) -> DCMResult:
         Pp_vector=Pp,
         Cp=post.Cp,
         prior_mean=pE,
-        prior_var=pV,
+        prior_var=np.diag(pC).copy(),
+        prior_cov=pC,
+        masks={"a": spec.a.copy(), "b": spec.b.copy(), "c": spec.c.copy(),
+               "d": None if spec.d is None else spec.d.copy()},
+        mode_projection=projection,
         F=post.F,
         n_iterations=post.n_iterations,
         converged=post.converged,

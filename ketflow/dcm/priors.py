@@ -20,6 +20,12 @@ epsilon                 0 [log; ε = 1]                 1/256
 
 Hyperpriors on the log precision of each region's noise: mean hE = 6,
 variance hC = 1/128 (set in :class:`ketflow.dcm.spec.DCMOptions`).
+
+Large models (more than ``maxnodes`` = 8 regions): as SPM12, the prior
+covariance of A is restricted to the subspace spanned by the ``maxnodes``
+principal modes of the (confound-removed) data, ``C_A ← K C_A Kᵀ`` with
+``K = P ⊗ P`` and ``P = V Vᵀ`` the projector onto the leading left singular
+vectors of the data (Seghier & Friston 2013, NeuroImage 68:181).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 
 from .model import ParameterLayout
 
-__all__ = ["dcm_fmri_priors"]
+__all__ = ["dcm_fmri_priors", "mode_projection", "constrain_to_modes"]
 
 A_OFFDIAG_MEAN = 1.0 / 128
 A_VAR = 1.0 / 64
@@ -72,3 +78,27 @@ def dcm_fmri_priors(a, b, c, d=None):
         off * A_VAR + np.eye(n) * A_VAR, b, c, np.full(n, HEMO_VAR), HEMO_VAR, HEMO_VAR, d
     )
     return pE, pV, layout
+
+
+def mode_projection(Y, X0, maxnodes):
+    """Projector (n, n) onto the ``maxnodes`` principal modes of Y after removing X0.
+
+    Y : array (n_scans, n) preprocessed data; X0 : array (n_scans, k) confounds.
+    """
+    resid = Y - X0 @ np.linalg.lstsq(X0, Y, rcond=None)[0]
+    U = np.linalg.svd(resid.T, full_matrices=False)[0][:, :maxnodes]
+    return U @ U.T
+
+
+def constrain_to_modes(pC, projection, layout):
+    """Apply the principal-mode constraint to the A block of a prior covariance.
+
+    pC : array (P, P); projection : array (n, n) from :func:`mode_projection`.
+    Returns the constrained (P, P) covariance (A is vectorised column-major,
+    so ``vec(P A Pᵀ) = (P ⊗ P) vec(A)``).
+    """
+    K = np.kron(projection, projection)
+    out = np.array(pC, dtype=float, copy=True)
+    j = layout.sl_A
+    out[j, j] = K @ out[j, j] @ K.T
+    return out

@@ -25,6 +25,8 @@ class DCMOptions:
     centre : mean-centre the inputs before inversion.
     hE, hC : prior mean and variance of each region's log noise precision.
     maxit : maximum number of variational Laplace iterations.
+    maxnodes : above this many regions the prior covariance of A is restricted
+        to the data's ``maxnodes`` principal modes (SPM12).
     use_acquisition_te : use ``DCMSpec.TE`` in the BOLD equation instead of
         SPM12's fixed 0.04 s.
     """
@@ -33,6 +35,7 @@ class DCMOptions:
     hE: float = 6.0
     hC: float = 1.0 / 128
     maxit: int = 128
+    maxnodes: int = 8
     use_acquisition_te: bool = False
 
 
@@ -173,5 +176,6 @@ class DCMSpec:
                 hE=float(opts.get("hE", 6.0)),
                 hC=float(opts.get("hC", 1.0 / 128)),
                 maxit=int(opts.get("maxit", 128)),
+                maxnodes=int(opts.get("maxnodes", 8)),
             ),
         )
