@@ -149,6 +149,7 @@ def test_principal_mode_constraint_for_large_models(design):
     assert np.linalg.matrix_rank(P) == 2
     block = r.prior_cov[r.layout.sl_A, r.layout.sl_A]
     assert np.linalg.matrix_rank(block) == 4  # (2 modes)^2 directions of A stay free
-    np.testing.assert_allclose(block, np.kron(P, P) @ (np.eye(9) / 64) @ np.kron(P, P)  # full mask: all A variances 1/64, atol=1e-12)
+    # full mask: every A variance is 1/64 before the projection
+    np.testing.assert_allclose(block, np.kron(P, P) @ (np.eye(9) / 64) @ np.kron(P, P), atol=1e-12)
     assert r.converged
     assert reduce_model(r).dF == pytest.approx(0.0, abs=1e-8)
