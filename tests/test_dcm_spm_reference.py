@@ -100,3 +100,18 @@ def test_result_exports(fitted):
     json.dumps(d, allow_nan=False)
     assert d["Ep"]["B"][1][0][1] == pytest.approx(result.Ep["B"][1, 0, 1])
     assert d["Pp"]["B"][0][0][0] is None
+
+
+def test_spec_validation():
+    Y = np.zeros((10, 2))
+    U = np.ones((160, 1))
+    with pytest.raises(ValueError, match="no driving input"):
+        DCMSpec(Y=Y, U=U, U_dt=0.125, TR=2.0, a=np.ones((2, 2)), b=None, c=np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="unknown DCM options"):
+        DCMSpec(Y=Y, U=U, U_dt=0.125, TR=2.0, a=np.ones((2, 2)), b=None, c=np.ones((2, 1)),
+                options={"two_state": 1})
+    spec = DCMSpec(Y=Y, U=U, U_dt=0.125, TR=2.0, a=np.ones((2, 2)), b=None, c=np.ones((2, 1)),
+                   options={"centre": True, "maxit": 5})
+    assert spec.options.maxit == 5 and np.all(spec.processed_inputs() == 0)
+    np.testing.assert_array_equal(spec.delays, [1.0, 1.0])  # TR/2
+    assert spec.X0.shape == (10, 1) and spec.b.shape == (1, 2, 2)

@@ -127,8 +127,15 @@ class DCMSpec:
         if len(self.region_names) != n or len(self.input_names) != m:
             raise ValueError("region_names / input_names do not match Y / U")
         if isinstance(self.options, dict):
-            known = {f.name for f in fields(DCMOptions)}
-            self.options = DCMOptions(**{k: v for k, v in self.options.items() if k in known})
+            unknown = sorted(set(self.options) - {f.name for f in fields(DCMOptions)})
+            if unknown:
+                raise ValueError(f"unknown DCM options {unknown}; known: {[f.name for f in fields(DCMOptions)]}")
+            self.options = DCMOptions(**self.options)
+        if not np.any(self.c) or not np.any(self.U):
+            raise ValueError(
+                "the model has no driving input (c or U is all zero); deterministic DCM needs at least one "
+                "(SPM would switch to stochastic DCM, which ketflow does not implement)"
+            )
 
     @property
     def n_regions(self) -> int:
