@@ -19,15 +19,16 @@ the 3-region reference case (shared/reference/spm_dcm/dcm3_block/results.json).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from ketflow.dcm import DCMSpec, fit_dcm, simulate_bold  # noqa: E402
+from ketflow.dcm import DCMSpec, fit_dcm, simulate_bold
 
 TR, N_SCANS = 2.0, 200
 DT = TR / 16
@@ -46,7 +47,7 @@ def chain_model(n):
     """Region 2 is driven; forward chain 2->1->3->4...; fear modulates 2->1 and 2->3."""
     A = np.zeros((n, n))
     order = [1, 0] + list(range(2, n))
-    for src, dst in zip(order[:-1], order[1:]):
+    for src, dst in itertools.pairwise(order):
         A[dst, src] = 0.3
         A[src, dst] = -0.2
     B = np.zeros((2, n, n))

@@ -7,7 +7,12 @@ import pytest
 from matplotlib.figure import Figure
 
 from ketflow.dcm import DCMSpec, fit_dcm, simulate_bold
-from ketflow.dcm.compare import compare_models, model_posterior, reduce_model, score_model_space
+from ketflow.dcm.compare import (
+    compare_models,
+    model_posterior,
+    reduce_model,
+    score_model_space,
+)
 from ketflow.dcm.plot import plot_dcm
 
 TR, N_SCANS = 2.0, 200

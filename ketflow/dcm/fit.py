@@ -167,7 +167,7 @@ def fit_dcm(spec: DCMSpec) -> DCMResult:
     if layout.n > spec.options.maxnodes:
         projection = mode_projection(Y, spec.X0, spec.options.maxnodes)
         pC = constrain_to_modes(pC, projection, layout)
-    nsteps = int(round(max(spec.TR, 1))) if layout.n_d else 0
+    nsteps = round(max(spec.TR, 1)) if layout.n_d else 0
     schedule = make_schedule(spec.processed_inputs(), spec.U_dt, spec.TR, spec.n_scans, spec.delays, nsteps=nsteps)
     TE = spec.TE if spec.options.use_acquisition_te else HEMO["TE"]
     opts = spec.options

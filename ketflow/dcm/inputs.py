@@ -12,7 +12,7 @@ Boxcars have height 1 and zero-duration events are sticks of unit area
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -34,7 +34,7 @@ import numpy as np
 
 from .model import ParameterLayout
 
-__all__ = ["dcm_fmri_priors", "mode_projection", "constrain_to_modes"]
+__all__ = ["constrain_to_modes", "dcm_fmri_priors", "mode_projection"]
 
 A_OFFDIAG_MEAN = 1.0 / 128
 A_VAR = 1.0 / 64

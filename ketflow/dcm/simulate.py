@@ -85,6 +85,6 @@ def simulate_bold(
     delays = np.full(n, TR / 2.0) if delays is None else np.broadcast_to(np.asarray(delays, float), (n,))
     layout = ParameterLayout(n, m, n_d)
     theta = layout.pack(A, B, C, transit, decay, epsilon, D)
-    nsteps = int(round(max(TR, 1))) if n_d else 0
+    nsteps = round(max(TR, 1)) if n_d else 0
     schedule = make_schedule(U, dt, TR, int(n_scans), delays, nsteps=nsteps)
     return predict_bold(theta, layout, schedule, TE=TE)

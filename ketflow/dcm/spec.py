@@ -154,7 +154,7 @@ class DCMSpec:
         return self.U - self.U.mean(axis=0) if self.options.centre else self.U
 
     @classmethod
-    def from_spm_reference(cls, case_dir) -> "DCMSpec":
+    def from_spm_reference(cls, case_dir) -> DCMSpec:
         """Read a case folder of ``shared/reference/spm_dcm`` (spec.json, Y, U, X0 CSVs)."""
         import pandas as pd
 

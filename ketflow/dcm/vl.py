@@ -126,8 +126,7 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     if pC.ndim == 1:
         pC = np.diag(pC)
     X0 = np.zeros((ns, 0)) if X0 is None else np.asarray(X0, dtype=float).reshape(ns, -1)
-    nx = X0.shape[1]
-    dfdu = np.kron(np.eye(nr), X0)  # (ny, nr·nx)
+    dfdu = np.kron(np.eye(nr), X0)  # (ny, nr·k): one set of confound coefficients per response
     hE = np.broadcast_to(np.asarray(hE, dtype=float), (nr,)).copy()
     ihC = np.eye(nr) / np.broadcast_to(np.asarray(hC, dtype=float), (nr,))
 
