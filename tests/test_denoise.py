@@ -69,8 +69,21 @@ def test_too_few_volumes_raise_specific_error():
     keep[:30] = True
     with pytest.raises(dn.TooFewVolumesError, match="30 of 60 volumes remain"):
         dn.denoise(y, conf, TR, keep=keep, min_volumes=40)
-    with pytest.raises(dn.TooFewVolumesError, match="no degrees of freedom"):
+    with pytest.raises(dn.TooFewVolumesError, match="0 residual degrees of freedom"):
         dn.denoise(y[:, :3], np.random.default_rng(0).normal(size=(60, 59)), TR, high_pass_s=None, min_volumes=10)
+    # band-pass by regression: 200 volumes at TR 2 s, 0.01-0.1 Hz = 8 + 119 cosines, + 1 + 36
+    conf36 = np.random.default_rng(1).normal(size=(200, 36))
+    keep, _, basis = dn.kept_design(conf36, TR, None, 100.0, 0.1, min_volumes=40)
+    assert basis.shape[1] == 1 + 36 + 8 + 119
+    censored = np.ones(200, bool)
+    censored[:40] = False  # 160 kept: the band-passed design leaves few degrees of freedom
+    _, _, basis = dn.kept_design(conf36, TR, censored, 100.0, 0.1, min_volumes=40)
+    assert 0 < 160 - basis.shape[1] < 20
+    censored[:80] = False  # 120 kept < 164 regressors: screened without any BOLD data
+    with pytest.raises(dn.TooFewVolumesError, match="120 kept volumes"):
+        dn.kept_design(conf36, TR, censored, 100.0, 0.1, min_volumes=40)
+    with pytest.raises(dn.TooFewVolumesError, match="at least 50 required"):
+        dn.kept_design(conf36, TR, None, 100.0, 0.1, min_volumes=40, min_dof=50)
     assert issubclass(dn.TooFewVolumesError, ValueError)
 
 

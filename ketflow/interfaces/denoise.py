@@ -14,7 +14,7 @@ and writes into the working directory:
 Strategy JSON keys (all optional): ``strategy`` (24P | 36P | aCompCor), ``n_compcor``,
 ``fd_threshold`` (mm or null), ``std_dvars_threshold``, ``min_contiguous``,
 ``high_pass_s``, ``band_pass_hz`` ([low, high] Hz; replaces ``high_pass_s`` by 1/low),
-``standardize`` (bool), ``min_volumes``.
+``standardize`` (bool), ``min_volumes``, ``min_dof`` (residual degrees of freedom).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ DEFAULTS = {
     "band_pass_hz": None,
     "standardize": False,
     "min_volumes": 40,
+    "min_dof": 1,
 }
 
 
@@ -140,6 +141,7 @@ class Denoise(SimpleInterface):
             low_pass_hz=low_pass_hz,
             standardize=settings["standardize"],
             min_volumes=settings["min_volumes"],
+            min_dof=settings["min_dof"],
         )
         cwd = Path(os.getcwd())
         if self.inputs.output_format == "npy":

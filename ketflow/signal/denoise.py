@@ -87,17 +87,58 @@ def nuisance_design(confounds: np.ndarray, tr: float, high_pass_s: float | None,
     return np.column_stack([np.ones(n), centred, cosine_regressors(n, tr, high_pass_s, low_pass_hz)])
 
 
-def residualise(data: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, int]:
-    """Least-squares residuals of ``data`` (T, V) on ``design`` (T, p) and the design rank.
+def design_basis(design: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (T, rank) of the column space of ``design`` (T, p).
 
-    Uses the left singular vectors of the column-normalised design, so collinear
-    regressors (e.g. fMRIPrep cosines next to ours) cost one degree of freedom only.
+    From the left singular vectors of the column-normalised design, so collinear
+    regressors (e.g. fMRIPrep cosines next to ours) count once.
     """
     norms = np.linalg.norm(design, axis=0)
     u, s, _ = np.linalg.svd(design / np.where(norms > 0, norms, 1.0), full_matrices=False)
     rank = int((s > s[0] * max(design.shape) * np.finfo(float).eps).sum()) if s.size else 0
-    basis = u[:, :rank].astype(data.dtype)
-    return data - basis @ (basis.T @ data), rank
+    return u[:, :rank]
+
+
+def residualise(data: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, int]:
+    """Least-squares residuals of ``data`` (T, V) on ``design`` (T, p) and the design rank."""
+    basis = design_basis(design).astype(data.dtype)
+    return data - basis @ (basis.T @ data), basis.shape[1]
+
+
+def kept_design(
+    confounds: np.ndarray,
+    tr: float,
+    keep: np.ndarray | None = None,
+    high_pass_s: float | None = 128.0,
+    low_pass_hz: float | None = None,
+    min_volumes: int = 50,
+    min_dof: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check a run can be denoised; return (keep (T,), design (n_kept, p), basis (n_kept, rank)).
+
+    Needs no BOLD data, so a workflow can screen runs before processing them. Raises
+    :class:`TooFewVolumesError` when fewer than ``min_volumes`` volumes are kept or fewer
+    than ``min_dof`` residual degrees of freedom remain (a band-pass by regression costs
+    one per cosine, see the module docstring).
+    """
+    confounds = np.asarray(confounds, dtype=float)
+    n = confounds.shape[0]
+    keep = np.ones(n, bool) if keep is None else np.asarray(keep, bool)
+    if keep.shape != (n,):
+        raise ValueError(f"keep has shape {keep.shape}, confounds {n} rows")
+    n_kept = int(keep.sum())
+    if n_kept < min_volumes:
+        raise TooFewVolumesError(
+            f"{n_kept} of {n} volumes remain after censoring; at least {min_volumes} are required"
+        )
+    design = nuisance_design(confounds, tr, high_pass_s, low_pass_hz)[keep]
+    basis = design_basis(design)
+    if n_kept - basis.shape[1] < min_dof:
+        raise TooFewVolumesError(
+            f"{n_kept} kept volumes but the nuisance design has rank {basis.shape[1]}: "
+            f"{n_kept - basis.shape[1]} residual degrees of freedom, at least {min_dof} required"
+        )
+    return keep, design, basis
 
 
 def denoise(
@@ -109,14 +150,14 @@ def denoise(
     low_pass_hz: float | None = None,
     standardize: bool = False,
     min_volumes: int = 50,
+    min_dof: int = 1,
 ) -> DenoiseResult:
     """Regress confounds + cosine filter out of (T, V) ``data`` in one fit (module docstring).
 
     confounds : (T, k); keep : bool (T,) volumes to use (default all).
     standardize : divide each voxel's residual by its standard deviation (ddof=1);
         constant voxels stay 0.
-    min_volumes : fewer kept volumes, or no residual degree of freedom, raises
-        :class:`TooFewVolumesError`.
+    min_volumes, min_dof : see :func:`kept_design` (raises :class:`TooFewVolumesError`).
     """
     data = np.asarray(data)
     if not np.issubdtype(data.dtype, np.floating):
@@ -124,24 +165,17 @@ def denoise(
     n = data.shape[0]
     if confounds.shape[0] != n:
         raise ValueError(f"confounds have {confounds.shape[0]} rows, data {n} volumes")
-    keep = np.ones(n, bool) if keep is None else np.asarray(keep, bool)
-    n_kept = int(keep.sum())
-    if n_kept < min_volumes:
-        raise TooFewVolumesError(
-            f"{n_kept} of {n} volumes remain after censoring; at least {min_volumes} are required"
-        )
-    design = nuisance_design(np.asarray(confounds, float), tr, high_pass_s, low_pass_hz)[keep]
+    keep, design, basis = kept_design(confounds, tr, keep, high_pass_s, low_pass_hz, min_volumes, min_dof)
     kept = data[keep]
     # The intercept is in the design, so removing voxel means first changes nothing
     # mathematically; numerically it keeps float32 projections of BOLD (mean ~1e2-1e4)
     # from losing precision to the large mean.
     kept -= kept.mean(axis=0, dtype=np.float64).astype(kept.dtype)
-    residuals, rank = residualise(kept, design)
-    if n_kept - rank < 1:
-        raise TooFewVolumesError(
-            f"{n_kept} kept volumes but the nuisance design has rank {rank}: no degrees of freedom left"
-        )
+    basis = basis.astype(kept.dtype)
+    residuals = kept - basis @ (basis.T @ kept)
     if standardize:
         sd = residuals.std(axis=0, ddof=1)
         residuals = residuals / np.where(sd > 0, sd, 1.0).astype(residuals.dtype)
+    rank = basis.shape[1]
+    n_kept = int(keep.sum())
     return DenoiseResult(residuals.astype(np.float32), keep, n - n_kept, rank, n_kept - rank, design)
