@@ -12,7 +12,12 @@ from ketflow.dcm.priors import dcm_fmri_priors
 from ketflow.dcm.spec import preprocess_data
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "spm_dcm"
-CASES = ["dcm2_block", "dcm2_event", "dcm3_block"]
+# every case folder present (the three known ones are listed when the data are absent, to be skipped)
+CASES = (
+    sorted(p.name for p in REF.iterdir() if (p / "spec.json").is_file())
+    if REF.is_dir()
+    else ["dcm2_block", "dcm2_event", "dcm3_block"]
+)
 
 
 def _case(case):

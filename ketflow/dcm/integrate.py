@@ -18,7 +18,9 @@ per scan (like SPM12's ``spm_int_D`` with ``nsteps = round(max(TR, 1))``).
 
 Sampling follows SPM12: scan k (from 0) of region j is read at micro-time row
 ``ceil(k·TR/dt) + max(round(delay_j/dt), 1) - 1`` (0-based; the state at the
-*start* of that row, i.e. at time ``row·dt`` s).
+*start* of that row, i.e. at time ``row·dt`` s). SPM spaces the scans by
+``n_rows/n_scans`` rows instead of ``TR/dt``; the two agree when U covers
+exactly the acquisition (``n_rows = n_scans·TR/dt``), as SPM requires.
 """
 
 from __future__ import annotations
