@@ -105,14 +105,16 @@ def _bilinear_states(J, schedule: Schedule) -> np.ndarray:
     nb, _, ns, _ = J.shape
     E1 = expm(J * schedule.dt)
     lengths = np.unique(schedule.steps[schedule.steps > 0])
-    # table[(pattern, length)] = expm(J dt)^length, built by repeated products
+    # table[(pattern, length)] = expm(J dt)^length by binary powering
+    squares = [E1]
+    while 2 ** len(squares) <= lengths.max(initial=1):
+        squares.append(squares[-1] @ squares[-1])
     table = np.empty((E1.shape[1], lengths.size, nb, ns, ns))
-    power = E1.copy()
-    current = 1
     for li, L in enumerate(lengths):
-        while current < L:
-            power = power @ E1
-            current += 1
+        bits = [squares[b] for b in range(len(squares)) if (int(L) >> b) & 1]
+        power = bits[0]
+        for extra in bits[1:]:
+            power = power @ extra
         table[:, li] = np.swapaxes(power, 0, 1)
     length_index = np.searchsorted(lengths, schedule.steps)
     z = np.zeros((nb, ns, 1))
@@ -185,11 +187,11 @@ def predict_bold(theta, layout: ParameterLayout, schedule: Schedule, TE: float =
             first = np.where(blown.any(0), blown.argmax(0), Z.shape[0])
             after = np.arange(Z.shape[0])[:, None] >= first[None, :]
             Z[after] = 0.0
-        regions = np.arange(n)
-        Zs = Z[schedule.sample_index, :, :]  # (n_scans, n_regions, nb, ns)
-        lv = Zs[:, regions, :, 1 + 3 * n + regions]  # (n_regions, n_scans, nb) via advanced indexing
-        lq = Zs[:, regions, :, 1 + 4 * n + regions]
+        regions = np.arange(n)[None, :]
+        # (n_scans, n_regions, nb): region j's ln v and ln q at its own sample events
+        lv = Z[schedule.sample_index, :, 1 + 3 * n + regions]
+        lq = Z[schedule.sample_index, :, 1 + 4 * n + regions]
     eps = layout.unpack(theta)["epsilon"]
-    y = bold_output(lv, lq, eps[None, None, :], TE)  # (n_regions, n_scans, nb)
-    y = np.transpose(y, (2, 1, 0))
+    y = bold_output(lv, lq, eps[None, None, :], TE)
+    y = np.transpose(y, (2, 0, 1))
     return y[0] if single else y
