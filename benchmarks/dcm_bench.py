@@ -1,6 +1,6 @@
 """Timing (and calibration) benchmark of ketflow's DCM for fMRI.
 
-Times ``fit_dcm`` on simulated 2-, 3- and 6-region block designs (200 scans,
+Times ``fit_dcm`` on simulated 2-, 3-, 6- and 9-region block designs (200 scans,
 TR 2 s, two inputs, full A, one modulation per region pair of the chain,
 SNR 2) on one core, and optionally measures the coverage of the 90% credible
 intervals of A/B/C over many simulated datasets.
@@ -73,7 +73,7 @@ def timing(repeats):
     U = block_inputs()
     print("| regions | free parameters | iterations | wall median s | wall min s | CPU median s | F |")
     print("|---|---|---|---|---|---|---|")
-    for n in (2, 3, 6):
+    for n in (2, 3, 6, 9):
         spec, _ = make_spec(n, 0, U)
         times, cpu = [], []
         for _ in range(repeats):
