@@ -94,7 +94,7 @@ def _free_subspace(pC: np.ndarray) -> np.ndarray:
     return W[:, w > 1e-12 * max(w.max(), 0)]
 
 
-def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit=128, theta0=None):
+def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit=128):
     """Invert ``y = predict(θ) + X0 β + e`` by variational Laplace.
 
     Parameters
@@ -110,8 +110,6 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     hE, hC : float or array (n_resp,)
         Prior mean and variance of the log precisions.
     maxit : int
-    theta0 : array (P,), optional
-        Starting point (default pE).
 
     Returns
     -------
@@ -137,9 +135,9 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     ipC[ip, ip] = np.linalg.inv(V.T @ pC @ V)
     ipC[iu, iu] = np.eye(n_u) * CONFOUND_PRECISION
 
-    theta_start = pE if theta0 is None else np.asarray(theta0, dtype=float)
+    # start at the prior mean, confounds at their least-squares fit
     Eu = np.linalg.pinv(dfdu) @ yv if n_u else np.zeros(0)
-    p = np.concatenate([V.T @ (theta_start - pE), Eu])
+    p = np.concatenate([np.zeros(n_p), Eu])
     h = hE.copy()
     region = np.repeat(np.arange(nr), ns)
 
