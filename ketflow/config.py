@@ -95,12 +95,13 @@ class Denoising(_Strict):
     high_pass_s: float | None = Field(default=128, gt=0)
     band_pass_rest: tuple[float, float] | None = (0.01, 0.1)
     min_volumes: int = Field(default=40, ge=2)
+    min_dof: int = Field(default=10, ge=1)
 
     @field_validator("band_pass_rest")
     @classmethod
     def _ordered_band(cls, band):
-        if band is not None and not 0 <= band[0] < band[1]:
-            raise ValueError(f"band_pass_rest must be [low, high] with 0 <= low < high, got {list(band)}")
+        if band is not None and not 0 < band[0] < band[1]:
+            raise ValueError(f"band_pass_rest must be [low, high] in Hz with 0 < low < high, got {list(band)}")
         return band
 
 

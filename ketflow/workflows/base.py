@@ -35,7 +35,7 @@ def write_run_specs(config: AnalysisConfig, spec_dir: Path) -> dict[str, str]:
         rois["spheres"] = [s.model_dump(include={"name", "x", "y", "z", "radius_mm"}) for s in load_spheres(circuit)]
     den = config.denoising
     task_denoise = {"strategy": den.strategy, "fd_threshold": den.fd_threshold, "min_contiguous": den.min_contiguous,
-                    "high_pass_s": den.high_pass_s, "min_volumes": den.min_volumes}
+                    "high_pass_s": den.high_pass_s, "min_volumes": den.min_volumes, "min_dof": den.min_dof}
     rest_denoise = dict(task_denoise, band_pass_hz=list(den.band_pass_rest) if den.band_pass_rest else None)
     specs = {"rois": rois, "denoise_task": task_denoise, "denoise_rest": rest_denoise}
     paths = {}

@@ -237,7 +237,7 @@ def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
         dcm_meta = {"Model": json.loads(dcm_model_json(config)), "RepetitionTime": run.tr}
         sinks.add("dcm_json", dcm, "out_json", "dcm", ".json", entities={"atlas": config.circuit.name},
                   sidecar=False)
-        sinks.add("dcm_params", dcm, "out_params", "dcm", ".tsv", entities={"atlas": config.circuit.name},
-                  metadata=dcm_meta)
+        sinks.add("dcm_params", dcm, "out_params", "dcm", ".tsv",
+                  entities={"atlas": config.circuit.name, "desc": "parameters"}, metadata=dcm_meta)
         sinks.add("dcm_figure", dcm, "out_figure", "dcm", ".svg", entities={"desc": "dcm"}, datatype="figures",
                   sidecar=False)

@@ -12,7 +12,20 @@ import pandas as pd
 from ..config import AnalysisConfig
 from ..io.bids import InputError, RunInputs
 from ..io.confounds import ConfoundStrategy, load_confounds
+from ..signal.denoise import TooFewVolumesError, kept_design
 from ..signal.design import validate_events
+
+
+def filter_settings(config: AnalysisConfig, kind: str) -> tuple[float | None, float | None]:
+    """(high-pass period in s, low-pass frequency in Hz) of denoising for a 'task' or 'rest' run.
+
+    Rest runs with ``band_pass_rest`` are band-passed: the high-pass period becomes 1/low.
+    """
+    den = config.denoising
+    if kind == "rest" and den.band_pass_rest:
+        low, high = den.band_pass_rest
+        return 1.0 / low, high
+    return den.high_pass_s, None
 
 
 def confound_strategy(config: AnalysisConfig) -> ConfoundStrategy:
@@ -52,15 +65,16 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
             except ValueError as err:
                 problems.append(f"{run.events}: {_strip_source(err, run.events)}")
                 continue
-        usable = int(confounds.keep.sum())
-        if usable < config.denoising.min_volumes:
+        high_pass_s, low_pass_hz = filter_settings(config, config.tasks[run.task].type)
+        try:
+            kept_design(confounds.regressors.to_numpy(), run.tr, confounds.keep, high_pass_s, low_pass_hz,
+                        min_volumes=config.denoising.min_volumes, min_dof=config.denoising.min_dof)
+        except TooFewVolumesError as err:
             excluded.append({
                 "subject": run.subject, "session": run.session, "task": run.task, "run": run.run,
-                "reason": (f"only {usable} of {run.n_volumes} volumes left after removing "
-                           f"{int(confounds.dummy.sum())} dummy scan(s) and censoring "
-                           f"{int(confounds.motion_censored.sum())} volume(s) at FD > "
-                           f"{config.denoising.fd_threshold} mm; at least {config.denoising.min_volumes} "
-                           "are required (denoising.min_volumes)"),
+                "reason": (f"{err} ({int(confounds.dummy.sum())} dummy scan(s), "
+                           f"{int(confounds.motion_censored.sum())} volume(s) censored at FD > "
+                           f"{config.denoising.fd_threshold} mm, strategy {config.denoising.strategy})"),
             })
             continue
         kept.append(run)

@@ -1,0 +1,129 @@
+"""Collect participant-level outputs into one long table of scalar measures.
+
+Reads ketflow's own derivatives (found with pybids' entity parsing rules, by name) and
+returns rows ``subject, session, measure, value`` with measure names:
+
+* ``activation_<task>_<contrast>_<roi>``: ROI contrast estimate (``*_stat-effect_contrasts.tsv``);
+* ``ppi_<task>_<contrast>_<seed>-to-<target>``: gPPI estimate of a configured contrast
+  (``*_ppi.tsv``);
+* ``fc_<task>_<roiA>-<roiB>``: ROI-to-ROI Fisher z (``*_stat-fisherz_relmat.tsv``, upper triangle);
+* ``dcm_<task>_<matrix>_<from>-to-<to>[_<input>]``: DCM posterior means (``*_dcm.json``).
+
+Runs of the same subject, session and task are averaged (fixed-effects combination of
+scalar ROI estimates with equal weights) and the number of runs is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import AnalysisConfig
+
+_ENTITY = re.compile(r"(?:^|_)(sub|ses|task|run)-([A-Za-z0-9]+)")
+
+
+def _entities(path: Path) -> dict:
+    return dict(_ENTITY.findall(path.name))
+
+
+def _rows(path: Path, items) -> list[dict]:
+    ent = _entities(path)
+    return [{"subject": ent.get("sub"), "session": ent.get("ses"), "task": ent.get("task"), "measure": m,
+             "value": float(v)} for m, v in items]
+
+
+def _activation(path: Path, config: AnalysisConfig) -> list[dict]:
+    table = pd.read_csv(path, sep="\t")
+    task = _entities(path)["task"]
+    return _rows(path, ((f"activation_{task}_{r.contrast}_{r.roi}", r.effect) for r in table.itertuples()))
+
+
+def _ppi(path: Path, config: AnalysisConfig) -> list[dict]:
+    table = pd.read_csv(path, sep="\t")
+    task = _entities(path)["task"]
+    contrasts = set(config.tasks[task].contrasts) if task in config.tasks else set()
+    table = table[table["contrast"].isin(contrasts) & (table["seed"] != table["target"])]
+    return _rows(path, ((f"ppi_{task}_{r.contrast}_{r.seed}-to-{r.target}", r.effect) for r in table.itertuples()))
+
+
+def _connectivity(path: Path, config: AnalysisConfig) -> list[dict]:
+    table = pd.read_csv(path, sep="\t", index_col=0)
+    task = _entities(path)["task"]
+    names = list(table.columns)
+    values = table.to_numpy(dtype=float)
+    items = [(f"fc_{task}_{names[i]}-{names[j]}", values[i, j])
+             for i in range(len(names)) for j in range(i + 1, len(names))]
+    return _rows(path, items)
+
+
+def _dcm(path: Path, config: AnalysisConfig) -> list[dict]:
+    result = json.loads(path.read_text())
+    task = _entities(path)["task"]
+    regions, inputs, ep = result["region_names"], result["input_names"], result["Ep"]
+    items = []
+    for to, row in enumerate(ep["A"]):
+        for frm, value in enumerate(row):
+            items.append((f"dcm_{task}_A_{regions[frm]}-to-{regions[to]}", value))
+    for k, matrix in enumerate(ep["B"]):
+        for to, row in enumerate(matrix):
+            for frm, value in enumerate(row):
+                if value != 0:
+                    items.append((f"dcm_{task}_B_{regions[frm]}-to-{regions[to]}_{inputs[k]}", value))
+    for to, row in enumerate(ep["C"]):
+        for k, value in enumerate(row):
+            if value != 0:
+                items.append((f"dcm_{task}_C_{inputs[k]}-to-{regions[to]}", value))
+    return _rows(path, items)
+
+
+#: Output file patterns and their readers, keyed by the measure family.
+READERS = {
+    "activation": ("*_stat-effect_contrasts.tsv", _activation),
+    "ppi": ("*_ppi.tsv", _ppi),
+    "fc": ("*_stat-fisherz_relmat.tsv", _connectivity),
+    "dcm": ("*_dcm.json", _dcm),
+}
+
+
+def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list[str] | None = None) -> pd.DataFrame:
+    """Long table (subject, session, measure, value, n_runs) of every scalar measure found."""
+    out_dir = Path(out_dir)
+    wanted = {
+        "activation": config.measures.activation,
+        "ppi": config.measures.ppi,
+        "fc": config.measures.connectivity,
+        "dcm": config.measures.dcm,
+    }
+    rows: list[dict] = []
+    for family, (pattern, reader) in READERS.items():
+        if not wanted[family]:
+            continue
+        for path in sorted(out_dir.glob(f"sub-*/ses-*/func/{pattern}")) + sorted(out_dir.glob(f"sub-*/func/{pattern}")):
+            if "_desc-" in path.name and family == "dcm":  # the parameter table's sidecar
+                continue
+            if subjects is None or _entities(path).get("sub") in subjects:
+                rows += reader(path, config)
+    columns = ["subject", "session", "measure", "value", "n_runs"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame.from_records(rows)
+    table = table[np.isfinite(table["value"])]
+    grouped = table.groupby(["subject", "session", "measure"], dropna=False)["value"]
+    return grouped.agg(value="mean", n_runs="size").reset_index()[columns]
+
+
+def read_exclusions(out_dir: Path | str) -> pd.DataFrame:
+    """Every ``sub-*_exclusions.tsv`` of the participant level, concatenated (subject column added)."""
+    frames = []
+    for path in sorted(Path(out_dir).glob("sub-*/sub-*_exclusions.tsv")):
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        table.insert(0, "subject", path.parent.name[len("sub-"):])
+        frames.append(table)
+    if not frames:
+        return pd.DataFrame(columns=["subject", "session", "task", "run", "reason"])
+    return pd.concat(frames, ignore_index=True)
