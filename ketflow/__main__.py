@@ -1,0 +1,4 @@
+from ketflow.cli.run import main
+import sys
+
+sys.exit(main())
