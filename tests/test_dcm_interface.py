@@ -49,7 +49,8 @@ def test_fit_dcm_interface_writes_outputs(tmp_path, monkeypatch):
     confounds = pd.DataFrame({"trans_x": np.r_[np.nan, np.random.default_rng(1).standard_normal(N_SCANS - 1)]})
     confounds.to_csv(tmp_path / "conf.tsv", sep="\t", index=False, na_rep="n/a")
     model = {"regions": ["vmPFC", "amygdala"], "inputs": inputs, "a": [[1, 1], [1, 1]],
-             "b": (B != 0).astype(int).tolist(), "c": (C != 0).astype(int).tolist()}
+             "b": (B != 0).astype(int).tolist(), "c": (C != 0).astype(int).tolist(),
+             "model_space": {"no_modulation": {"b": np.zeros((2, 2, 2)).tolist()}}}
     monkeypatch.chdir(tmp_path)
     res = FitDCM(timeseries=str(tmp_path / "ts.tsv"), events=str(tmp_path / "events.tsv"), repetition_time=TR,
                  start_time=0.5, model=json.dumps(model), confounds=str(tmp_path / "conf.tsv")).run()
@@ -62,3 +63,6 @@ def test_fit_dcm_interface_writes_outputs(tmp_path, monkeypatch):
     params = pd.read_csv(out.out_params, sep="\t")
     assert {"name", "posterior_mean", "posterior_sd", "ci90_low", "ci90_high", "Pp"} <= set(params.columns)
     assert (tmp_path / "dcm.svg").read_text().lstrip().startswith("<?xml")
+    space = pd.read_csv(out.out_model_space, sep="\t")
+    assert list(space["model"]) == ["full", "no_modulation"]
+    assert space["posterior_probability"].iloc[0] > 0.99

@@ -9,7 +9,10 @@ directory:
 * ``dcm.json``: posterior means, SDs, posterior probabilities, F, iterations,
   noise variances and the parameter table;
 * ``dcm_params.tsv``: the parameter table;
-* ``dcm.svg``: connectivity diagram and parameter bars.
+* ``dcm.svg``: connectivity diagram and parameter bars;
+* ``dcm_model_space.tsv`` when the model lists nested models under
+  ``model_space``: each scored by Bayesian model reduction of the fitted model
+  (F, dF vs the full model, posterior probability).
 
 The model is a JSON object::
 
@@ -19,7 +22,8 @@ The model is a JSON object::
      "b": [[[0, 0], [0, 0]], [[0, 1], [0, 0]]],   # [input][to][from]
      "c": [[0, 0], [1, 0]],                 # [to][input]
      "delays": [0, 0],                      # optional, s after the reference
-     "options": {"centre": false, "hE": 6, "hC": 0.0078125, "maxit": 128}}
+     "options": {"centre": false, "hE": 6, "hC": 0.0078125, "maxit": 128},
+     "model_space": {"no_modulation": {"b": [[[0, 0], [0, 0]], [[0, 0], [0, 0]]]}}}
 
 ``inputs`` may also be a list of trial types (one input each). Because event
 onsets are shifted by ``start_time`` (time 0 = the first scan's acquisition
@@ -43,6 +47,7 @@ from nipype.interfaces.base import (
 )
 
 from ..dcm import DCMSpec, fit_dcm
+from ..dcm.compare import score_model_space
 from ..dcm.inputs import inputs_from_events
 from ..dcm.plot import plot_dcm
 from ..io.write import write_json, write_tsv
@@ -61,6 +66,7 @@ class _FitDCMOutputSpec(TraitedSpec):
     out_json = File(desc="dcm.json")
     out_params = File(desc="dcm_params.tsv")
     out_figure = File(desc="dcm.svg")
+    out_model_space = File(desc="dcm_model_space.tsv (only when the model has a model_space)")
     free_energy = traits.Float(desc="free energy F (nats)")
 
 
@@ -116,8 +122,8 @@ class FitDCM(SimpleInterface):
         timeseries = pd.read_csv(inputs.timeseries, sep="\t", na_values="n/a")
         events = pd.read_csv(inputs.events, sep="\t", na_values="n/a")
         confounds = pd.read_csv(inputs.confounds, sep="\t", na_values="n/a") if inputs.confounds else None
-        spec = build_spec(timeseries, events, inputs.repetition_time, inputs.start_time,
-                          json.loads(inputs.model), confounds)
+        model = json.loads(inputs.model)
+        spec = build_spec(timeseries, events, inputs.repetition_time, inputs.start_time, model, confounds)
         result = fit_dcm(spec)
 
         cwd = os.getcwd()
@@ -129,4 +135,10 @@ class FitDCM(SimpleInterface):
         plot_dcm(result).savefig(out_figure, format="svg", metadata={"Date": None})
         self._results.update(out_json=out_json, out_params=out_params, out_figure=out_figure,
                              free_energy=float(result.F))
+        if model.get("model_space"):
+            masks = {name: {k: np.asarray(v, dtype=float) for k, v in m.items()}
+                     for name, m in model["model_space"].items()}
+            out_space = os.path.join(cwd, "dcm_model_space.tsv")
+            write_tsv(out_space, score_model_space(result, masks))
+            self._results["out_model_space"] = out_space
         return runtime
