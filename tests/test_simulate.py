@@ -1,4 +1,4 @@
-"""Tests of the ground-truth simulator on a tiny dataset (2 subjects, 6 mm voxels, 40 volumes)."""
+"""Tests of the ground-truth simulator on a tiny dataset (2 subjects, 6 mm voxels, 40-60 volumes)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from ketflow.simulate import simulate_dataset
 from ketflow.simulate.cli import main as cli_main
 
-TINY = dict(n_subjects=2, voxel_size=6.0, n_volumes=40)
+TINY = dict(n_subjects=2, voxel_size=6.0, n_volumes={"faces": 60, "conflict": 40, "rest": 40})
+N_VOL = TINY["n_volumes"]
 SPACE = "space-MNI152NLin2009cAsym"
 TASKS = ("faces", "conflict", "rest")
 
@@ -80,7 +81,7 @@ def test_bold_metadata_and_grid(dataset, truth):
     assert pmeta["SkullStripped"] is False and pmeta["TaskName"] == "faces"
     st = meta["SliceTiming"]
     assert pmeta["StartTime"] == pytest.approx(min(st) + 0.5 * (max(st) - min(st)), abs=1e-3)
-    assert pre.get_data_dtype() == np.float32 and pre.shape[3] == 40
+    assert pre.get_data_dtype() == np.float32 and pre.shape[3] == N_VOL["faces"]
     assert pre.header.get_zooms() == (6.0, 6.0, 6.0, 2.0)
     np.testing.assert_allclose(pre.affine[:3, 3], [-96, -132, -78])
     assert list(pre.shape[:3]) == truth["grid"]["shape"]
@@ -104,7 +105,7 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(dataset, tmp_path):
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
     assert cli_main([str(tmp_path / "other"), "--subjects", "2", "--seed", "12",
-                     "--voxel-size", "6", "--n-volumes", "40"]) == 0
+                     "--voxel-size", "6", "--n-volumes", "faces=60,conflict=40,rest=40"]) == 0
     c = _files(tmp_path / "other")
     assert c.keys() == a.keys()
     bold = "derivatives/fmriprep/sub-01/ses-pre/func/" \
@@ -118,13 +119,14 @@ def test_confounds_table(dataset, truth):
     conf = pd.read_csv(der / "sub-02_ses-post_task-faces_desc-confounds_timeseries.tsv", sep="\t",
                        na_values="n/a")
     meta = json.loads((der / "sub-02_ses-post_task-faces_desc-confounds_timeseries.json").read_text())
-    assert len(conf) == 40
+    n = N_VOL["faces"]
+    assert len(conf) == n
     base = ["global_signal", "csf", "white_matter"] + [
         f"{m}_{a}" for m in ("trans", "rot") for a in "xyz"]
     for name in base:
         for col in (name, f"{name}_derivative1", f"{name}_power2", f"{name}_derivative1_power2"):
             assert col in conf.columns, col
-        assert conf[f"{name}_derivative1"].isna().tolist() == [True] + [False] * 39
+        assert conf[f"{name}_derivative1"].isna().tolist() == [True] + [False] * (n - 1)
     for col in ("csf_wm", "tcompcor", "dvars", "std_dvars", "framewise_displacement", "rmsd",
                 "a_comp_cor_00", "c_comp_cor_00", "w_comp_cor_00", "t_comp_cor_00", "cosine00"):
         assert col in conf.columns, col
@@ -217,7 +219,7 @@ def test_events(dataset):
 
 def test_ground_truth_content(dataset, truth):
     assert truth["arguments"]["seed"] == 11 and truth["seed"] == 11
-    assert truth["arguments"]["n_volumes"] == {t: 40 for t in TASKS}
+    assert truth["arguments"]["n_volumes"] == N_VOL
     assert truth["generator"]["name"] == "ketflow.simulate"
     model = truth["clinical_model"]
     assert model["interaction"]["enabled"] is True
@@ -247,8 +249,12 @@ def test_ground_truth_content(dataset, truth):
         off = coupling - np.eye(len(names))
         i, j = np.unravel_index(np.argmax(off), off.shape)
         assert {names[i], names[j]} == set(truth["rest_strongest_pair"])
-        ppi = pre["faces"]["run"]["ppi_noise_free"]["seeds"]
-        assert ppi["amygdala_L"]["fearful_minus_neutral"] > 0
+        assert set(pre["faces"]["run"]["ppi_noise_free"]["seeds"]) == {"amygdala_L", "amygdala_R"}
+        # non-DCM ROIs: a noise-free GLM returns the true amplitudes
+        for task, roi in (("faces", "antInsula_R"), ("conflict", "dACC"), ("conflict", "rACC")):
+            glm = pre[task]["run"]["glm_noise_free"][roi]
+            for cond, amp in pre[task]["activation"][roi].items():
+                assert glm[cond] == pytest.approx(amp, abs=1e-6), (task, roi, cond)
 
 
 def _detrended(y: np.ndarray, conf: pd.DataFrame) -> np.ndarray:
@@ -263,27 +269,27 @@ def test_roi_voxels_carry_the_true_signal(dataset, truth):
     from ketflow.simulate.grid import read_sphere_table, sphere_mask
 
     sphere = {s.name: s for s in read_sphere_table()}["amygdala_L"]
-    affine = np.asarray(truth["grid"]["affine"])
-    shape = tuple(truth["grid"]["shape"])
-    mask = sphere_mask(sphere, affine, shape)
+    mask = sphere_mask(sphere, np.asarray(truth["grid"]["affine"]), tuple(truth["grid"]["shape"]))
+
+    def true_series(sub, task):
+        return pd.read_csv(dataset / f"sourcedata/truth/{sub}/ses-pre" /
+                           f"{sub}_ses-pre_task-{task}_desc-noisefree_timeseries.tsv",
+                           sep="\t")["amygdala_L"].to_numpy()
+
     for task in ("faces", "rest"):
         der = dataset / "derivatives/fmriprep/sub-01/ses-pre/func"
         data = nib.load(der / f"sub-01_ses-pre_task-{task}_{SPACE}_desc-preproc_bold.nii.gz").get_fdata()
         conf = pd.read_csv(der / f"sub-01_ses-pre_task-{task}_desc-confounds_timeseries.tsv",
                            sep="\t", na_values="n/a")
-        series = pd.read_csv(dataset / "sourcedata/truth/sub-01/ses-pre" /
-                             f"sub-01_ses-pre_task-{task}_desc-noisefree_timeseries.tsv", sep="\t")
-        roi = data[mask].mean(axis=0)
         n_dummy = truth["subjects"]["sub-01"]["sessions"]["pre"][task]["run"]["n_dummy_volumes"]
         keep = slice(n_dummy, None)
-        r = np.corrcoef(_detrended(roi[keep], conf.iloc[keep]),
-                        _detrended(series["amygdala_L"].to_numpy()[keep], conf.iloc[keep]))[0, 1]
+        roi = _detrended(data[mask].mean(axis=0)[keep], conf.iloc[keep])
+        own = _detrended(true_series("sub-01", task)[keep], conf.iloc[keep])
+        r = np.corrcoef(roi, own)[0, 1]
         assert r > 0.5, (task, r)
-        # a distant ROI's true signal explains much less
-        other = "dACC" if task == "rest" else "antInsula_R"
-        r_other = np.corrcoef(_detrended(roi[keep], conf.iloc[keep]),
-                              _detrended(series[other].to_numpy()[keep], conf.iloc[keep]))[0, 1]
-        assert r_other < r
+        if task == "rest":  # another subject's resting signal is independent
+            other = _detrended(true_series("sub-02", task)[keep], conf.iloc[keep])
+            assert abs(np.corrcoef(roi, other)[0, 1]) < r
 
 
 def test_options_no_artefacts_res_entity_no_interaction(tmp_path):

@@ -105,3 +105,40 @@ def test_nifti_bytes_deterministic_and_readable():
     img = nib.Nifti1Image.from_bytes(gzip.decompress(a))
     np.testing.assert_array_equal(img.get_fdata(), data)
     assert img.header["sform_code"] == 4
+
+
+def test_noise_free_ppi_tracks_the_modulation():
+    from ketflow.simulate.design import faces_events
+    from ketflow.simulate.parameters import draw_subject
+    from ketflow.simulate.signals import faces_signals, noise_free_ppi
+
+    names = [s.name for s in read_sphere_table()]
+    truth = draw_subject(np.random.default_rng(3), "ketamine", names)["sessions"]["pre"]["faces"]
+    events = faces_events(150, 2.0, np.random.default_rng(4))
+    out = {}
+    for b in (0.0, 0.6):
+        dcm = {**truth["dcm"], "B": np.zeros((4, 3, 3)).tolist()}
+        dcm["B"][1][0][1] = b
+        sig, u = faces_signals(events, {"dcm": dcm, "activation": {}}, 150, 2.0, 1.0,
+                               np.random.default_rng(5))
+        out[b] = noise_free_ppi(sig, u, events, dcm, 150, 2.0, 1.0)
+    effect = out[0.6]["amygdala_L"]["fearful_minus_neutral"]
+    null = out[0.0]["amygdala_L"]["fearful_minus_neutral"]
+    assert effect > 0 and effect > 3 * abs(null)
+
+
+def test_faces_dcm_amygdala_r_prefers_fearful_faces():
+    from ketflow.simulate.design import faces_events
+    from ketflow.simulate.parameters import draw_subject
+    from ketflow.simulate.signals import faces_regressors, faces_signals, noise_free_betas
+
+    names = [s.name for s in read_sphere_table()]
+    truth = draw_subject(np.random.default_rng(3), "midazolam", names)["sessions"]["pre"]["faces"]
+    truth = {"dcm": {**truth["dcm"], "endogenous_sd": 0.0}, "activation": truth["activation"]}
+    events = faces_events(150, 2.0, np.random.default_rng(4))
+    sig, _ = faces_signals(events, truth, 150, 2.0, 1.0, np.random.default_rng(5))
+    betas = noise_free_betas(sig, faces_regressors(events, 150, 2.0, 1.0))
+    amy = betas["amygdala_R"]
+    assert amy["fearful"] > amy["neutral"] > amy["shapes"]
+    for cond, amp in truth["activation"]["antInsula_L"].items():
+        assert betas["antInsula_L"][cond] == pytest.approx(amp, abs=1e-8)

@@ -21,8 +21,11 @@ from ketflow.simulate.grid import Anatomy, build_anatomy, read_sphere_table
 from ketflow.simulate.parameters import REST_STRONGEST_PAIR, draw_subject
 from ketflow.simulate.signals import (
     MICROTIME,
+    conflict_regressors,
     conflict_signals,
+    faces_regressors,
     faces_signals,
+    noise_free_betas,
     noise_free_ppi,
     rest_signals,
 )
@@ -83,9 +86,13 @@ class _Run:
             }
             rows = np.arange(n_scans) * MICROTIME + int(round(self.start / (self.tr / MICROTIME)))
             extra = {f"input_{name}": u[rows, j] for j, name in enumerate(truth["dcm"]["inputs"])}
+            run_truth["glm_noise_free"] = noise_free_betas(
+                signals, faces_regressors(events, n_scans, self.tr, self.start))
         elif task == "conflict":
             events = conflict_events(n_scans, self.tr, rng)
             signals = conflict_signals(events, truth, n_scans, self.tr, self.start)
+            run_truth["glm_noise_free"] = noise_free_betas(
+                signals, conflict_regressors(events, n_scans, self.tr, self.start))
         else:
             events = None
             signals = rest_signals(truth, n_scans, self.tr, self.start, rng)
@@ -227,6 +234,9 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
                           "(SPM canonical HRF, unit-sum kernel)",
             "coupling": "correlation of the ROI neural fluctuations (equals the expected "
                         "correlation of the noise-free BOLD)",
+            "glm_noise_free": "OLS betas of the noise-free ROI signals on ketflow's condition "
+                              "regressors and a constant (equal to the activation amplitudes "
+                              "for non-DCM ROIs; the effective activation of DCM ROIs)",
             "ppi_noise_free": "gPPI interaction betas of noise-free vmPFC BOLD on the seed "
                               "neuronal state x condition (percent per unit state)",
             "change": "post minus pre of the named measure",

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 from nilearn import image
 from nilearn.datasets import struct
+from scipy import ndimage
 
 BBOX_MIN_MM = np.array([-96.0, -132.0, -78.0])
 BBOX_MAX_MM = np.array([96.0, 96.0, 114.0])
@@ -108,8 +109,6 @@ def build_anatomy(voxel_size: float, spheres: list[Sphere]) -> Anatomy:
     brain: smoothed T1 template > 0.2; csf: brain voxels with 1 - p(GM) - p(WM) > 0.5;
     wm: remaining brain voxels with p(WM) > 0.7; gm: the rest of the brain plus every ROI voxel.
     """
-    from scipy import ndimage
-
     affine, shape = grid_geometry(voxel_size)
     t1 = _template_on_grid(struct.MNI152_FILE_PATH, affine, shape)
     p_gm = _template_on_grid(struct.GM_MNI152_FILE_PATH, affine, shape)

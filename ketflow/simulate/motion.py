@@ -17,9 +17,9 @@ MOTION_COLUMNS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 
 def motion_parameters(n_scans: int, rng: np.random.Generator, level: float = 1.0) -> np.ndarray:
     """Random-walk motion (n_scans, 6): steps of 0.02 mm / 0.0003 rad SD, jerks with
-    probability 0.03 per volume (0.4 mm / 0.006 rad SD), all scaled by ``level``."""
+    probability 0.03 per volume (0.3 mm / 0.004 rad SD), all scaled by ``level``."""
     step_sd = np.array([0.02] * 3 + [0.0003] * 3) * level
-    jerk_sd = np.array([0.4] * 3 + [0.006] * 3) * level
+    jerk_sd = np.array([0.3] * 3 + [0.004] * 3) * level
     steps = rng.standard_normal((n_scans, 6)) * step_sd
     jerks = rng.random(n_scans) < 0.03
     steps[jerks] += rng.standard_normal((int(jerks.sum()), 6)) * jerk_sd

@@ -6,7 +6,7 @@ Every value is drawn once per subject from the generator's random stream and sto
 faces: a bilinear one-state DCM (Friston et al. 2003, NeuroImage 19:1273-1302; SPM12
 parameterisation: off-diagonal A, B, C in Hz, diagonal A_ii log-scaled so the self-decay rate is
 exp(A_ii)/2) over vmPFC, amygdala_L and amygdala_R. ``faces`` drives both amygdalae (C),
-``fearful`` modulates amygdala_L -> vmPFC (B), and two slow random inputs (``endogenous_L``,
+``fearful`` modulates amygdala_L -> vmPFC (B) and drives amygdala_R (C), and two slow random inputs (``endogenous_L``,
 ``endogenous_R``) drive the amygdalae so that the seed varies within conditions and the
 psychophysiological interaction is identifiable (McLaren et al. 2012, NeuroImage 61:1277-1286).
 vmPFC and amygdala_L form a closed subsystem (nothing enters it from amygdala_R), so the two-region
@@ -74,6 +74,7 @@ def _dcm_parameters(rng: np.random.Generator, b_fear: float) -> dict:
     c = np.zeros((3, 4))
     c[1, 0] = rng.normal(1.0, 0.1)  # faces -> amygdala_L
     c[2, 0] = rng.normal(0.8, 0.1)  # faces -> amygdala_R
+    c[2, 1] = rng.normal(0.3, 0.05)  # fearful -> amygdala_R (fearful > neutral)
     c[1, 2] = 1.0  # endogenous_L -> amygdala_L
     c[2, 3] = 1.0  # endogenous_R -> amygdala_R
     return {
@@ -85,7 +86,7 @@ def _dcm_parameters(rng: np.random.Generator, b_fear: float) -> dict:
         "transit": rng.normal(0.0, 0.05, 3).tolist(),
         "decay": float(rng.normal(0.0, 0.05)),
         "epsilon": float(rng.normal(0.0, 0.05)),
-        "endogenous_sd": 0.6,
+        "endogenous_sd": 0.3,
         "endogenous_smoothing_s": 2.0,
     }
 

@@ -97,10 +97,21 @@ def faces_signals(events: pd.DataFrame, truth: dict, n_scans: int, tr: float, st
         delays=np.full(len(dcm["regions"]), start_time),
     )
     signals = {name: np.asarray(bold[:, i], dtype=float) for i, name in enumerate(dcm["regions"])}
-    regs = task_regressors(events, ["fearful", "neutral", "shapes"], n_scans, tr, start_time)
+    regs = faces_regressors(events, n_scans, tr, start_time)
     for roi, amps in truth["activation"].items():
         signals[roi] = _weighted_sum(regs, amps)
     return signals, u
+
+
+def faces_regressors(events: pd.DataFrame, n_scans: int, tr: float, start_time: float):
+    """Condition regressors (n_scans, 3) of a faces run: fearful, neutral, shapes."""
+    return task_regressors(events, ["fearful", "neutral", "shapes"], n_scans, tr, start_time)
+
+
+def conflict_regressors(events: pd.DataFrame, n_scans: int, tr: float, start_time: float):
+    """Condition regressors of a conflict run: congruent, iI, cI."""
+    return task_regressors(events, ["congruent", "incongruent"], n_scans, tr, start_time,
+                           CONFLICT_DERIVED)
 
 
 def noise_free_ppi(signals: dict, u: np.ndarray, events: pd.DataFrame, dcm: dict, n_scans: int,
@@ -110,7 +121,8 @@ def noise_free_ppi(signals: dict, u: np.ndarray, events: pd.DataFrame, dcm: dict
     Regressors: HRF * (fearful, neutral, shapes boxcars, seed neuronal state, seed x fearful,
     seed x neutral) and a constant, all on the micro-time grid read at the scan times; the seed's
     neuronal state comes from :func:`neuronal_states`. Returns {seed: {fearful, neutral,
-    fearful_minus_neutral}} interaction betas (percent per unit neuronal state).
+    fearful_minus_neutral}} interaction betas (percent per unit neuronal state); None for a
+    condition absent from the run.
     """
     dt = tr / MICROTIME
     x = neuronal_states(dcm, u, dt)
@@ -125,17 +137,30 @@ def noise_free_ppi(signals: dict, u: np.ndarray, events: pd.DataFrame, dcm: dict
                  s * box["neutral"]]
         design = np.column_stack([np.convolve(m, h)[: len(u)][rows] for m in micro]
                                  + [np.ones(n_scans)])
-        beta = np.linalg.lstsq(design, y, rcond=None)[0]
-        out[seed] = {"fearful": float(beta[4]), "neutral": float(beta[5]),
-                     "fearful_minus_neutral": float(beta[4] - beta[5])}
+        present = np.ptp(design, axis=0) > 0
+        present[-1] = True
+        beta = np.full(design.shape[1], np.nan)
+        beta[present] = np.linalg.lstsq(design[:, present], y, rcond=None)[0]
+        fear = None if np.isnan(beta[4]) else float(beta[4])
+        neut = None if np.isnan(beta[5]) else float(beta[5])
+        out[seed] = {"fearful": fear, "neutral": neut,
+                     "fearful_minus_neutral": None if fear is None or neut is None else fear - neut}
     return out
+
+
+def noise_free_betas(signals: dict, regressors: pd.DataFrame) -> dict:
+    """OLS betas {roi: {column: beta}} of noise-free signals on condition regressors + constant."""
+    x = np.column_stack([regressors.to_numpy(), np.ones(len(regressors))])
+    y = np.column_stack([signals[k] for k in signals])
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    return {roi: {c: float(beta[j, i]) for j, c in enumerate(regressors.columns)}
+            for i, roi in enumerate(signals)}
 
 
 def conflict_signals(events: pd.DataFrame, truth: dict, n_scans: int, tr: float,
                      start_time: float) -> dict:
     """ROI signals (percent) of a conflict run from per-column amplitudes (congruent, iI, cI)."""
-    regs = task_regressors(events, ["congruent", "incongruent"], n_scans, tr, start_time,
-                           CONFLICT_DERIVED)
+    regs = conflict_regressors(events, n_scans, tr, start_time)
     return {roi: _weighted_sum(regs, amps) for roi, amps in truth["activation"].items()}
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ketflow.simulate.grid import Anatomy
+from ketflow.simulate.grid import Anatomy, voxel_coordinates
 from ketflow.simulate.motion import framewise_displacement, motion_parameters
 from ketflow.simulate.signals import smooth_noise
 
@@ -70,8 +70,6 @@ def _ar1(rng: np.random.Generator, n_vox: int, n_t: int, phi: float, sd: float) 
 
 def roi_labels(anat: Anatomy, centres: dict) -> dict:
     """ROI name -> flat brain-voxel indices; voxels in several spheres go to the nearest centre."""
-    from ketflow.simulate.grid import voxel_coordinates
-
     brain_idx = np.flatnonzero(anat.brain)
     xyz = voxel_coordinates(anat.affine, anat.shape).reshape(-1, 3)[brain_idx]
     names = list(anat.rois)
