@@ -1,6 +1,7 @@
 """Tests of the group-level Nipype interfaces and the model configuration."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ def test_build_then_predict(tmp_path, monkeypatch):
     excl = pd.read_csv(out.exclusions_tsv, sep="\t", dtype=str)
     assert excl.to_dict("records") == [{"subject": "03",
                                         "reason": "missing clinical score caps5_total at session pre"}]
-    dictionary = json.loads(open(out.dictionary_json).read())
+    dictionary = json.loads(Path(out.dictionary_json).read_text())
     assert dictionary[f"{MEASURES[0]}__change"]["source"] == "m1.tsv"
 
     config = {"outcome": "caps5_total__change", "predictors": "change", "l1_ratios": [0.5, 1.0],
@@ -61,7 +62,7 @@ def test_build_then_predict(tmp_path, monkeypatch):
     res = PredictClinicalChange(features_tsv=out.features_tsv, dictionary_json=out.dictionary_json,
                                 model_config=str(tmp_path / "model.json")).run()
     po = res.outputs
-    perf = json.loads(open(po.performance_json).read())
+    perf = json.loads(Path(po.performance_json).read_text())
     assert perf["out_of_sample"]["r2"]["estimate"] > 0.3
     assert perf["out_of_sample"]["r2"]["p_permutation"] == pytest.approx(1 / 21)
     assert perf["settings"]["permutation_scheme"].startswith("Freedman-Lane")
@@ -70,7 +71,7 @@ def test_build_then_predict(tmp_path, monkeypatch):
     assert len(pd.read_csv(po.null_tsv, sep="\t")) == 20
     assert len(pd.read_csv(po.selection_tsv, sep="\t")) == len(MEASURES) + 1
     assert pd.read_csv(po.predictions_tsv, sep="\t").shape == (39, 3)
-    assert len(po.figures) == 4 and all(open(f).read().lstrip().startswith("<?xml") for f in po.figures)
+    assert len(po.figures) == 4 and all(Path(f).read_text().lstrip().startswith("<?xml") for f in po.figures)
 
 
 def test_spec_from_config_selects_predictors():
