@@ -137,3 +137,14 @@ def test_between_subject_design():
     assert X[:, 2].std() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="not among arm_levels"):
         between_subject_design(["k", "x"], ("m", "k"))
+
+
+def test_reduction_keeps_non_candidates_and_averages_consistently(effect_fit):
+    peb, red = effect_fit
+    keep_means = reduce_peb(peb, candidates=range(P, peb.Ep.size))
+    np.testing.assert_allclose(keep_means.Pp[0], 1.0)
+    assert keep_means.models[:, :P].all()
+    # BMA mean is the model-probability-weighted mean of reduced posteriors: zero where Pp = 0
+    off = red.Pp == 0
+    np.testing.assert_allclose(red.Ep[off], 0.0, atol=1e-12)
+    assert np.all(np.diag(red.Cp) >= -1e-15)
