@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,10 @@ def source_links(opts) -> dict[str, Path]:
 
 def validate_bids(bids_dir: Path) -> None:
     """Run the BIDS validator on the raw dataset (errors only), as fMRIPrep does."""
-    validator = shutil.which("bids-validator-deno")
+    # Installed with ketflow, the validator sits next to the interpreter even when that
+    # environment's bin/ folder is not on PATH.
+    validator = shutil.which("bids-validator-deno") or shutil.which(
+        "bids-validator-deno", path=str(Path(sys.executable).parent))
     if validator is None:
         LOGGER.warning("bids-validator-deno is not installed: skipping BIDS validation "
                        "(pip install bids-validator-deno, or pass --skip-bids-validation)")

@@ -1,0 +1,191 @@
+"""The BIDS-App command line: options, exit codes, and clear errors with nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ketflow import __version__
+from ketflow.cli.parser import build_parser, parse_args
+
+from conftest import TINY_CONFIG, run_cli
+
+REQUIRED_OPTIONS = [
+    "--participant-label", "--session-label", "--task", "--derivatives", "--space", "--bids-filter-file",
+    "--skip-bids-validation", "--work-dir", "--nprocs", "--omp-nthreads", "--mem-gb", "--plugin",
+    "--plugin-args", "--config", "--stop-on-first-crash", "--reports-only", "--boilerplate-only",
+    "--verbose", "--version",
+]
+
+
+def test_help_lists_every_option():
+    text = build_parser().format_help()
+    for option in REQUIRED_OPTIONS:
+        assert option in text, option
+    assert "{participant,group}" in text
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert __version__ in proc.stdout
+
+
+def test_defaults(tiny_bids, tmp_path):
+    opts = parse_args([str(tiny_bids), str(tmp_path / "out"), "participant"])
+    assert opts.space == "MNI152NLin2009cAsym"
+    assert opts.derivatives["fmriprep"] == (tiny_bids / "derivatives" / "fmriprep").resolve()
+    assert opts.plugin == "MultiProc"
+
+
+def test_bad_bids_path_exits_2(tmp_path):
+    proc = run_cli(tmp_path / "nowhere", tmp_path / "out", "participant")
+    assert proc.returncode == 2
+    assert "no such directory" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("inside", ["", "derivatives/ketflow"])
+def test_output_inside_input_is_refused(tiny_bids, inside, tmp_path):
+    proc = run_cli(tiny_bids, tiny_bids / inside, "participant")
+    assert proc.returncode == 2
+    assert "inside" in proc.stderr
+    assert not (tiny_bids / "derivatives" / "ketflow").exists()
+
+
+def test_bad_analysis_level(tiny_bids, tmp_path):
+    proc = run_cli(tiny_bids, tmp_path / "out", "session")
+    assert proc.returncode == 2
+
+
+def test_invalid_config_exits_2_naming_the_key(tiny_bids, tmp_path):
+    config = tmp_path / "bad.yml"
+    config.write_text(TINY_CONFIG.read_text().replace("seeds: [vmPFC]}", "seeds: [thalamus]}", 1))
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--config", config, "--skip-bids-validation")
+    assert proc.returncode == 2
+    assert str(config) in proc.stderr and "thalamus" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_fmriprep_is_a_clear_error(tiny_bids_copy, tmp_path):
+    fmriprep = tiny_bids_copy / "derivatives" / "fmriprep"
+    import shutil
+
+    shutil.rmtree(fmriprep)
+    out = tmp_path / "out"
+    proc = run_cli(tiny_bids_copy, out, "participant", "--skip-bids-validation")
+    assert proc.returncode == 1
+    assert "fMRIPrep derivatives not found" in proc.stderr and str(fmriprep) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_missing_confounds_names_the_bold_file(tiny_bids_copy, tmp_path):
+    victim = sorted(tiny_bids_copy.glob("derivatives/fmriprep/sub-01/ses-pre/func/*task-faces*confounds_timeseries.tsv"))[0]
+    victim.unlink()
+    out = tmp_path / "out"
+    proc = run_cli(tiny_bids_copy, out, "participant", "--skip-bids-validation", "--config", TINY_CONFIG)
+    assert proc.returncode == 1
+    assert "no confounds TSV" in proc.stderr
+    assert "sub-01_ses-pre_task-faces_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz" in proc.stderr
+    assert not out.exists()
+
+
+def test_unknown_participant_label(tiny_bids, tmp_path):
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--participant-label", "99",
+                   "--skip-bids-validation")
+    assert proc.returncode == 1
+    assert "sub-99" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_task_filter(tiny_bids, tmp_path):
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--task", "movie")
+    assert proc.returncode == 2
+    assert "movie" in proc.stderr
+
+
+def test_wrong_space_is_named(tiny_bids, tmp_path):
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--space", "MNI152NLin6Asym",
+                   "--skip-bids-validation")
+    assert proc.returncode == 1
+    assert "MNI152NLin6Asym" in proc.stderr and "MNI152NLin2009cAsym" in proc.stderr
+
+
+def test_omp_threads_above_nprocs_warns(tiny_bids, tmp_path):
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--nprocs", "1", "--omp-nthreads", "4",
+                   "--boilerplate-only", "--skip-bids-validation", "--config", TINY_CONFIG)
+    assert proc.returncode == 0
+    assert "--omp-nthreads (4) exceeds --nprocs (1)" in proc.stdout + proc.stderr
+
+
+def test_boilerplate_only_writes_only_the_methods(tiny_bids, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(tiny_bids, out, "participant", "--boilerplate-only", "--skip-bids-validation",
+                   "--config", TINY_CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == ["logs/CITATION.md"]
+    text = (out / "logs" / "CITATION.md").read_text()
+    assert "36 parameters" in text and "Gitelman" in text and "McLaren" in text
+
+
+def test_plugin_args_file_must_be_a_mapping(tiny_bids, tmp_path):
+    args = tmp_path / "plugin.json"
+    args.write_text(json.dumps([1, 2]))
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--plugin-args", args)
+    assert proc.returncode == 2
+    assert "mapping" in proc.stderr
+
+
+def test_bids_validation_errors_stop_the_run(tiny_bids_copy, tmp_path):
+    (tiny_bids_copy / "dataset_description.json").write_text("{not json")
+    out = tmp_path / "out"
+    proc = run_cli(tiny_bids_copy, out, "participant", "--config", TINY_CONFIG)
+    assert proc.returncode == 1
+    assert not out.exists()
+
+
+def test_participant_level_end_to_end(tiny_run, tiny_bids):
+    proc, out, _ = tiny_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Outputs:" in proc.stdout
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "ketflow"
+    assert (out / "logs" / "config.json").is_file() and (out / "logs" / "CITATION.md").is_file()
+    assert (out / ".bidsignore").is_file()
+    for subject in ("01", "02"):
+        assert (out / f"sub-{subject}.html").is_file()
+        assert (out / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv").is_file()
+    series = sorted(out.glob("sub-*/ses-*/func/*_atlas-circuit_stat-mean_timeseries.tsv"))
+    processed = {(p.name.split("_")[0], p.name.split("_")[1], p.name.split("_")[2]) for p in series}
+    assert len(processed) == len(series) == 12  # 2 subjects x 2 sessions x 3 tasks
+    sidecar = json.loads(series[0].with_suffix(".json").read_text())
+    assert sidecar["RepetitionTime"] == 2.0
+    assert sidecar["GeneratedBy"]["Version"] == __version__
+    assert all(s.startswith(("bids:raw:", "bids:fmriprep:")) for s in sidecar["Sources"])
+    assert {"num_censored_volumes", "dof_lost", "strategy"} <= set(sidecar)
+
+
+def test_outputs_are_a_pybids_derivatives_dataset(tiny_run):
+    from bids import BIDSLayout
+
+    _, out, _ = tiny_run
+    layout = BIDSLayout(out, validate=False, is_derivative=True, config=["bids", "derivatives"])
+    found = layout.get(suffix="timeseries", extension=".tsv", subject="01", session="pre", task="faces")
+    assert any("stat-mean" in Path(f.path).name for f in found)
+    assert set(layout.get_subjects()) == {"01", "02"}
+    assert set(layout.get_tasks()) == {"faces", "conflict", "rest"}
+
+
+def test_rerun_resumes_and_gives_the_same_outputs(tiny_run, tiny_bids):
+    proc, out, work = tiny_run
+    assert proc.returncode == 0
+    before = {p: p.read_bytes() for p in out.rglob("*.tsv")}
+    again = run_cli(tiny_bids, out, "participant", "-w", work, "--nprocs", "2", "--config", TINY_CONFIG,
+                    "--skip-bids-validation")
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = {p: p.read_bytes() for p in out.rglob("*.tsv")}
+    assert before == after
