@@ -143,6 +143,11 @@ class DCMResult:
                 "data_scale": self.scale,
                 "elapsed_s": self.elapsed_s,
                 "parameters": table.to_dict(orient="records"),
+                "param_names": self.param_names,
+                "Ep_vector": self.Ep_vector,
+                "Cp": self.Cp,
+                "prior_mean": self.prior_mean,
+                "prior_cov": self.prior_cov,
                 "trace": self.trace,
             }
         )

@@ -29,8 +29,13 @@ from ..io.write import copy_file, write_json
 
 
 def entities_in_name(path: str) -> dict:
-    """``key-value`` entities of a file name (``seed-`` read as ``desc-``); the suffix is dropped."""
+    """``key-value`` entities of a file name (``seed-`` read as ``desc-``); the suffix is dropped.
+
+    A name without entities (``coefficients.svg``) gives its stem as ``desc``.
+    """
     stem = Path(path).name.split(".")[0]
+    if "-" not in stem:
+        return {"desc": stem}
     entities = {}
     for part in stem.split("_")[:-1]:
         key, sep, value = part.partition("-")

@@ -45,8 +45,11 @@ def build_name(entities: dict, suffix: str, extension: str) -> str:
 def build_path(out_dir: Path | str, entities: dict, suffix: str, extension: str, datatype: str = "func") -> Path:
     """Full derivative path ``out/sub-X[/ses-Y]/<datatype>/<name>``.
 
-    Report figures (``datatype="figures"``) go to ``out/sub-X/figures/`` as in fMRIPrep.
+    Report figures (``datatype="figures"``) go to ``out/sub-X/figures/`` as in fMRIPrep;
+    outputs without a subject (group level) go to ``out/<datatype>/``.
     """
+    if entities.get("sub") is None:
+        return Path(out_dir) / datatype / build_name(entities, suffix, extension)
     folder = Path(out_dir) / f"sub-{entities['sub']}"
     if entities.get("ses") and datatype != "figures":
         folder /= f"ses-{entities['ses']}"
