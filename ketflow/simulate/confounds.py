@@ -15,7 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ketflow.simulate.motion import MOTION_COLUMNS, framewise_displacement, rms_deviation
+from ketflow.simulate.motion import (
+    MOTION_COLUMNS,
+    framewise_displacement,
+    rms_deviation,
+)
 
 HIGH_PASS_S = 128.0
 VARIANCE_THRESHOLD = 0.5
@@ -110,7 +114,7 @@ def confounds_table(data: np.ndarray, masks: dict, motion: np.ndarray, n_dummy: 
     ys = data[:, steady].astype(float)
     resid = ys - (ys @ np.linalg.pinv(x).T) @ x.T
     var = resid.var(axis=1)
-    n_top = max(1, int(round(TCOMPCOR_FRACTION * len(var))))
+    n_top = max(1, round(TCOMPCOR_FRACTION * len(var)))
     tmask = np.zeros(len(var), dtype=bool)
     tmask[np.argsort(var, kind="stable")[::-1][:n_top]] = True
     cols["tcompcor"] = data[tmask].mean(axis=0)

@@ -84,7 +84,7 @@ class _Run:
                 "seeds": noise_free_ppi(signals, u, events, truth["dcm"], n_scans, self.tr,
                                         self.start),
             }
-            rows = np.arange(n_scans) * MICROTIME + int(round(self.start / (self.tr / MICROTIME)))
+            rows = np.arange(n_scans) * MICROTIME + round(self.start / (self.tr / MICROTIME))
             extra = {f"input_{name}": u[rows, j] for j, name in enumerate(truth["dcm"]["inputs"])}
             run_truth["glm_noise_free"] = noise_free_betas(
                 signals, faces_regressors(events, n_scans, self.tr, self.start))
@@ -244,7 +244,7 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
         "grid": {"space": bids.SPACE, "voxel_size_mm": float(voxel_size),
                  "shape": list(anat.shape), "affine": anat.affine.tolist(),
                  "n_brain_voxels": int(anat.brain.sum()),
-                 "roi_voxels": {k: int(len(v)) for k, v in roi_index.items()}},
+                 "roi_voxels": {k: len(v) for k, v in roi_index.items()}},
         "rois": [s.__dict__ for s in spheres],
         "rest_strongest_pair": list(REST_STRONGEST_PAIR),
         "clinical_model": clin,

@@ -78,12 +78,3 @@ def conflict_events(n_scans: int, tr: float, rng: np.random.Generator) -> pd.Dat
         }
     )
 
-
-def boxcar(events: pd.DataFrame, trial_types: list[str], n_micro: int, dt: float) -> np.ndarray:
-    """Indicator (n_micro,) on the micro-time grid t = k*dt of the events of ``trial_types``."""
-    t = np.arange(n_micro) * dt
-    u = np.zeros(n_micro)
-    for onset, dur, tt in zip(events["onset"], events["duration"], events["trial_type"]):
-        if tt in trial_types:
-            u[(t >= onset) & (t < onset + dur)] = 1.0
-    return u

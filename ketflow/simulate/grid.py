@@ -121,6 +121,6 @@ def build_anatomy(voxel_size: float, spheres: list[Sphere]) -> Anatomy:
     csf = brain & (1.0 - p_gm - p_wm > 0.5) & ~any_roi
     wm = brain & ~csf & (p_wm > 0.7) & ~any_roi
     gm = brain & ~csf & ~wm
-    n_dilate = max(1, int(round(8.0 / float(voxel_size))))
+    n_dilate = max(1, round(8.0 / float(voxel_size)))
     head = ndimage.binary_dilation(brain, iterations=n_dilate)
     return Anatomy(affine, shape, brain, gm, wm, csf, head, t1, rois)

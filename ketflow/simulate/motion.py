@@ -9,6 +9,8 @@ of the rigid transform between consecutive volumes over an 80 mm sphere.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -47,7 +49,7 @@ def rms_deviation(params: np.ndarray, radius: float = 80.0) -> np.ndarray:
     RMS^2 = R^2/5 * trace(M^T M) + t^T t, with [M t] = T_i T_{i-1}^-1 - I (sphere at the origin).
     """
     out = [np.nan]
-    for prev, cur in zip(params[:-1], params[1:]):
+    for prev, cur in itertools.pairwise(params):
         d = _rigid(cur) @ np.linalg.inv(_rigid(prev)) - np.eye(4)
         m, t = d[:3, :3], d[:3, 3]
         out.append(float(np.sqrt(radius**2 / 5.0 * np.trace(m.T @ m) + t @ t)))

@@ -24,7 +24,7 @@ DCM_INPUTS = ["faces", "fearful", "endogenous_L", "endogenous_R"]
 
 # arm -> (mean, sd) of the pre -> post change of each imaging measure
 CHANGE_MODEL = {
-    "faces_B_fearful_amygdala_L_to_vmPFC": {"ketamine": (0.30, 0.12), "midazolam": (0.0, 0.12)},
+    "faces_B_fearful_amygdala_L_to_vmPFC": {"ketamine": (0.40, 0.12), "midazolam": (0.0, 0.12)},
     "conflict_dACC_incongruent_minus_congruent": {
         "ketamine": (-1.0, 0.4),
         "midazolam": (-0.2, 0.4),
@@ -32,7 +32,7 @@ CHANGE_MODEL = {
     "rest_vmPFC_amygdala_coupling": {"ketamine": (0.20, 0.08), "midazolam": (0.0, 0.08)},
 }
 
-# faces: non-DCM ROI amplitudes (percent signal change per unit nilearn 'spm' regressor)
+# faces: non-DCM ROI amplitudes (percent signal change per unit ketflow first-level regressor)
 FACES_ACTIVATION = {
     "antInsula_L": {"fearful": 0.6, "neutral": 0.3, "shapes": 0.0},
     "antInsula_R": {"fearful": 0.7, "neutral": 0.35, "shapes": 0.0},
@@ -44,18 +44,18 @@ FACES_ACTIVATION = {
 
 # rest: pairs of the population correlation matrix of the neural fluctuations
 REST_PAIRS = {
-    ("amygdala_L", "amygdala_R"): 0.70,
-    ("antHippocampus_L", "antHippocampus_R"): 0.45,
-    ("antInsula_L", "antInsula_R"): 0.45,
-    ("amygdala_L", "antHippocampus_L"): 0.35,
-    ("amygdala_R", "antHippocampus_R"): 0.35,
-    ("dACC", "antInsula_L"): 0.30,
-    ("dACC", "antInsula_R"): 0.30,
-    ("rACC", "vmPFC"): 0.40,
-    ("dACC", "rACC"): 0.25,
+    ("amygdala_L", "amygdala_R"): 0.80,
+    ("antHippocampus_L", "antHippocampus_R"): 0.40,
+    ("antInsula_L", "antInsula_R"): 0.40,
+    ("amygdala_L", "antHippocampus_L"): 0.30,
+    ("amygdala_R", "antHippocampus_R"): 0.30,
+    ("dACC", "antInsula_L"): 0.25,
+    ("dACC", "antInsula_R"): 0.25,
+    ("rACC", "vmPFC"): 0.35,
+    ("dACC", "rACC"): 0.20,
 }
 REST_STRONGEST_PAIR = ("amygdala_L", "amygdala_R")
-REST_AMPLITUDE = 0.8  # percent: SD of each ROI's noise-free resting BOLD
+REST_AMPLITUDE = 1.0  # percent: SD of each ROI's noise-free resting BOLD
 
 
 def _draw_change(rng: np.random.Generator, arm: str) -> dict:
@@ -91,7 +91,7 @@ def _dcm_parameters(rng: np.random.Generator, b_fear: float) -> dict:
     }
 
 
-def nearest_correlation(r: np.ndarray, min_eig: float = 0.05) -> np.ndarray:
+def nearest_correlation(r: np.ndarray, min_eig: float = 0.02) -> np.ndarray:
     """Shrink the off-diagonal of a symmetric unit-diagonal matrix until min eigenvalue >= min_eig."""
     r = np.asarray(r, dtype=float)
     eye = np.eye(len(r))

@@ -127,7 +127,7 @@ def noise_free_ppi(signals: dict, u: np.ndarray, events: pd.DataFrame, dcm: dict
     dt = tr / MICROTIME
     x = neuronal_states(dcm, u, dt)
     h = spm_canonical_hrf(dt)
-    rows = np.arange(n_scans) * MICROTIME + int(round(start_time / dt))
+    rows = np.arange(n_scans) * MICROTIME + round(start_time / dt)
     box = {c: boxcar(events, [c], len(u), dt) for c in ("fearful", "neutral", "shapes")}
     y = signals[target]
     out = {}
@@ -172,13 +172,13 @@ def rest_signals(truth: dict, n_scans: int, tr: float, start_time: float,
     correlation of the BOLD signals equal to the neuronal one."""
     names = truth["roi_order"]
     dt = tr / MICROTIME
-    n_lead = int(round(REST_LEAD_S / dt))
+    n_lead = round(REST_LEAD_S / dt)
     n_micro = n_scans * MICROTIME + n_lead
     chol = np.linalg.cholesky(np.asarray(truth["coupling"]))
     z = rng.standard_normal((n_micro, len(names))) @ chol.T
     z = gaussian_filter1d(z, REST_SMOOTHING_S / dt, axis=0)
     h = spm_canonical_hrf(dt)
-    rows = n_lead + np.arange(n_scans) * MICROTIME + int(round(start_time / dt))
+    rows = n_lead + np.arange(n_scans) * MICROTIME + round(start_time / dt)
     out = {}
     for i, name in enumerate(names):
         y = np.convolve(z[:, i], h)[:n_micro][rows]
