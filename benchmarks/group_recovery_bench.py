@@ -96,7 +96,7 @@ def elastic_net(n_seeds: int) -> None:
 
 
 def peb(n_seeds: int) -> None:
-    P, pE, pC = 3, np.zeros(3), np.eye(3) / 64
+    _P, pE, pC = 3, np.zeros(3), np.eye(3) / 64
     B = np.array([[0.10, 0.20, -0.10], [-0.15, 0.0, 0.0], [0.0, 0.10, 0.0], [0.0, 0.0, 0.0]])
     true = B != 0
     true[0] = False  # group means reported separately

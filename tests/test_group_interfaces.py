@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from ketflow.group.config import spec_from_config
-from ketflow.interfaces.group import BuildFeatureTable, PredictClinicalChange
+from ketflow.group.features import build_feature_table
+from ketflow.interfaces.group import PredictClinicalChange
+from ketflow.io.write import write_json, write_tsv
 
 MEASURES = [f"fc_rest_roi{j}-amygdala_L" for j in range(8)]
 
@@ -26,40 +28,31 @@ def _write_inputs(tmp_path, n=40, seed=0):
         for j, m in enumerate(MEASURES):
             rows += [(s, "ses-pre", m, pre[i, j]), (s, "ses-post", m, post[i, j])]
     long = pd.DataFrame(rows, columns=["subject", "session", "measure", "value"])
-    first = long["measure"].isin(MEASURES[:4])
-    long[first].to_csv(tmp_path / "m1.tsv", sep="\t", index=False)
-    long[~first].to_csv(tmp_path / "m2.tsv", sep="\t", index=False)
+    long["source"] = np.where(long["measure"].isin(MEASURES[:4]), "m1.tsv", "m2.tsv")
     clin = pd.DataFrame({"subject": subs * 2, "session": ["pre"] * n + ["post"] * n,
                          "caps5_total": np.r_[caps_pre, caps_post]})
     clin.loc[3, "caps5_total"] = np.nan
-    clin.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
-    pd.DataFrame({"participant_id": subs, "arm": ["ketamine", "midazolam"] * (n // 2),
-                  "age": rng.integers(20, 60, n)}).to_csv(tmp_path / "participants.tsv", sep="\t",
-                                                          index=False)
-    (tmp_path / "features_config.json").write_text(json.dumps({"covariates": ["age"]}))
+    participants = pd.DataFrame({"participant_id": subs, "arm": ["ketamine", "midazolam"] * (n // 2),
+                                 "age": rng.integers(20, 60, n)})
+    return long, clin, participants
 
 
 def test_build_then_predict(tmp_path, monkeypatch):
-    _write_inputs(tmp_path)
+    measures, clinical, participants = _write_inputs(tmp_path)
     monkeypatch.chdir(tmp_path)
-    res = BuildFeatureTable(measures_files=[str(tmp_path / "m1.tsv"), str(tmp_path / "m2.tsv")],
-                            clinical_file=str(tmp_path / "clinical.tsv"),
-                            participants_file=str(tmp_path / "participants.tsv"),
-                            config_file=str(tmp_path / "features_config.json")).run()
-    out = res.outputs
-    table = pd.read_csv(out.features_tsv, sep="\t")
-    assert len(table) == 39
-    excl = pd.read_csv(out.exclusions_tsv, sep="\t", dtype=str)
-    assert excl.to_dict("records") == [{"subject": "03",
-                                        "reason": "missing clinical score caps5_total at session pre"}]
-    dictionary = json.loads(Path(out.dictionary_json).read_text())
-    assert dictionary[f"{MEASURES[0]}__change"]["source"] == "m1.tsv"
+    result = build_feature_table(measures, clinical, participants, covariates=["age"])
+    assert len(result.table) == 39
+    assert result.exclusions.astype(str).to_dict("records") == [
+        {"subject": "03", "reason": "missing clinical score caps5_total at session pre"}]
+    assert result.dictionary[f"{MEASURES[0]}__change"]["source"] == "m1.tsv"
+    features_tsv = str(write_tsv(tmp_path / "features.tsv", result.table))
+    dictionary_json = str(write_json(tmp_path / "features.json", result.dictionary))
 
     config = {"outcome": "caps5_total__change", "predictors": "change", "l1_ratios": [0.5, 1.0],
               "n_alphas": 20, "inner_folds": 5, "outer_folds": 5, "n_permutations": 20,
               "n_bootstrap": 100, "n_selection_bootstrap": 10, "covariates": ["age"], "seed": 1}
     (tmp_path / "model.json").write_text(json.dumps(config))
-    res = PredictClinicalChange(features_tsv=out.features_tsv, dictionary_json=out.dictionary_json,
+    res = PredictClinicalChange(features_tsv=features_tsv, dictionary_json=dictionary_json,
                                 model_config=str(tmp_path / "model.json")).run()
     po = res.outputs
     perf = json.loads(Path(po.performance_json).read_text())

@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,9 +1,8 @@
 """Nipype interfaces of the group level.
 
-:class:`BuildFeatureTable` reads long-format imaging measures TSVs, a clinical
-scores TSV, ``participants.tsv`` and a JSON configuration and writes
-``features.tsv``, its data dictionary ``features.json`` and ``exclusions.tsv``
-(:func:`ketflow.group.features.build_feature_table`).
+The feature table itself is built before the workflow starts
+(:func:`ketflow.workflows.group.prepare_inputs`), so that too few complete subjects is an
+input error reported before anything is written.
 
 :class:`PredictClinicalChange` reads ``features.tsv`` / ``features.json`` and a
 model configuration JSON (keys in :mod:`ketflow.group.config`) and writes the
@@ -23,7 +22,6 @@ import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
-    InputMultiObject,
     OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
@@ -32,63 +30,12 @@ from nipype.interfaces.base import (
 
 from ..group import plots
 from ..group.config import spec_from_config
-from ..group.features import build_feature_table
 from ..group.predict import evaluate
 from ..io.clinical import read_bids_tsv
 from ..io.write import write_json, write_text, write_tsv
 
-_FEATURE_CONFIG_KEYS = {"baseline", "followup", "arm", "covariates", "scores", "sessions", "units"}
-
-
-class _BuildFeatureTableInputSpec(BaseInterfaceInputSpec):
-    measures_files = InputMultiObject(File(exists=True), mandatory=True,
-                                      desc="long TSVs with subject, session, measure, value")
-    clinical_file = File(exists=True, mandatory=True, desc="TSV with subject, session and score columns")
-    participants_file = File(exists=True, mandatory=True, desc="participants.tsv (arm, covariates)")
-    excluded_runs_file = File(exists=True, desc="TSV with subject, session, reason of QC-excluded runs")
-    config_file = File(exists=True, desc="JSON with baseline, followup, arm, covariates, scores, "
-                                         "sessions, units (all optional)")
-
-
-class _BuildFeatureTableOutputSpec(TraitedSpec):
-    features_tsv = File(exists=True, desc="one row per included subject")
-    dictionary_json = File(exists=True, desc="data dictionary of features.tsv")
-    exclusions_tsv = File(exists=True, desc="excluded subjects with reasons")
-
-
-class BuildFeatureTable(SimpleInterface):
-    """Long-format measures + clinical + participants -> one tidy feature table."""
-
-    input_spec = _BuildFeatureTableInputSpec
-    output_spec = _BuildFeatureTableOutputSpec
-
-    def _run_interface(self, runtime):
-        config = json.loads(Path(self.inputs.config_file).read_text()) if self.inputs.config_file else {}
-        unknown = sorted(set(config) - _FEATURE_CONFIG_KEYS)
-        if unknown:
-            raise ValueError(f"unknown feature configuration key(s) {unknown}")
-        frames = []
-        for path in self.inputs.measures_files:
-            frame = read_bids_tsv(path)
-            frame["source"] = Path(path).name
-            frames.append(frame)
-        excluded = (read_bids_tsv(self.inputs.excluded_runs_file)
-                    if self.inputs.excluded_runs_file else None)
-        result = build_feature_table(
-            pd.concat(frames, ignore_index=True), read_bids_tsv(self.inputs.clinical_file),
-            read_bids_tsv(self.inputs.participants_file), excluded_runs=excluded,
-            sources={"clinical": Path(self.inputs.clinical_file).name,
-                     "participants": Path(self.inputs.participants_file).name},
-            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
-        cwd = Path(os.getcwd())
-        self._results["features_tsv"] = str(write_tsv(cwd / "features.tsv", result.table))
-        self._results["dictionary_json"] = str(write_json(cwd / "features.json", result.dictionary))
-        self._results["exclusions_tsv"] = str(write_tsv(cwd / "exclusions.tsv", result.exclusions))
-        return runtime
-
-
 class _PredictInputSpec(BaseInterfaceInputSpec):
-    features_tsv = File(exists=True, mandatory=True, desc="feature table from BuildFeatureTable")
+    features_tsv = File(exists=True, mandatory=True, desc="feature table (ketflow.group.features.build_feature_table)")
     dictionary_json = File(exists=True, mandatory=True, desc="its data dictionary")
     model_config = File(exists=True, mandatory=True, desc="model configuration JSON")
     n_jobs = traits.Int(1, usedefault=True, desc="parallel jobs (joblib)")

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="isotropic voxel size in mm of the MNI grid (default 4; 2 = fMRIPrep res-2)")
     p.add_argument("--tr", type=float, default=2.0, help="repetition time in s (default 2)")
     p.add_argument("--n-volumes", type=_volumes, default=DEFAULT_VOLUMES,
-                   help=f"volumes per run: N for every task or faces=N,conflict=N,rest=N "
-                        f"(default {DEFAULT_VOLUMES})")
+                   help="volumes per run: N for every task or faces=N,conflict=N,rest=N "
+                        "(default " + ",".join(f"{t}={n}" for t, n in DEFAULT_VOLUMES.items()) + ")")
     p.add_argument("--noise", type=float, default=1.0,
                    help="voxel noise SD in percent signal change (default 1.0)")
     p.add_argument("--artefacts", action=argparse.BooleanOptionalAction, default=True,

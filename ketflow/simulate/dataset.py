@@ -41,12 +41,14 @@ from ketflow.simulate.writer import (
 ARMS = ("ketamine", "midazolam")
 SESSIONS = ("pre", "post")
 TASKS = ("faces", "conflict", "rest")
-DEFAULT_VOLUMES = 150
+#: Volumes per run at the default TR of 2 s: 5 min task runs and an 8 min resting run, long
+#: enough for a band-passed (0.01-0.1 Hz) 36P denoising model to keep residual degrees of freedom.
+DEFAULT_VOLUMES = {"faces": 150, "conflict": 150, "rest": 240}
 
 
 def _volumes(n_volumes) -> dict:
     if isinstance(n_volumes, dict):
-        return {t: int(n_volumes.get(t, DEFAULT_VOLUMES)) for t in TASKS}
+        return {t: int(n_volumes.get(t, DEFAULT_VOLUMES[t])) for t in TASKS}
     return {t: int(n_volumes) for t in TASKS}
 
 
@@ -155,7 +157,8 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
     tr : float
         Repetition time (s).
     n_volumes : int or dict
-        Volumes per run, for every task or per task name (faces, conflict, rest).
+        Volumes per run, for every task or per task name (faces, conflict, rest; a task missing
+        from the dict gets its ``DEFAULT_VOLUMES`` entry).
     noise : float
         Voxel noise SD in percent signal change (also scales physiological noise).
     artefacts : bool

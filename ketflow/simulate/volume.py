@@ -21,7 +21,7 @@ from ketflow.simulate.motion import framewise_displacement, motion_parameters
 from ketflow.simulate.signals import smooth_noise
 
 BASELINE = {"gm": 1000.0, "wm": 850.0, "csf": 1300.0, "scalp": 250.0}
-PHYSIO_WEIGHT = {"gm": 0.4, "wm": 0.6, "csf": 1.5}
+PHYSIO_WEIGHT = {"gm": 0.4, "wm": 1.2, "csf": 2.5}
 N_PHYSIO = 4
 DUMMY_GAIN = (1.6, 1.2)
 QUANTUM = 64.0

@@ -8,16 +8,16 @@ work directory and cluster plugins work here too.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import pandas as pd
+from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..config import AnalysisConfig
 from ..interfaces.bids import DerivativesSink
-from ..interfaces.group import BuildFeatureTable, PredictClinicalChange
+from ..group.features import build_feature_table
+from ..interfaces.group import PredictClinicalChange
 from ..interfaces.peb import FitPEB
 from ..io.bids import InputError
 from ..io.clinical import ClinicalDataError, read_participants, read_scores
@@ -96,29 +96,35 @@ def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> dict[str, str]:
         raise InputError([f"{opts.bids_dir / 'participants.tsv'}: no row for participant(s) "
                           f"{', '.join('sub-' + s for s in unknown)}"])
     participants = participants.loc[subjects, [config.clinical.arm_column, *config.clinical.covariates]]
-    exclusions = read_exclusions(out_dir)
+    excluded_runs = read_exclusions(out_dir)[["subject", "session", "task", "reason"]]
+    result = build_feature_table(
+        measures, scores, participants.reset_index(), baseline=config.sessions.baseline,
+        followup=config.sessions.followup, arm=config.clinical.arm_column, covariates=config.clinical.covariates,
+        scores=config.clinical.scores, sessions=sessions, excluded_runs=excluded_runs,
+        sources={"measures": "participant-level derivatives", "clinical": "sessions.tsv / phenotype",
+                 "participants": "participants.tsv"})
+    if len(result.table) < MIN_SUBJECTS:
+        reasons = [f"sub-{r.subject}: {r.reason}" for r in result.exclusions.itertuples()]
+        raise InputError([f"only {len(result.table)} subject(s) have every measure and score at both sessions "
+                          f"({config.sessions.baseline}, {config.sessions.followup}); the group models need at "
+                          f"least {MIN_SUBJECTS}. Excluded:", *reasons])
     files = {
-        "measures": write_tsv(work / "measures.tsv", measures),
-        "clinical": write_tsv(work / "clinical.tsv", scores),
-        "participants": write_tsv(work / "participants.tsv", participants.reset_index()),
-        "exclusions": write_tsv(work / "excluded_runs.tsv", exclusions[["subject", "session", "task", "reason"]]),
-        "features_config": write_json(work / "features_config.json", {
-            "baseline": config.sessions.baseline, "followup": config.sessions.followup,
-            "arm": config.clinical.arm_column, "covariates": config.clinical.covariates,
-            "scores": config.clinical.scores, "sessions": sessions,
-        }),
+        "features": write_tsv(work / "features.tsv", result.table),
+        "dictionary": write_json(work / "features.json", result.dictionary),
+        "exclusions": write_tsv(work / "exclusions.tsv", result.exclusions),
     }
     return {k: str(v) for k, v in files.items()}
 
 
 def init_group_wf(files: dict[str, str], config: AnalysisConfig, opts) -> pe.Workflow:
-    """Feature table -> one prediction node per model (+ PEB when DCMs were estimated) -> sinks."""
+    """One prediction node per model (+ PEB when DCMs were estimated) -> sinks."""
     workflow = pe.Workflow(name="ketflow_group_wf")
     group_dir = str(opts.output_dir / "group")
-    features = pe.Node(BuildFeatureTable(measures_files=[files["measures"]], clinical_file=files["clinical"],
-                                         participants_file=files["participants"],
-                                         excluded_runs_file=files["exclusions"],
-                                         config_file=files["features_config"]), name="features")
+    features = pe.Node(niu.IdentityInterface(fields=["features_tsv", "dictionary_json", "exclusions_tsv"]),
+                       name="features")
+    features.inputs.features_tsv = files["features"]
+    features.inputs.dictionary_json = files["dictionary"]
+    features.inputs.exclusions_tsv = files["exclusions"]
     hash_ = config.digest()
 
     def sink(name, node, field, suffix, extension, entities=None, metadata=None, sidecar=True, datatype="",
@@ -135,7 +141,7 @@ def init_group_wf(files: dict[str, str], config: AnalysisConfig, opts) -> pe.Wor
     sink("dictionary", features, "dictionary_json", "features", ".json", sidecar=False)
     sink("exclusions", features, "exclusions_tsv", "exclusions", ".tsv",
          metadata={"Description": "subjects left out of the group models, with every reason"})
-    work = Path(files["measures"]).parent
+    work = Path(files["features"]).parent
     for name, model in model_configs(config).items():
         model_file = write_json(work / f"model-{name}.json", model)
         predict = pe.Node(PredictClinicalChange(model_config=str(model_file), n_jobs=opts.nprocs),
