@@ -107,8 +107,8 @@ def plot_roi_placement(dseg, labels: pd.DataFrame, background, title: str = "") 
     return fig
 
 
-def _zscore_rows(data: np.ndarray) -> np.ndarray:
-    """Linearly detrended, z-scored columns of (T, V) ``data`` (constant columns -> 0)."""
+def _detrended_z(data: np.ndarray) -> np.ndarray:
+    """Each column (voxel) of (T, V) ``data`` linearly detrended and z-scored (constant -> 0)."""
     t = np.arange(data.shape[0], dtype=np.float64)
     design = np.column_stack([np.ones_like(t), t - t.mean()])
     beta, *_ = np.linalg.lstsq(design, data, rcond=None)
@@ -159,6 +159,7 @@ def plot_carpet(bold: np.ndarray, censoring: pd.DataFrame, tr: float, fd_thresho
         f"{title}\n{n_vol} volumes, {int(dummy.sum())} dummy, {int(censored.sum())} censored "
         f"(shaded red), {int(retained.sum())} retained; mean FD {np.nanmean(fd[~dummy]):.3f} mm", fontsize=10)
     dv = dvars(bold)
+    dv[dummy[1:] | dummy[:-1]] = np.nan  # steps into or out of non-steady-state volumes would set the scale
     ax_dv.plot(x[1:], dv, color="tab:green", lw=1)
     ax_dv.set_ylabel("DVARS")
     status = np.where(dummy, 1, np.where(censored, 2, np.where(retained, 0, 3)))[None, :]
@@ -168,8 +169,10 @@ def plot_carpet(bold: np.ndarray, censoring: pd.DataFrame, tr: float, fd_thresho
     ax_status.set_yticks([])
     ax_status.set_ylabel("kept", rotation=0, ha="right", va="center", fontsize=8)
     rows = np.linspace(0, bold.shape[1] - 1, min(CARPET_MAX_ROWS, bold.shape[1])).round().astype(int)
-    carpet = _zscore_rows(bold[:, rows].astype(np.float64)).T
-    image = ax_carpet.imshow(carpet, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest",
+    carpet = np.full((len(rows), n_vol), np.nan)  # dummy volumes are left out of the scaling and not drawn
+    carpet[:, ~dummy] = _detrended_z(bold[np.ix_(~dummy, rows)].astype(np.float64)).T
+    image = ax_carpet.imshow(np.ma.masked_invalid(carpet), aspect="auto", interpolation="nearest",
+                             cmap=matplotlib.colormaps["gray"].with_extremes(bad="0.85"), vmin=-2, vmax=2,
                              extent=(-0.5, n_vol - 0.5, len(rows), 0))
     ax_carpet.set_ylabel(f"voxels\n({len(rows)} of {bold.shape[1]})")
     ax_carpet.set_yticks([])
