@@ -1,90 +1,173 @@
-"""Participant HTML reports built from what is in the output directory.
+"""Participant HTML reports (``out/sub-<label>.html``) in the style of fMRIPrep/XCP-D.
 
-Each ``sub-<label>.html`` shows the runs processed and excluded, every figure under
-``sub-<label>/figures/`` grouped by session and task, and the methods boilerplate. Because
-it reads only the output directory, the same code serves ``--reports-only``.
+The page is assembled by niworkflows' :class:`~niworkflows.reports.core.Report` from
+ketflow's reports specification (``ketflow/data/reports/participant.yml``): sections per
+subject (inputs summary, exclusions) and per session/task/run, each reportlet a pybids query
+on ``out/sub-<label>/figures/``.  Two things are ketflow's own:
+
+* the page template (``participant.tpl``): niworkflows' template pulls jQuery and Bootstrap
+  from CDNs and would render unstyled offline, so ketflow's uses a vendored Bootstrap
+  stylesheet copied next to the report and no JavaScript;
+* :meth:`ParticipantReport.generate_report`: niworkflows reads one global
+  ``logs/CITATION.*`` and crash files under ``sub-X/log/<uuid>/``; ketflow renders the
+  methods of the runs this participant actually contributed, the figures that could not be
+  made and this subject's crash files from ``logs/crash/``.
+
+Figures and HTML fragments come from the outputs only (:mod:`ketflow.reports.reportlets`),
+so the same code serves ``--reports-only``.
 """
 
 from __future__ import annotations
 
-import html
+import json
 import logging
+import os
+import re
+import time
 from pathlib import Path
 
-import pandas as pd
+import jinja2
 
 from .. import __version__
-from ..config import AnalysisConfig
-from ..io.write import write_text
-from .boilerplate import methods_text
+from ..config import AnalysisConfig, ConfigError, load_config, packaged_file
+from ..io.write import copy_file, write_text
+from .boilerplate import methods
+from .outputs import find_runs
+from .reportlets import ReportletError, write_subject_reportlets
 
 LOGGER = logging.getLogger("ketflow")
 
-_STYLE = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #345; padding-bottom: .3em; } h2 { color: #345; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
-th { background: #eef; } .figure { margin: 1em 0 2em; } .figure img, .figure object { max-width: 100%; }
-.caption { font-size: .9em; color: #555; } .methods { background: #f7f7f7; padding: 1em; border-radius: 4px; }
-.warning { color: #a40; }
-"""
+SPEC = "reports/participant.yml"
+STYLESHEET = "reports/bootstrap.min.css"
+
+
+def figures_layout_config() -> dict:
+    """pybids configuration of report figures: niworkflows' plus ketflow's output entities."""
+    from niworkflows import data
+
+    config = json.loads(data.load("nipreps.json").read_text())
+    config["name"] = "ketflow_figures"
+    config["entities"] += [{"name": name, "pattern": rf"[_/\\]+{name}-([a-zA-Z0-9+]+)"}
+                           for name in ("seg", "contrast", "stat")]
+    return config
+
+
+def _report_class():
+    """:class:`ParticipantReport`, defined on first use (niworkflows takes seconds to import)."""
+    from bids.layout import BIDSLayout, BIDSLayoutIndexer
+    from niworkflows.reports.core import Report
+
+    class ParticipantReport(Report):
+        """niworkflows' Report with ketflow's layout configuration, session order and page context."""
+
+        def __init__(self, out_dir: Path, subject: str, context: dict, session_order: list[str]):
+            self.context = context
+            self.session_order = list(session_order)
+            super().__init__(out_dir, "ketflow", config=packaged_file(SPEC), subject_id=subject)
+
+        def init_layout(self):
+            # Only the figures folder is indexed (outputs under ses-*/func/ are not reportlets).
+            ignore = [re.compile(r"/ses-[^/]+(/|$)"), re.compile(r"/(func|anat)(/|$)")]
+            self.layout = BIDSLayout(self.root, config=[figures_layout_config()], validate=False,
+                                     indexer=BIDSLayoutIndexer(validate=False, index_metadata=False, ignore=ignore))
+
+        def _process_orderings(self, orderings, layout):
+            entities, combos = Report._process_orderings(orderings, layout)
+            if "session" in entities:  # configured sessions (baseline, follow-up) first, then the rest
+                i = entities.index("session")
+                rank = {s: k for k, s in enumerate(self.session_order)}
+                combos.sort(key=lambda c: rank.get(c[i], len(rank)))
+            return entities, combos
+
+        def generate_report(self) -> int:
+            env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(self.template_path.parent)),
+                                     trim_blocks=True, lstrip_blocks=True,
+                                     autoescape=False)  # noqa: S701 - reportlets are HTML; text is escaped in the template
+            page = env.get_template(self.template_path.name).render(sections=self.sections, **self.context)
+            write_text(self.out_dir / self.out_filename, page)
+            return self.context["n_errors"]
+
+    return ParticipantReport
+
+
+def recorded_config(out_dir: Path, config: AnalysisConfig) -> AnalysisConfig:
+    """The configuration that produced the outputs (``logs/config.json``), else ``config``.
+
+    A report describes the analysis that was run; with ``--reports-only`` and another
+    ``--config`` the recorded one is used, with a warning.
+    """
+    path = Path(out_dir) / "logs" / "config.json"
+    if not path.is_file():
+        return config
+    try:
+        recorded = load_config(path)
+    except ConfigError as err:
+        LOGGER.warning("cannot read the recorded configuration (%s); the report describes the given one", err)
+        return config
+    if recorded.digest() != config.digest():
+        LOGGER.warning("the outputs in %s were made with configuration '%s' (%s), not the one given (%s); "
+                       "the reports describe the recorded one", out_dir, recorded.name, recorded.digest()[:12],
+                       config.digest()[:12])
+    return recorded
+
+
+def subject_crashes(out_dir: Path, subject: str) -> list[dict]:
+    """Nipype crash files of ``sub-<subject>``'s nodes in ``logs/crash/`` (node, time, traceback)."""
+    from niworkflows.utils.misc import read_crashfile
+
+    crashes = []
+    for path in sorted((Path(out_dir) / "logs" / "crash").glob("crash-*")):
+        try:
+            info = read_crashfile(str(path))
+        except (OSError, RuntimeError, ValueError, IndexError) as err:
+            info = {"node": "unknown", "traceback": f"crash file could not be read: {err}"}
+        node = info.get("node") or ""
+        if f"single_subject_{subject}_wf" not in node and f"sub-{subject}" not in info.get("traceback", ""):
+            continue
+        crashes.append({"file": str(path.relative_to(out_dir)), "node": node,
+                        "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime)),
+                        "traceback": info.get("traceback", "")})
+    return crashes
+
+
+def build_subject_report(out_dir: Path, subject: str, config: AnalysisConfig) -> Path:
+    """Figures, HTML fragments and ``sub-<subject>.html`` of one subject; returns the page's path."""
+    out_dir = Path(out_dir)
+    runs = find_runs(out_dir, subject, session_order=[config.sessions.baseline, config.sessions.followup],
+                     task_order=list(config.tasks))
+    figure_errors: list[ReportletError] = write_subject_reportlets(out_dir, subject, runs, config)
+    css = out_dir / f"sub-{subject}" / "figures" / Path(STYLESHEET).name
+    copy_file(packaged_file(STYLESHEET), css)
+    described = methods(config, runs=[(r.entities.get("ses"), r.entities["task"], r.entities.get("run"))
+                                      for r in runs], group=False)
+    crashes = subject_crashes(out_dir, subject)
+    context = {
+        "subject": subject, "version": __version__, "config_name": config.name, "config_hash": config.digest(),
+        "out_dir": os.fspath(out_dir), "css_href": css.relative_to(out_dir).as_posix(),
+        "methods_html": described.html(), "methods_markdown": described.markdown(),
+        "figure_errors": figure_errors, "crashes": crashes, "n_errors": len(figure_errors) + len(crashes),
+    }
+    session_order = [config.sessions.baseline, config.sessions.followup]
+    _report_class()(out_dir, subject, context, session_order).generate_report()
+    return out_dir / f"sub-{subject}.html"
 
 
 def build_reports(out_dir: Path, subjects: list[str], config: AnalysisConfig) -> int:
-    """Write ``sub-<label>.html`` for every subject; returns the number of failed reports."""
+    """Write ``sub-<label>.html`` (and its figures) for every subject; returns the number that failed.
+
+    Figures that cannot be made are reported inside the page, not counted as failures.
+    """
+    if not (Path(out_dir) / "dataset_description.json").is_file():
+        LOGGER.error("%s holds no ketflow outputs (no dataset_description.json): run the participant level "
+                     "before building reports", out_dir)
+        return len(subjects)
+    config = recorded_config(Path(out_dir), config)
     failures = 0
     for subject in subjects:
         try:
-            write_text(Path(out_dir) / f"sub-{subject}.html", subject_report(Path(out_dir), subject, config))
-        except (OSError, ValueError, pd.errors.ParserError) as err:
+            path = build_subject_report(Path(out_dir), subject, config)
+            LOGGER.info("report written: %s", path)
+        except (OSError, ValueError, KeyError, jinja2.TemplateError) as err:
             LOGGER.error("report of sub-%s failed: %s", subject, err)
             failures += 1
     return failures
-
-
-def subject_report(out_dir: Path, subject: str, config: AnalysisConfig) -> str:
-    """The HTML text of one subject's report (figure links are relative to ``out_dir``)."""
-    sub_dir = out_dir / f"sub-{subject}"
-    outputs = sorted(p.relative_to(out_dir) for p in sub_dir.rglob("*") if p.is_file() and "figures" not in p.parts)
-    parts = [f"<h1>ketflow report: sub-{html.escape(subject)}</h1>",
-             f"<p>ketflow {__version__}; configuration '{html.escape(config.name)}' "
-             f"(SHA-256 {config.digest()[:12]}).</p>",
-             "<h2>Summary</h2>", _summary(outputs), "<h2>Exclusions</h2>", _exclusions(sub_dir, subject)]
-    parts += _figures(out_dir, sub_dir)
-    parts += ["<h2>Methods</h2>", f'<div class="methods"><pre>{html.escape(methods_text(config))}</pre></div>']
-    body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>sub-{html.escape(subject)} - ketflow</title><style>{_STYLE}</style></head>"
-            f"<body>\n{body}\n</body></html>\n")
-
-
-def _summary(outputs: list[Path]) -> str:
-    if not outputs:
-        return '<p class="warning">No outputs were written for this subject.</p>'
-    rows = "".join(f"<tr><td>{html.escape(str(p))}</td></tr>" for p in outputs if p.suffix != ".json")
-    return f"<table><tr><th>Output files</th></tr>{rows}</table>"
-
-
-def _exclusions(sub_dir: Path, subject: str) -> str:
-    path = sub_dir / f"sub-{subject}_exclusions.tsv"
-    if not path.is_file():
-        return "<p>No exclusion record was found.</p>"
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    if table.empty:
-        return "<p>No run was excluded.</p>"
-    return table.to_html(index=False, escape=True, border=0)
-
-
-def _figures(out_dir: Path, sub_dir: Path) -> list[str]:
-    figures = sorted((sub_dir / "figures").glob("*")) if (sub_dir / "figures").is_dir() else []
-    figures = [f for f in figures if f.suffix in (".svg", ".png")]
-    if not figures:
-        return []
-    parts = ["<h2>Figures</h2>"]
-    for figure in figures:
-        rel = figure.relative_to(out_dir).as_posix()
-        tag = (f'<object type="image/svg+xml" data="{rel}"></object>' if figure.suffix == ".svg"
-               else f'<img src="{rel}" alt="{html.escape(figure.stem)}">')
-        parts.append(f'<div class="figure">{tag}<div class="caption">{html.escape(figure.name)}</div></div>')
-    return parts

@@ -96,7 +96,7 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
     if opts.reports_only:
         from ..reports.participant import build_reports
 
-        return build_reports(out_dir, discovery.subjects, config)
+        return 1 if build_reports(out_dir, discovery.subjects, config) else 0
 
     init_output_dataset(out_dir, opts, config, tasks)
     _write_exclusions(out_dir, discovery, exclusions)

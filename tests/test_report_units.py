@@ -1,0 +1,125 @@
+"""Report building blocks without running the workflow: methods text, output discovery, figures."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ketflow.config import load_config
+from ketflow.reports.boilerplate import methods, methods_text
+from ketflow.reports.figures import plot_carpet, plot_relmats, plot_statmap, save_svg
+from ketflow.reports.outputs import find_runs, parse_name, resolve_uri
+from ketflow.reports.participant import subject_crashes
+
+from conftest import TINY_CONFIG
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(TINY_CONFIG)
+
+
+def test_methods_describe_only_the_runs_processed(config):
+    text = methods(config, runs=[("pre", "rest", None), ("post", "rest", None)], group=False).markdown()
+    assert "2 BOLD runs of this participant were analysed: task 'rest' (2 runs; sessions pre, post)" in text
+    assert "Functional connectivity" in text and "Ledoit" in text
+    for absent in ("Task activation", "Generalized PPI", "Dynamic causal", "Group level", "McLaren"):
+        assert absent not in text
+    full = methods_text(config)
+    for present in ("Task activation", "Generalized PPI", "Dynamic causal", "Group level", "Etkin",
+                    "iI = incongruent trials after incongruent trials"):
+        assert present in full
+
+
+def test_methods_cite_task_residual_connectivity_only_when_used(config):
+    assert "Cole" not in methods_text(config)
+    task_fc = config.model_copy(update={"connectivity": config.connectivity.model_copy(update={"tasks": ["faces"]})})
+    assert "Cole MW" in methods_text(task_fc)
+
+
+def test_methods_html_is_escaped(config):
+    odd = config.model_copy(update={"name": "<b>x&y</b>"})
+    page = methods(odd, group=False).html()
+    assert "&lt;b&gt;x&amp;y&lt;/b&gt;" in page and "<b>x" not in page
+    assert page.count("<li>") == len(methods(odd, group=False).references)
+
+
+def test_names_and_uris():
+    assert parse_name("/a/sub-01_ses-pre_task-rest_atlas-circuit_stat-z_relmat.tsv") == (
+        {"sub": "01", "ses": "pre", "task": "rest", "atlas": "circuit", "stat": "z"}, "relmat", ".tsv")
+    links = {"fmriprep": "file:///data/my%20deriv", "raw": "/data/raw"}
+    assert str(resolve_uri("bids:fmriprep:sub-01/x.nii.gz", links)) == "/data/my deriv/sub-01/x.nii.gz"
+    assert str(resolve_uri("bids:raw:sub-01/e.tsv", links)) == "/data/raw/sub-01/e.tsv"
+    assert resolve_uri("bids:other:x", links) is None
+
+
+def _fake_run(out, inputs, subject="01"):
+    """A minimal processed rest run: QC, censoring table with sidecar, inputs on disk."""
+    func = out / f"sub-{subject}" / "ses-pre" / "func"
+    func.mkdir(parents=True)
+    prefix = f"sub-{subject}_ses-pre_task-rest_space-MNI152NLin2009cAsym"
+    (func / f"{prefix}_desc-denoise_qc.json").write_text(json.dumps({"num_retained_volumes": 3}))
+    pd.DataFrame({"framewise_displacement": [0, .1, .9, .1], "dummy": [1, 0, 0, 0], "motion_censored": [0, 0, 1, 0],
+                  "retained": [0, 1, 0, 1]}).to_csv(func / f"{prefix}_desc-censoring_timeseries.tsv", sep="\t",
+                                                    index=False)
+    bold = inputs / f"{prefix}_desc-preproc_bold.nii.gz"
+    bold.write_bytes(b"x")
+    (inputs / f"{prefix}_boldref.nii.gz").write_bytes(b"x")
+    (func / f"{prefix}_desc-censoring_timeseries.json").write_text(json.dumps({
+        "GeneratedBy": {"ConfigHash": "abc"},
+        "Sources": [f"bids:fmriprep:{bold.name}", f"bids:fmriprep:sub-{subject}_ses-pre_task-rest_desc-confounds_"
+                    "timeseries.tsv"]}))
+    # an output of another resolution of the same run must not be taken for this run's
+    (func / f"sub-{subject}_ses-pre_task-rest_space-MNI152NLin2009cAsym_res-1_desc-censoring_timeseries.tsv"
+     ).write_text("x")
+    (out / "dataset_description.json").write_text(json.dumps({"DatasetLinks": {"fmriprep": inputs.as_uri()}}))
+
+
+def test_find_runs_reads_provenance(tmp_path):
+    inputs = tmp_path / "fmriprep"
+    inputs.mkdir()
+    _fake_run(tmp_path / "out", inputs)
+    (run,) = find_runs(tmp_path / "out", "01")
+    assert run.label == "ses-pre task-rest"
+    assert run.config_hash == "abc"
+    assert set(run.sources) == {"bold", "boldref"}  # the confounds file does not exist
+    assert run.source_uris["confounds"].endswith("desc-confounds_timeseries.tsv")
+    assert len(run.files("timeseries", ".tsv", desc="censoring")) == 1
+    assert run.censoring()["retained"].sum() == 2
+    assert run.figure_path(tmp_path / "out", "bold", desc="carpetplot").parent == tmp_path / "out" / "sub-01" / "figures"
+
+
+def test_crash_files_are_attributed_to_their_subject(tmp_path):
+    crash = tmp_path / "logs" / "crash"
+    crash.mkdir(parents=True)
+    for subject in ("01", "02"):
+        (crash / f"crash-2024-node-{subject}.txt").write_text(
+            f"Node: ketflow_wf.single_subject_{subject}_wf.ses_pre_task_rest_wf.denoise\nWorking directory: /w\n\n"
+            "Node inputs:\n\na = 1\n\nTraceback (most recent call last):\nValueError: boom\n")
+    (found,) = subject_crashes(tmp_path, "01")
+    assert found["node"].endswith("single_subject_01_wf.ses_pre_task_rest_wf.denoise")
+    assert "ValueError: boom" in found["traceback"]
+
+
+def test_figures_are_deterministic_and_check_their_inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    censoring = pd.DataFrame({"framewise_displacement": rng.uniform(0, 1, 30), "dummy": [1] + [0] * 29,
+                              "motion_censored": (rng.uniform(size=30) > 0.8).astype(int)})
+    censoring["retained"] = ((censoring["dummy"] == 0) & (censoring["motion_censored"] == 0)).astype(int)
+    bold = rng.normal(size=(30, 200)).astype(np.float32)
+    signals = pd.DataFrame(rng.normal(size=(int(censoring["retained"].sum()), 3)), columns=["a", "b", "c"])
+    paths = [save_svg(plot_carpet(bold, censoring, 2.0, 0.5, signals, "run"), tmp_path / f"c{i}.svg") for i in (0, 1)]
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    with pytest.raises(ValueError, match="censoring table has 30 rows but the BOLD series 29"):
+        plot_carpet(bold[:29], censoring, 2.0, 0.5)
+    with pytest.raises(ValueError, match="ROI signals have 2 rows"):
+        plot_carpet(bold, censoring, 2.0, 0.5, signals.iloc[:2])
+    matrix = pd.DataFrame(np.eye(3) + 0.1, index=list("abc"), columns=list("abc"))
+    save_svg(plot_relmats({"pearsoncorrelation": matrix, "ledoitwolfcovariance": matrix}), tmp_path / "r.svg")
+    zmap = nib.Nifti1Image(rng.normal(size=(10, 12, 10)).astype(np.float32), np.diag([6.0, 6.0, 6.0, 1.0]))
+    fig = plot_statmap(zmap, "z map", 3.09, glass=False, background=None, cut_coords=(0, 0, 0))
+    assert "voxels with |value| > 3.09" in fig.get_suptitle()
