@@ -22,6 +22,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .signal.rois import MIN_VOXELS
+
 DEFAULT_CONFIG = "default_config.yml"
 DEFAULT_SPHERES = "rois/circuit_spheres.tsv"
 
@@ -84,7 +86,7 @@ class Circuit(_Strict):
     spheres_file: Path | None = None
     spheres: list[Sphere] = Field(default_factory=list)
     atlas: Atlas | None = None
-    min_voxels: int = Field(default=5, ge=1)
+    min_voxels: int = Field(default=MIN_VOXELS, ge=1)
     signal: Literal["mean", "eigenvariate"] = "mean"
 
 

@@ -51,9 +51,12 @@ def run_files(tmp_path_factory):
 def test_chain(run_files, tmp_path, monkeypatch):
     r = run_files
     monkeypatch.chdir(tmp_path)
-    # default min_voxels (10) is meant for 2 mm grids: 5 mm spheres keep ~6 voxels at 4 mm
+    # an ROI keeping fewer in-mask voxels than min_voxels is an error naming it (5 mm spheres
+    # keep ~6 voxels at 4 mm)
+    (tmp_path / "strict.json").write_text(json.dumps({"min_voxels": 20}))
     with pytest.raises(ValueError, match="antHippocampus_L"):
-        BuildROIs(bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz")).run()
+        BuildROIs(bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"),
+                  roi_definition=str(tmp_path / "strict.json")).run()
     (tmp_path / "rois.json").write_text(json.dumps({"min_voxels": 3}))
     rois = BuildROIs(
         bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"), roi_definition=str(tmp_path / "rois.json")
