@@ -137,3 +137,13 @@ def test_unknown_settings_rejected(run_files, tmp_path, monkeypatch):
             bold_file=str(run_files / "bold.nii.gz"), brain_mask=str(run_files / "mask.nii.gz"),
             confounds_tsv=str(run_files / "confounds.tsv"), strategy_json=str(tmp_path / "bad.json"), tr=TR,
         ).run()
+
+
+def test_exclusion_policy_defaults_are_one_value():
+    from ketflow.config import load_config
+    from ketflow.interfaces.denoise import DEFAULTS
+    from ketflow.signal.denoise import MIN_DOF, MIN_VOLUMES
+
+    den = load_config().denoising
+    assert (den.min_volumes, den.min_dof) == (DEFAULTS["min_volumes"], DEFAULTS["min_dof"]) == (MIN_VOLUMES, MIN_DOF)
+    assert den.band_pass_rest is None and DEFAULTS["band_pass_hz"] is None

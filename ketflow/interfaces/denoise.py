@@ -32,7 +32,7 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 from ..io.confounds import ConfoundStrategy, load_confounds
 from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.connectivity import dvars, qc_metrics
-from ..signal.denoise import denoise
+from ..signal.denoise import MIN_DOF, MIN_VOLUMES, denoise
 
 DEFAULTS = {
     "strategy": "36P",
@@ -43,8 +43,8 @@ DEFAULTS = {
     "high_pass_s": 128.0,
     "band_pass_hz": None,
     "standardize": False,
-    "min_volumes": 40,
-    "min_dof": 1,
+    "min_volumes": MIN_VOLUMES,
+    "min_dof": MIN_DOF,
 }
 
 

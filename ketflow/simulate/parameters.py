@@ -16,14 +16,14 @@ with a known correlation matrix. Session change (pre -> post) depends on the tre
 
 rest: each subject has its own coupling matrix (a trait, shared by both sessions). It is the
 correlation matrix of ``REST_TRAIT_DOF`` Gaussian draws whose population correlation is
-``REST_PAIRS`` (plus the subject's vmPFC - amygdala value): a Wishart-distributed covariance
-(the conjugate random-effects model of covariance matrices, e.g. Varoquaux et al. 2010, NIPS
-23:2334-2342), normalised to unit diagonal. It is positive definite by construction, and every
-edge varies between subjects with SD about 1/sqrt(REST_TRAIT_DOF) = 0.1 in Fisher z, so that an
-8-minute run (sampling SD of a correlation about 0.1) has an edge-level test-retest ICC near 0.4,
-in the range real data show (mean edge ICC 0.29, Noble et al. 2019, NeuroImage 203:116157). The
-post-treatment matrix is the pre matrix plus the treatment effect on vmPFC - amygdala (both
-sides), so no other edge changes between sessions.
+``REST_PAIRS`` (plus the subject's vmPFC - amygdala value), i.e. a Wishart-distributed
+covariance (Wishart 1928, Biometrika 20A:32-52) normalised to unit diagonal. It is positive
+definite by construction, and every edge varies between subjects with SD about
+1/sqrt(REST_TRAIT_DOF) = 0.1 in Fisher z, so that an 8-minute run (sampling SD of a correlation
+about 0.1) has an edge-level test-retest ICC of about 0.3-0.4, in the range real data show (mean
+edge ICC 0.29, Noble et al. 2019, NeuroImage 203:116157). The post-treatment matrix is the pre
+matrix plus the treatment effect on vmPFC - amygdala (both sides), so no other edge changes
+between sessions.
 """
 
 from __future__ import annotations
