@@ -18,9 +18,9 @@ ROI definition JSON (one of):
   the atlas regions (:func:`ketflow.signal.rois.combine_labels`; the order of
   :func:`ketflow.config.roi_names`).
 
-Optional key ``min_voxels`` (default :data:`ketflow.signal.rois.MIN_VOXELS`, 5). Writes ``desc-circuit_dseg.nii.gz`` (int16, BOLD
-grid) and ``desc-circuit_dseg.tsv`` (index, name, voxel counts, coverage) to the working
-directory.
+Optional key ``min_voxels`` (default :data:`ketflow.signal.rois.MIN_VOXELS`, 5). Writes
+``desc-circuit_dseg.nii.gz`` (int16, BOLD grid) and ``desc-circuit_dseg.tsv`` (index, name,
+voxel counts, coverage) to the working directory.
 """
 
 from __future__ import annotations
