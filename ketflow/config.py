@@ -22,6 +22,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .signal.denoise import MIN_DOF, MIN_VOLUMES
+from .signal.rois import MIN_VOXELS
+
 DEFAULT_CONFIG = "default_config.yml"
 DEFAULT_SPHERES = "rois/circuit_spheres.tsv"
 
@@ -84,7 +87,7 @@ class Circuit(_Strict):
     spheres_file: Path | None = None
     spheres: list[Sphere] = Field(default_factory=list)
     atlas: Atlas | None = None
-    min_voxels: int = Field(default=5, ge=1)
+    min_voxels: int = Field(default=MIN_VOXELS, ge=1)
     signal: Literal["mean", "eigenvariate"] = "mean"
 
 
@@ -93,9 +96,9 @@ class Denoising(_Strict):
     fd_threshold: float | None = Field(default=0.5, gt=0)
     min_contiguous: int = Field(default=5, ge=1)
     high_pass_s: float | None = Field(default=128, gt=0)
-    band_pass_rest: tuple[float, float] | None = (0.01, 0.1)
-    min_volumes: int = Field(default=40, ge=2)
-    min_dof: int = Field(default=10, ge=1)
+    band_pass_rest: tuple[float, float] | None = None
+    min_volumes: int = Field(default=MIN_VOLUMES, ge=2)
+    min_dof: int = Field(default=MIN_DOF, ge=1)
 
     @field_validator("band_pass_rest")
     @classmethod

@@ -51,9 +51,12 @@ def run_files(tmp_path_factory):
 def test_chain(run_files, tmp_path, monkeypatch):
     r = run_files
     monkeypatch.chdir(tmp_path)
-    # default min_voxels (10) is meant for 2 mm grids: 5 mm spheres keep ~6 voxels at 4 mm
+    # an ROI keeping fewer in-mask voxels than min_voxels is an error naming it (5 mm spheres
+    # keep ~6 voxels at 4 mm)
+    (tmp_path / "strict.json").write_text(json.dumps({"min_voxels": 20}))
     with pytest.raises(ValueError, match="antHippocampus_L"):
-        BuildROIs(bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz")).run()
+        BuildROIs(bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"),
+                  roi_definition=str(tmp_path / "strict.json")).run()
     (tmp_path / "rois.json").write_text(json.dumps({"min_voxels": 3}))
     rois = BuildROIs(
         bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"), roi_definition=str(tmp_path / "rois.json")
@@ -134,3 +137,13 @@ def test_unknown_settings_rejected(run_files, tmp_path, monkeypatch):
             bold_file=str(run_files / "bold.nii.gz"), brain_mask=str(run_files / "mask.nii.gz"),
             confounds_tsv=str(run_files / "confounds.tsv"), strategy_json=str(tmp_path / "bad.json"), tr=TR,
         ).run()
+
+
+def test_exclusion_policy_defaults_are_one_value():
+    from ketflow.config import load_config
+    from ketflow.interfaces.denoise import DEFAULTS
+    from ketflow.signal.denoise import MIN_DOF, MIN_VOLUMES
+
+    den = load_config().denoising
+    assert (den.min_volumes, den.min_dof) == (DEFAULTS["min_volumes"], DEFAULTS["min_dof"]) == (MIN_VOLUMES, MIN_DOF)
+    assert den.band_pass_rest is None and DEFAULTS["band_pass_hz"] is None

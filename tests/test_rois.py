@@ -1,5 +1,7 @@
 """Tests for ketflow.signal.rois: sphere/atlas label images on a BOLD grid."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -141,3 +143,63 @@ def test_circuit_centres_fall_in_intended_harvard_oxford_structures():
         structure = intended[sphere.name.split("_")[0]]
         total = sum(float(p) for name, p in zip(names, probs, strict=False) if name.endswith(structure))
         assert total >= 50, (sphere.name, structure, total)
+
+
+def test_min_voxels_default_is_one_value():
+    from ketflow.config import load_config
+
+    assert load_config().circuit.min_voxels == rois.MIN_VOXELS
+    src = (Path(rois.__file__).parents[1] / "data" / "default_config.yml").read_text()
+    assert f"min_voxels: {rois.MIN_VOXELS} " in src
+
+
+def test_combine_labels_spheres_first_and_own_shared_voxels():
+    first = np.array([0, 1, 1, 0, 2, 0])
+    second = np.array([1, 1, 0, 2, 3, 3])
+    labels, names = rois.combine_labels(first, ["s1", "same"], second, ["a1", "a2", "same"])
+    assert names == ("s1", "same", "a1", "a2")  # the atlas "same" is replaced by the sphere
+    assert labels.tolist() == [3, 1, 1, 4, 2, 0]
+
+
+def test_atlas_extends_the_circuit_through_the_run_specs(tmp_path):
+    """circuit.atlas + circuit.spheres: the workflow builds every ROI config.roi_names lists."""
+    import json
+
+    import yaml
+
+    from ketflow.config import load_config, packaged_file, roi_names
+    from ketflow.interfaces.rois import roiset_from_definition
+    from ketflow.workflows.base import write_run_specs
+
+    # a 2 mm atlas in MNI space: NAcc_L (a 10 mm box at -10, 12, -8), and a region named like a
+    # sphere (vmPFC), which the sphere replaces
+    aff2 = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff2[:3, 3] = (-40.0, -40.0, -40.0)
+    atlas = np.zeros((41, 41, 41), np.int16)
+    ijk = np.rint((np.array([-10.0, 12.0, -8.0]) + 40.0) / 2.0).astype(int)
+    atlas[ijk[0] - 2:ijk[0] + 3, ijk[1] - 2:ijk[1] + 3, ijk[2] - 2:ijk[2] + 3] = 4
+    atlas[18:23, 38:41, 13:20] = 2
+    nib.Nifti1Image(atlas, aff2).to_filename(tmp_path / "atlas-x_dseg.nii.gz")
+    (tmp_path / "atlas-x_dseg.tsv").write_text("index\tname\n4\tNAcc_L\n2\tvmPFC\n")
+    raw = yaml.safe_load(packaged_file("default_config.yml").read_text())
+    raw["circuit"]["atlas"] = {"dseg": "atlas-x_dseg.nii.gz", "labels": "atlas-x_dseg.tsv"}
+    raw["circuit"]["spheres"] = [{"name": "vmPFC", "x": 0, "y": 43, "z": -14, "radius_mm": 8},
+                                 {"name": "amygdala_L", "x": -22, "y": -6, "z": -20, "radius_mm": 5}]
+    raw["ppi"]["seeds"] = raw["connectivity"]["seeds"] = ["vmPFC", "amygdala_L"]
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "config.yml")
+    assert roi_names(config) == ["vmPFC", "amygdala_L", "NAcc_L"]
+
+    definition = json.loads(open(write_run_specs(config, tmp_path / "specs")["rois"]).read())
+    aff4 = np.diag([4.0, 4.0, 4.0, 1.0])
+    aff4[:3, 3] = (-40.0, -40.0, -40.0)
+    reference = nib.Nifti1Image(np.zeros((21, 21, 21), np.float32), aff4)
+    roiset = roiset_from_definition(definition, reference, np.ones((21, 21, 21), bool))
+    assert roiset.names == tuple(roi_names(config))
+    assert np.all(roiset.n_voxels >= rois.MIN_VOXELS)
+    nacc = rois.voxel_centres_mm((21, 21, 21), aff4)[roiset.labels == 3]
+    assert np.abs(nacc.mean(axis=0) - [-10.0, 12.0, -8.0]).max() < 2.5
+    # the atlas alone when no spheres are listed beside it
+    definition["spheres"] = []
+    only = roiset_from_definition(definition, reference, np.ones((21, 21, 21), bool))
+    assert only.names == ("NAcc_L", "vmPFC")

@@ -32,7 +32,7 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 from ..io.confounds import ConfoundStrategy, load_confounds
 from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.connectivity import dvars, qc_metrics
-from ..signal.denoise import denoise
+from ..signal.denoise import MIN_DOF, MIN_VOLUMES, denoise
 
 DEFAULTS = {
     "strategy": "36P",
@@ -43,8 +43,8 @@ DEFAULTS = {
     "high_pass_s": 128.0,
     "band_pass_hz": None,
     "standardize": False,
-    "min_volumes": 40,
-    "min_dof": 1,
+    "min_volumes": MIN_VOLUMES,
+    "min_dof": MIN_DOF,
 }
 
 
@@ -88,6 +88,25 @@ def strategy_settings(path: str | None) -> dict:
     return {**DEFAULTS, **given}
 
 
+def confound_strategy(settings: dict) -> ConfoundStrategy:
+    """The :class:`ConfoundStrategy` of merged settings (see :func:`strategy_settings`)."""
+    return ConfoundStrategy(
+        name=settings["strategy"],
+        n_compcor=settings["n_compcor"],
+        fd_threshold=settings["fd_threshold"],
+        std_dvars_threshold=settings["std_dvars_threshold"],
+        min_segment=settings["min_contiguous"],
+    )
+
+
+def filter_cutoffs(settings: dict) -> tuple[float | None, float | None]:
+    """(high-pass period in s, low-pass frequency in Hz); a band-pass [low, high] sets 1/low and high."""
+    if settings["band_pass_hz"]:
+        low, high = settings["band_pass_hz"]
+        return 1.0 / low, high
+    return settings["high_pass_s"], None
+
+
 def _finite_or_none(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
@@ -118,20 +137,11 @@ class Denoise(SimpleInterface):
         settings = strategy_settings(self.inputs.strategy_json or None)
         mask = read_mask(self.inputs.brain_mask)
         data = read_masked_bold(self.inputs.bold_file, mask)
-        strategy = ConfoundStrategy(
-            name=settings["strategy"],
-            n_compcor=settings["n_compcor"],
-            fd_threshold=settings["fd_threshold"],
-            std_dvars_threshold=settings["std_dvars_threshold"],
-            min_segment=settings["min_contiguous"],
-        )
         confounds = load_confounds(
-            self.inputs.confounds_tsv, self.inputs.confounds_json or None, strategy, n_volumes=data.shape[0]
+            self.inputs.confounds_tsv, self.inputs.confounds_json or None, confound_strategy(settings),
+            n_volumes=data.shape[0],
         )
-        high_pass_s, low_pass_hz = settings["high_pass_s"], None
-        if settings["band_pass_hz"]:
-            low, low_pass_hz = settings["band_pass_hz"]
-            high_pass_s = 1.0 / low
+        high_pass_s, low_pass_hz = filter_cutoffs(settings)
         result = denoise(
             data,
             confounds.regressors.to_numpy(),

@@ -12,11 +12,15 @@ ROI definition JSON (one of):
   (``ketflow/data/rois/circuit_spheres.tsv``);
 * ``{"spheres_tsv": "<path>"}``: a sphere table (name, x, y, z, radius_mm);
 * ``{"spheres": [{"name": ..., "x": ..., "y": ..., "z": ..., "radius_mm": ...}, ...]}``;
-* ``{"atlas": "<atlas-*_dseg.nii.gz>", "atlas_labels": "<TSV with index, name>"}``.
+* ``{"atlas": "<atlas-*_dseg.nii.gz>", "atlas_labels": "<TSV with index, name>"}``: the atlas
+  regions only;
+* ``atlas`` + ``atlas_labels`` together with ``spheres`` or ``spheres_tsv``: the spheres, then
+  the atlas regions (:func:`ketflow.signal.rois.combine_labels`; the order of
+  :func:`ketflow.config.roi_names`).
 
-Optional key ``min_voxels`` (default 10). Writes ``desc-circuit_dseg.nii.gz`` (int16, BOLD
-grid) and ``desc-circuit_dseg.tsv`` (index, name, voxel counts, coverage) to the working
-directory.
+Optional key ``min_voxels`` (default :data:`ketflow.signal.rois.MIN_VOXELS`, 5). Writes
+``desc-circuit_dseg.nii.gz`` (int16, BOLD grid) and ``desc-circuit_dseg.tsv`` (index, name,
+voxel counts, coverage) to the working directory.
 """
 
 from __future__ import annotations
@@ -32,27 +36,36 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 
 from ..io.write import write_nifti, write_tsv
 from ..signal.extract import extract
-from ..signal.rois import Sphere, atlas_roiset, read_sphere_table, spheres_roiset
+from ..signal.rois import MIN_VOXELS, Sphere, atlas_roiset, read_sphere_table, spheres_roiset
 from .denoise import read_denoised, read_mask
 
 
+def _spheres(definition: dict) -> list[Sphere]:
+    if "spheres" in definition:
+        return [
+            Sphere(str(s["name"]), (float(s["x"]), float(s["y"]), float(s["z"])), float(s["radius_mm"]))
+            for s in definition["spheres"]
+        ]
+    if definition.get("spheres_tsv") or not definition.get("atlas"):
+        return read_sphere_table(definition.get("spheres_tsv"))
+    return []
+
+
 def roiset_from_definition(definition: dict, reference: nib.Nifti1Image, brain_mask: np.ndarray):
-    """Build the :class:`~ketflow.signal.rois.ROISet` a definition dict describes."""
+    """Build the :class:`~ketflow.signal.rois.ROISet` a definition dict describes (module docstring)."""
     known = {"spheres_tsv", "spheres", "atlas", "atlas_labels", "min_voxels"}
     unknown = set(definition) - known
     if unknown:
         raise ValueError(f"unknown ROI definition keys {sorted(unknown)}; known: {sorted(known)}")
-    min_voxels = int(definition.get("min_voxels", 10))
+    min_voxels = int(definition.get("min_voxels", MIN_VOXELS))
+    spheres = _spheres(definition)
     if definition.get("atlas"):
+        if not definition.get("atlas_labels"):
+            raise ValueError(f"ROI definition: atlas {definition['atlas']} given without atlas_labels (TSV)")
         labels = pd.read_csv(definition["atlas_labels"], sep="\t")
-        return atlas_roiset(nib.load(definition["atlas"]), labels, reference, brain_mask, min_voxels)
-    if definition.get("spheres"):
-        spheres = [
-            Sphere(str(s["name"]), (float(s["x"]), float(s["y"]), float(s["z"])), float(s["radius_mm"]))
-            for s in definition["spheres"]
-        ]
-    else:
-        spheres = read_sphere_table(definition.get("spheres_tsv"))
+        return atlas_roiset(nib.load(definition["atlas"]), labels, reference, brain_mask, min_voxels, spheres)
+    if not spheres:
+        raise ValueError("ROI definition has neither spheres nor an atlas")
     return spheres_roiset(spheres, reference.shape[:3], reference.affine, brain_mask, min_voxels)
 
 

@@ -32,6 +32,15 @@ from dataclasses import dataclass
 import numpy as np
 
 
+#: Exclusion policy defaults of the analysis configuration (``denoising.min_volumes`` and
+#: ``denoising.min_dof``) and of the ``Denoise`` interface. Below about 30 residual degrees of
+#: freedom a resting run's correlations are mostly sampling noise (benchmarks/rest_recovery.py:
+#: with 24 left, the strongest pair is ranked first in 16% of runs and the RMS error of the
+#: correlations is 0.29; docs/denoising_connectivity.md).
+MIN_VOLUMES = 40
+MIN_DOF = 30
+
+
 class TooFewVolumesError(ValueError):
     """A run keeps too few volumes (or degrees of freedom) after censoring to be denoised."""
 

@@ -9,7 +9,10 @@ Two ways to define ROIs, both ending in the same :class:`ROISet`:
   painting order. This is the usual "spherical seed" definition (e.g. nilearn's
   NiftiSpheresMasker, which however lets overlapping spheres share voxels);
 * a user atlas (``atlas-*_dseg.nii.gz`` with a labels TSV), resampled nearest-neighbour
-  onto the BOLD grid with :func:`nilearn.image.resample_to_img`.
+  onto the BOLD grid with :func:`nilearn.image.resample_to_img`;
+* both: the spheres first, then the atlas regions (a voxel in a sphere belongs to the
+  sphere; a sphere named like an atlas region replaces it), so that an atlas can extend the
+  circuit.
 
 The labels are then intersected with the run's brain mask; an ROI left with fewer than
 ``min_voxels`` voxels (e.g. an ROI lying outside the field of view) raises ``ValueError``
@@ -29,6 +32,11 @@ import numpy as np
 import pandas as pd
 
 CIRCUIT_SPHERES_TSV = files("ketflow") / "data" / "rois" / "circuit_spheres.tsv"
+#: Default fewest in-mask voxels an ROI may keep (the ``circuit.min_voxels`` default and the
+#: ``BuildROIs`` default). Five keeps the default 5 mm spheres usable on 4 mm grids (about 8
+#: voxels there, about 65 on 2 mm grids) while rejecting an ROI that lies mostly outside the
+#: field of view.
+MIN_VOXELS = 5
 
 
 @dataclass(frozen=True)
@@ -145,13 +153,14 @@ def spheres_roiset(
     return mask_labels(labels, [s.name for s in spheres], brain_mask, min_voxels)
 
 
-def atlas_roiset(atlas_img, atlas_labels: pd.DataFrame, reference_img, brain_mask: np.ndarray, min_voxels: int = 1) -> ROISet:
-    """ROIs from a user atlas resampled (nearest neighbour) onto ``reference_img``'s grid.
+def atlas_labels_on_grid(atlas_img, atlas_labels: pd.DataFrame, reference_img) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A user atlas resampled (nearest neighbour) onto ``reference_img``'s grid.
 
     atlas_img : nibabel image of integer labels (a BIDS ``atlas-*_dseg.nii.gz``).
     atlas_labels : table with columns ``index`` and ``name`` (BIDS dseg TSV); only these
         labels are kept, renumbered 1..n in table order.
     reference_img : nibabel image defining the BOLD grid (3-D or 4-D).
+    Returns (int32 label image of the grid's 3-D shape, names in label order).
     """
     from nilearn.image import resample_to_img
 
@@ -170,4 +179,40 @@ def atlas_roiset(atlas_img, atlas_labels: pd.DataFrame, reference_img, brain_mas
     labels = np.zeros(values.shape, dtype=np.int32)
     for new, old in enumerate(atlas_labels["index"].astype(int), start=1):
         labels[values == old] = new
-    return mask_labels(labels, [str(n) for n in atlas_labels["name"]], brain_mask, min_voxels)
+    return labels, tuple(str(n) for n in atlas_labels["name"])
+
+
+def combine_labels(
+    first: np.ndarray, first_names, second: np.ndarray, second_names
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """One label image from two (e.g. spheres, then an atlas) on the same grid.
+
+    ``first``'s ROIs keep labels 1..n1; ``second``'s follow, in order, except those whose
+    name is already in ``first_names`` (a sphere of the same name replaces that atlas
+    region). A voxel labelled in both goes to ``first``. Returns (int32 labels, names).
+    """
+    if first.shape != second.shape:
+        raise ValueError(f"label images differ in shape: {first.shape} and {second.shape}")
+    first_names, second_names = tuple(first_names), tuple(second_names)
+    labels = np.asarray(first, dtype=np.int32).copy()
+    names = list(first_names)
+    for old, name in enumerate(second_names, start=1):
+        if name in first_names:
+            continue
+        names.append(name)
+        labels[(second == old) & (labels == 0)] = len(names)
+    return labels, tuple(names)
+
+
+def atlas_roiset(atlas_img, atlas_labels: pd.DataFrame, reference_img, brain_mask: np.ndarray,
+                 min_voxels: int = 1, spheres: list[Sphere] = ()) -> ROISet:
+    """ROIs of a user atlas on ``reference_img``'s grid (see :func:`atlas_labels_on_grid`),
+    optionally with ``spheres`` added first (:func:`combine_labels`: spheres come first in the
+    label order, own the voxels they share with atlas regions and replace atlas regions of the
+    same name), restricted to ``brain_mask``.
+    """
+    labels, names = atlas_labels_on_grid(atlas_img, atlas_labels, reference_img)
+    if spheres:
+        sphere_img = sphere_labels(list(spheres), labels.shape, reference_img.affine)
+        labels, names = combine_labels(sphere_img, [s.name for s in spheres], labels, names)
+    return mask_labels(labels, names, brain_mask, min_voxels)

@@ -21,6 +21,15 @@ def _volumes(text: str):
     return out
 
 
+def _tasks(text: str) -> list[str]:
+    """``faces,rest``: the tasks to simulate."""
+    tasks = [t for t in text.split(",") if t]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise argparse.ArgumentTypeError(f"unknown tasks {unknown}; tasks are {list(TASKS)}")
+    return tasks
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ketflow-simulate",
@@ -44,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no arm x imaging-change interaction in the clinical model")
     p.add_argument("--res-entity", action="store_true",
                    help="add res-<voxel size> to derivative image names")
+    p.add_argument("--tasks", type=_tasks, default=list(TASKS),
+                   help="comma-separated tasks to simulate (default " + ",".join(TASKS) + ")")
     return p
 
 
@@ -52,7 +63,7 @@ def main(argv=None) -> int:
     out = simulate_dataset(
         args.out, n_subjects=args.subjects, seed=args.seed, voxel_size=args.voxel_size,
         tr=args.tr, n_volumes=args.n_volumes, noise=args.noise, artefacts=args.artefacts,
-        interaction=args.interaction, res_entity=args.res_entity,
+        interaction=args.interaction, res_entity=args.res_entity, tasks=args.tasks,
     )
     print(f"simulated dataset written to {out}", file=sys.stderr)
     return 0

@@ -1,8 +1,9 @@
 """Write a simulated raw BIDS dataset, fMRIPrep-style derivatives and the ground truth.
 
 Random streams: ``seed`` seeds independent NumPy generators per purpose (group allocation,
-each subject's parameters, each run's data), so a subject's data do not depend on how many
-subjects are simulated after it, and the same arguments give byte-identical files.
+each subject's parameters, each subject's resting-coupling trait, each run's data), so a
+subject's data do not depend on how many subjects are simulated after it, and the same
+arguments give byte-identical files.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class _Run:
 def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: float = 4.0,
                      tr: float = 2.0, n_volumes=DEFAULT_VOLUMES, noise: float = 1.0,
                      artefacts: bool = True, interaction: bool = True,
-                     res_entity: bool = False) -> Path:
+                     res_entity: bool = False, tasks=TASKS) -> Path:
     """Simulate the trial and write it to ``out_dir``; returns the dataset root.
 
     Parameters
@@ -167,16 +168,24 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
         Whether the clinical model includes the arm x imaging-change interaction.
     res_entity : bool
         Add ``res-<voxel_size>`` to the derivative image names.
+    tasks : sequence of str
+        Tasks whose runs are written (default all of ``TASKS``). Every run has its own random
+        stream, so a run's data do not depend on which other tasks are simulated; the ground
+        truth lists only the simulated tasks.
     """
     if n_subjects < 2:
         raise ValueError("n_subjects must be at least 2 (one per arm)")
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {list(tasks)}")
+    tasks = [t for t in TASKS if t in tasks]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vols = _volumes(n_volumes)
     arguments = {"n_subjects": int(n_subjects), "seed": int(seed), "voxel_size": float(voxel_size),
                  "tr": float(tr), "n_volumes": vols, "noise": float(noise),
                  "artefacts": bool(artefacts), "interaction": bool(interaction),
-                 "res_entity": bool(res_entity)}
+                 "res_entity": bool(res_entity), "tasks": tasks}
     spheres = read_sphere_table()
     roi_names = [s.name for s in spheres]
     anat = build_anatomy(voxel_size, spheres)
@@ -192,7 +201,7 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
     for i, arm in enumerate(arms):
         sub = f"{i + 1:02d}"
         prng = np.random.default_rng([seed, 1, i])
-        params = draw_subject(prng, arm, roi_names)
+        params = draw_subject(prng, arm, roi_names, rest_rng=np.random.default_rng([seed, 3, i]))
         scores = draw_scores(prng, clin, arm, params["change"])
         age, sex = int(prng.integers(20, 66)), str(prng.choice(["F", "M"]))
         participants.append({"participant_id": f"sub-{sub}", "age": age, "sex": sex,
@@ -205,6 +214,9 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
         write_bytes(out / f"sub-{sub}" / "ses-pre" / "anat" / f"sub-{sub}_ses-pre_T1w.nii.gz", t1)
         for si, ses in enumerate(SESSIONS):
             for ti, task in enumerate(TASKS):
+                if task not in tasks:
+                    del params["sessions"][ses][task]
+                    continue
                 rrng = np.random.default_rng([seed, 2, i, si, ti])
                 task_truth = params["sessions"][ses][task]
                 task_truth["run"] = run(sub, ses, task, task_truth, vols[task], rrng)
@@ -221,7 +233,7 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
     write_tsv(out / "participants.tsv", pd.DataFrame(participants))
     write_json(out / "participants.json", bids.participants_sidecar())
     write_json(out / "sessions.json", bids.sessions_sidecar())
-    for task in ("faces", "conflict"):
+    for task in (t for t in ("faces", "conflict") if t in tasks):
         write_json(out / f"task-{task}_events.json", bids.events_sidecar(task))
     write_json(out / "derivatives" / "fmriprep" / "dataset_description.json",
                bids.derivatives_description(__version__))

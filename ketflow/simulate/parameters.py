@@ -13,6 +13,17 @@ vmPFC and amygdala_L form a closed subsystem (nothing enters it from amygdala_R)
 DCM of ketflow's default configuration is exactly specified.
 The other ROIs carry activations with known amplitudes; rest carries correlated slow fluctuations
 with a known correlation matrix. Session change (pre -> post) depends on the treatment arm.
+
+rest: each subject has its own coupling matrix (a trait, shared by both sessions). It is the
+correlation matrix of ``REST_TRAIT_DOF`` Gaussian draws whose population correlation is
+``REST_PAIRS`` (plus the subject's vmPFC - amygdala value), i.e. a Wishart-distributed
+covariance (Wishart 1928, Biometrika 20A:32-52) normalised to unit diagonal. It is positive
+definite by construction, and every edge varies between subjects with SD about
+1/sqrt(REST_TRAIT_DOF) = 0.1 in Fisher z, so that an 8-minute run (sampling SD of a correlation
+about 0.1) has an edge-level test-retest ICC of about 0.3-0.4, in the range real data show (mean
+edge ICC 0.29, Noble et al. 2019, NeuroImage 203:116157). The post-treatment matrix is the pre
+matrix plus the treatment effect on vmPFC - amygdala (both sides), so no other edge changes
+between sessions.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ REST_PAIRS = {
 }
 REST_STRONGEST_PAIR = ("amygdala_L", "amygdala_R")
 REST_AMPLITUDE = 1.0  # percent: SD of each ROI's noise-free resting BOLD
+REST_TRAIT_DOF = 100  # degrees of freedom of the subject-level Wishart draw (between-subject SD)
 
 
 def _draw_change(rng: np.random.Generator, arm: str) -> dict:
@@ -103,7 +115,7 @@ def nearest_correlation(r: np.ndarray, min_eig: float = 0.02) -> np.ndarray:
     return out
 
 
-def rest_coupling(roi_names: list[str], vmpfc_amygdala: float) -> np.ndarray:
+def population_coupling(roi_names: list[str], vmpfc_amygdala: float) -> np.ndarray:
     """Population correlation matrix (n_roi x n_roi) of the resting neural fluctuations."""
     idx = {n: i for i, n in enumerate(roi_names)}
     r = np.eye(len(roi_names))
@@ -116,8 +128,24 @@ def rest_coupling(roi_names: list[str], vmpfc_amygdala: float) -> np.ndarray:
     return nearest_correlation(r)
 
 
-def draw_subject(rng: np.random.Generator, arm: str, roi_names: list[str]) -> dict:
-    """Pre and post parameters of one subject plus the true change scores (post - pre)."""
+def rest_coupling(population: np.ndarray, trait: np.ndarray) -> np.ndarray:
+    """A subject's coupling: the correlation matrix of the draws ``trait`` (dof x n_roi, standard
+    normal) mixed to the ``population`` correlation (Wishart(dof, population / dof), normalised)."""
+    x = trait @ np.linalg.cholesky(population).T
+    cov = x.T @ x
+    d = np.sqrt(np.diag(cov))
+    out = cov / np.outer(d, d)
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+def draw_subject(rng: np.random.Generator, arm: str, roi_names: list[str],
+                 rest_rng: np.random.Generator | None = None) -> dict:
+    """Pre and post parameters of one subject plus the true change scores (post - pre).
+
+    ``rest_rng`` draws the subject's resting-coupling trait (default: a child stream of
+    ``rng``'s seed, so that the other parameters do not depend on it).
+    """
     missing = set(DCM_REGIONS + ["dACC", "rACC"]) - set(roi_names)
     if missing:
         raise ValueError(f"sphere table lacks the simulated ROIs {sorted(missing)}")
@@ -157,21 +185,26 @@ def draw_subject(rng: np.random.Generator, arm: str, roi_names: list[str]) -> di
 
     rest_pre = float(rng.normal(0.15, 0.06))
     rest_post = rest_pre + change["rest_vmPFC_amygdala_coupling"]
+    if rest_rng is None:
+        rest_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+    trait = rest_rng.standard_normal((REST_TRAIT_DOF, len(roi_names)))
+    population = {"pre": population_coupling(roi_names, rest_pre),
+                  "post": population_coupling(roi_names, rest_post)}
+    coupling = {"pre": rest_coupling(population["pre"], trait)}
+    # the treatment changes vmPFC - amygdala only (shrunk, rarely, if that breaks definiteness)
+    coupling["post"] = nearest_correlation(coupling["pre"] + population["post"] - population["pre"])
     sessions = {}
-    for ses, dcm, diff, coupling in (
-        ("pre", dcm_pre, dacc_diff_pre, rest_pre),
-        ("post", dcm_post, dacc_diff_post, rest_post),
-    ):
+    for ses, dcm, diff in (("pre", dcm_pre, dacc_diff_pre), ("post", dcm_post, dacc_diff_post)):
         sessions[ses] = {
             "faces": {"dcm": dcm, "activation": faces_act},
             "conflict": {"activation": conflict(diff)},
             "rest": {
                 "roi_order": list(roi_names),
-                "coupling": rest_coupling(roi_names, coupling).tolist(),
+                "coupling": coupling[ses].tolist(),
                 "amplitude_percent": REST_AMPLITUDE,
             },
         }
-    # shrinkage towards positive definiteness may alter the coupling: store the realised change
+    # store the realised change (differs from the drawn one only if a matrix had to be shrunk)
     v, a_l = roi_names.index("vmPFC"), roi_names.index("amygdala_L")
     change["rest_vmPFC_amygdala_coupling"] = (
         sessions["post"]["rest"]["coupling"][v][a_l] - sessions["pre"]["rest"]["coupling"][v][a_l]

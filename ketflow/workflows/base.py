@@ -28,11 +28,13 @@ def write_run_specs(config: AnalysisConfig, spec_dir: Path) -> dict[str, str]:
     hashes (and the cached results) stay valid.
     """
     circuit = config.circuit
-    rois: dict = {"min_voxels": circuit.min_voxels}
+    # the spheres (packaged table + overrides, or only `circuit.spheres` beside an atlas) and
+    # the atlas regions after them: the ROIs and order of `config.roi_names`
+    rois: dict = {"min_voxels": circuit.min_voxels,
+                  "spheres": [s.model_dump(include={"name", "x", "y", "z", "radius_mm"})
+                              for s in load_spheres(circuit)]}
     if circuit.atlas is not None:
         rois.update(atlas=str(circuit.atlas.dseg), atlas_labels=str(circuit.atlas.labels))
-    else:
-        rois["spheres"] = [s.model_dump(include={"name", "x", "y", "z", "radius_mm"}) for s in load_spheres(circuit)]
     den = config.denoising
     task_denoise = {"strategy": den.strategy, "fd_threshold": den.fd_threshold, "min_contiguous": den.min_contiguous,
                     "high_pass_s": den.high_pass_s, "min_volumes": den.min_volumes, "min_dof": den.min_dof}
