@@ -35,8 +35,11 @@ def _setup_logging(verbosity: int) -> None:
     # default (ketflow logs each node's progress itself), shown with -vv (once: not also
     # through the root logger).
     logging.getLogger("nipype").propagate = False
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(name).propagate = verbosity > 1
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+        nipype_logger = logging.getLogger(name)
+        nipype_logger.propagate = verbosity > 1
+        if verbosity <= 1:  # a handler that drops records, or Python prints them raw to stderr
+            nipype_logger.addHandler(logging.NullHandler())
 
 
 def _fail(message: str, status: int) -> int:
