@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 from nipype.interfaces import utility as niu
@@ -136,9 +135,15 @@ def test_cluster_jobs_are_only_this_workflows(tmp_path, monkeypatch):
 
 
 def test_jobs_waiting_for_a_failed_job_are_cancelled(tmp_path, monkeypatch):
-    batch = tmp_path / "batch"
+    # SLURM marks only the direct dependents of a failed job; theirs follow once they are cancelled.
+    queue = [[("21", "PENDING", "DependencyNeverSatisfied"), ("22", "PENDING", "Dependency"),
+              ("23", "RUNNING", "None")],
+             [("22", "PENDING", "DependencyNeverSatisfied"), ("23", "RUNNING", "None")],
+             [("23", "RUNNING", "None")],
+             []]
     calls = []
-    monkeypatch.setattr(execution, "cluster_jobs", lambda _: [("21", "PENDING", "DependencyNeverSatisfied")])
+    monkeypatch.setattr(execution, "cluster_jobs", lambda _: queue.pop(0))
     monkeypatch.setattr(execution.subprocess, "run", lambda argv, **k: calls.append(argv))
-    execution._wait_for_cluster_jobs("SLURMGraph", Path(batch), poll_s=0)
-    assert calls == [["scancel", "21"]]
+    execution._wait_for_cluster_jobs("SLURMGraph", tmp_path / "batch", poll_s=0)
+    assert calls == [["scancel", "21"], ["scancel", "22"]]
+    assert queue == []  # waited until the running job had finished

@@ -127,3 +127,21 @@ def test_job_array_and_dependent_group_job(cluster, reference, tiny_bids, tmp_pa
     group_log = (tmp_path / f"ketflow-group-{group_id}.out").read_text()
     assert "ketflow: error: invalid inputs" in group_log, group_log[-3000:]
     assert "no participant-level outputs" not in group_log
+
+
+def test_slurmgraph_failed_node_is_reported_and_its_dependents_cancelled(cluster, tiny_bids_copy, tmp_path,
+                                                                         monkeypatch):
+    from test_cli import damage_mask
+
+    damage_mask(tiny_bids_copy, "rest")  # the resting run's ROI node fails
+    for name, value in cluster.env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    proc = run_cli(tiny_bids_copy, out, "participant", "-w", tmp_path / "work", "--plugin", "SLURMGraph",
+                   "--plugin-args", REPO / "scripts" / "slurm_plugin_args.yml", *SELECTION)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    crash_files = sorted((out / "logs" / "crash").glob("crash-*.txt"))
+    assert len(crash_files) == 1 and ".ses_pre_task_rest_wf.rois" in crash_files[0].read_text()
+    assert "sub-01 ses-pre task-rest: FAILED" in proc.stdout and f"crash file: {crash_files[0]}" in proc.stdout
+    assert "that wait for a failed job" in proc.stdout  # the ROI node's dependents could never run
+    assert cluster.run("squeue", "-h").stdout.strip() == ""

@@ -247,8 +247,9 @@ def cluster_jobs(batch_dir: Path) -> list[tuple[str, str, str]]:
 def _wait_for_cluster_jobs(plugin: str, batch_dir: Path, poll_s: float = 2.0, report_s: float = 60.0) -> None:
     """Block until this workflow's jobs have left the queue (graph plugins submit and return).
 
-    Jobs left waiting for a job that failed (``DependencyNeverSatisfied``) are cancelled,
-    since they can never run; their failed ancestor left a crash file.
+    Jobs that SLURM marks as waiting for a job that failed (``DependencyNeverSatisfied``) can
+    never run: they are cancelled, which in turn makes their own dependents never-satisfied,
+    and so on down the graph.  The failed node left a crash file.
     """
     if not plugin.startswith("SLURM"):
         LOGGER.warning("%s: cannot follow the jobs of this plugin; outputs appear as they finish", plugin)
@@ -268,10 +269,9 @@ def _wait_for_cluster_jobs(plugin: str, batch_dir: Path, poll_s: float = 2.0, re
         if not jobs:
             return
         never = [job for job, _, reason in jobs if reason == _NEVER_RUNS]
-        if len(never) == len(jobs):
-            LOGGER.error("cancelling %d SLURM job(s) that wait for a failed job: %s", len(never), " ".join(never))
+        if never:
+            LOGGER.warning("cancelling %d SLURM job(s) that wait for a failed job: %s", len(never), " ".join(never))
             subprocess.run(["scancel", *never], capture_output=True, check=False, timeout=120)
-            return
         if time.monotonic() - last_report >= report_s:
             running = sum(state == "RUNNING" for _, state, _ in jobs)
             LOGGER.info("waiting for %d SLURM job(s) of this workflow (%d running)", len(jobs), running)
