@@ -289,12 +289,12 @@ class AnalysisConfig(_Strict):
         return [label for label, task in self.tasks.items() if kind is None or task.type == kind]
 
     def digest(self) -> str:
-        """A stable SHA-256 of the resolved configuration (recorded in every sidecar)."""
+        """SHA-256 of :meth:`to_json` as UTF-8, i.e. ``sha256sum logs/config.json`` (in every sidecar)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def to_json(self) -> str:
-        """The resolved configuration as canonical JSON (sorted keys)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2)
+        """The resolved configuration as canonical JSON (sorted keys, final newline)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
 
 
 def _as_list(value) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from ketflow import __version__
 from ketflow.cli.parser import build_parser, parse_args
 
 from conftest import TINY_CONFIG, run_cli
+
+SELECT = ["--skip-bids-validation", "--config", TINY_CONFIG, "--boilerplate-only"]
 
 REQUIRED_OPTIONS = [
     "--participant-label", "--session-label", "--task", "--derivatives", "--space", "--bids-filter-file",
@@ -93,11 +96,13 @@ def test_missing_confounds_names_the_bold_file(tiny_bids_copy, tmp_path):
     assert not out.exists()
 
 
-def test_unknown_participant_label(tiny_bids, tmp_path):
-    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--participant-label", "99",
-                   "--skip-bids-validation")
-    assert proc.returncode == 1
-    assert "sub-99" in proc.stderr
+@pytest.mark.parametrize("option, label, named", [("--participant-label", "99", "sub-99"),
+                                                  ("--participant-label", "sub-99", "sub-99"),
+                                                  ("--session-label", "followup", "ses-followup")])
+def test_unknown_labels_are_bad_arguments(tiny_bids, tmp_path, option, label, named):
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", option, label, "--skip-bids-validation")
+    assert proc.returncode == 2  # as an unknown --task: a bad argument
+    assert named in proc.stderr and option in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -189,3 +194,127 @@ def test_rerun_resumes_and_gives_the_same_outputs(tiny_run, tiny_bids):
     assert again.returncode == 0, again.stderr[-2000:]
     after = {p: p.read_bytes() for p in out.rglob("*.tsv")}
     assert before == after
+
+
+def test_session_label_selects_sessions_and_verbose_logs_debug(tiny_bids, tmp_path):
+    both = run_cli(tiny_bids, tmp_path / "a", "participant", "--participant-label", "01", *SELECT)
+    pre = run_cli(tiny_bids, tmp_path / "b", "participant", "--participant-label", "01", "--session-label",
+                  "ses-pre", "-v", *SELECT)
+    assert both.returncode == pre.returncode == 0, pre.stderr
+    assert "found 6 run(s) of 1 subject(s)" in both.stdout
+    assert "found 3 run(s) of 1 subject(s)" in pre.stdout
+    # -v: DEBUG messages (the resolved options), absent by default
+    assert "DEBUG: ketflow" not in both.stdout
+    assert "DEBUG: ketflow" in pre.stdout and "'omp_nthreads': '1'" in pre.stdout
+
+
+def test_bids_filter_file_selects_bold_and_warns_on_unused_keys(tiny_bids, tmp_path):
+    filters = tmp_path / "filters.json"
+    filters.write_text(json.dumps({"bold": {"session": "post", "task": "rest"}, "t1w": {"acquisition": "mprage"}}))
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--bids-filter-file", filters, *SELECT)
+    assert proc.returncode == 0, proc.stderr
+    assert "found 2 run(s) of 2 subject(s)" in proc.stdout  # rest of ses-post, both subjects
+    assert "['t1w'] are not used" in proc.stdout
+
+
+def test_bids_filter_values_must_be_mappings(tiny_bids, tmp_path):
+    filters = tmp_path / "filters.yml"
+    filters.write_text("bold: res-2\n")
+    proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--bids-filter-file", filters, *SELECT)
+    assert proc.returncode == 2
+    assert str(filters) in proc.stderr and "'bold'" in proc.stderr
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_unexpected_error_is_a_message_and_exit_1(tiny_bids, tmp_path, monkeypatch, capsys, verbose):
+    from ketflow.cli.run import main
+    from ketflow.workflows import participant
+
+    def broken(opts, config):
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(participant, "run_participant_level", broken)
+    status = main([str(tiny_bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                   *(["-v"] if verbose else [])])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "ketflow: error: unexpected RuntimeError: something nobody foresaw" in err
+    assert str(tmp_path / "work") in err
+    assert ("Traceback" in err) == verbose
+    assert ("rerun with -v" in err) != verbose
+
+
+def damage_mask(bids: Path, task: str) -> Path:
+    """Cut the brain mask of sub-01/ses-pre/<task> at z = 0 mm, leaving the amygdala, the
+    hippocampus and the vmPFC outside the field of view: that run's ROI node fails."""
+    import nibabel as nb
+    import numpy as np
+
+    path = next(bids.glob(f"derivatives/fmriprep/sub-01/ses-pre/func/*task-{task}_*desc-brain_mask.nii.gz"))
+    img = nb.load(path)
+    data = np.asanyarray(img.dataobj).copy()
+    ijk = np.indices(data.shape).reshape(3, -1).T
+    z = (ijk @ img.affine[:3, :3].T + img.affine[:3, 3])[:, 2].reshape(data.shape)
+    data[z < 0] = 0
+    nb.Nifti1Image(data, img.affine, img.header).to_filename(path)
+    return path
+
+
+def test_failed_node_exits_1_naming_run_and_crash_file(tiny_bids_copy, tmp_path):
+    damage_mask(tiny_bids_copy, "rest")
+    out = tmp_path / "out"
+    proc = run_cli(tiny_bids_copy, out, "participant", "-w", tmp_path / "work", "--nprocs", "2",
+                   "--participant-label", "01", "--session-label", "pre", "--task", "rest", "conflict",
+                   "--config", TINY_CONFIG, "--skip-bids-validation")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    crash_files = sorted((out / "logs" / "crash").glob("crash-*.txt"))
+    assert len(crash_files) == 1
+    assert "single_subject_01_wf.ses_pre_task_rest_wf.rois" in crash_files[0].read_text()
+    summary = proc.stdout[proc.stdout.index("ketflow participant level:"):]
+    assert "1 run(s) processed, 1 failed" in summary
+    assert "sub-01 ses-pre task-conflict: processed" in summary
+    assert "sub-01 ses-pre task-rest: FAILED" in summary
+    assert f"crash file: {crash_files[0]}" in summary and "ValueError" in summary
+    assert "FAILED sub-01 ses-pre task-rest: rois" in proc.stdout  # the progress log
+    assert list(out.glob("sub-01/ses-pre/func/*task-conflict*_timeseries.tsv"))
+
+
+def test_stop_on_first_crash(tiny_bids_copy, tmp_path):
+    for task in ("rest", "conflict"):
+        damage_mask(tiny_bids_copy, task)
+    args = [tiny_bids_copy, tmp_path / "out", "participant", "--nprocs", "1", "--participant-label", "01",
+            "--session-label", "pre", "--task", "rest", "conflict", "--config", TINY_CONFIG, "--skip-bids-validation",
+            "--stop-on-first-crash"]
+    proc = run_cli(*args, "-w", tmp_path / "work")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    crash_files = sorted((tmp_path / "out" / "logs" / "crash").glob("crash-*.txt"))
+    assert len(crash_files) == 1  # both runs would fail; it stopped at the first
+    assert f"crash file: {crash_files[0]}" in proc.stdout
+    assert "unfinished (stopped at the first crash)" in proc.stdout
+
+
+def test_progress_log_and_summary(tiny_run):
+    proc, out, _ = tiny_run
+    assert proc.returncode == 0
+    assert "done   sub-01 ses-pre task-faces: denoise (" in proc.stdout
+    assert "ketflow participant level: 12 run(s) processed, 0 failed" in proc.stdout
+    assert "sub-02 ses-post task-rest: processed" in proc.stdout
+    logs = list((out / "logs").glob("ketflow-ketflow_wf-*.log"))
+    assert logs and "start  sub-01 ses-pre task-faces: denoise" in logs[0].read_text()
+
+
+def test_config_hash_is_the_sha256_of_config_json(tiny_run):
+    _, out, _ = tiny_run
+    digest = hashlib.sha256((out / "logs" / "config.json").read_bytes()).hexdigest()
+    sidecars = list(out.glob("sub-*/ses-*/func/*_timeseries.json"))
+    assert sidecars
+    assert {json.loads(p.read_text())["GeneratedBy"]["ConfigHash"] for p in sidecars} == {digest}
+
+
+def test_dataset_links_are_relative_and_resolve(tiny_run, tiny_bids):
+    _, out, _ = tiny_run
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert not any(Path(link).is_absolute() or ":" in link for link in links.values())
+    assert (out / links["raw"]).resolve() == tiny_bids.resolve()
+    assert (out / links["fmriprep"]).resolve() == (tiny_bids / "derivatives" / "fmriprep").resolve()

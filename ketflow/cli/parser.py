@@ -15,6 +15,9 @@ import yaml
 
 from .. import __version__
 
+#: Keys of a ``--bids-filter-file`` that ketflow reads (companion files follow the BOLD's entities).
+USED_FILTER_KEYS = ("bold",)
+
 NIPYPE_PLUGINS = ("Linear", "MultiProc", "LegacyMultiProc", "SLURM", "SLURMGraph", "SGE", "SGEGraph",
                   "PBS", "PBSGraph", "LSF", "Condor", "CondorDAGMan", "OAR")
 
@@ -136,6 +139,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"output_dir {opts.output_dir} is the input dataset or inside it; choose a folder outside {opts.bids_dir}"
         )
+    if opts.output_dir.exists() and not opts.output_dir.is_dir():
+        parser.error(f"output_dir {opts.output_dir} exists and is not a directory")
+    for problem in label_problems(opts.bids_dir, opts.participant_label, opts.session_label):
+        parser.error(problem)
     derivatives = dict(opts.derivatives or [])
     if "fmriprep" not in derivatives:
         derivatives["fmriprep"] = (opts.bids_dir / "derivatives" / "fmriprep").resolve()
@@ -149,8 +156,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 parser.error(str(err))
         else:
             setattr(opts, f"{attr}_dict", {})
+    for key, value in opts.bids_filter_file_dict.items():
+        if not isinstance(value, dict):
+            parser.error(f"{opts.bids_filter_file}: the filters of '{key}' must be a mapping of BIDS entities "
+                         f"to values, e.g. {{\"{key}\": {{\"res\": \"2\"}}}}")
     try:
         json.dumps(opts.plugin_args_dict)
     except TypeError:
         parser.error(f"{opts.plugin_args}: plugin arguments must be plain JSON values")
     return opts
+
+
+def label_problems(bids_dir: Path, participants: list[str] | None, sessions: list[str] | None) -> list[str]:
+    """``--participant-label``/``--session-label`` values that name nothing in ``bids_dir``.
+
+    Labels are accepted with or without their ``sub-``/``ses-`` prefix; a session label is
+    known when any subject has that session folder.
+    """
+    found = {"sub": {p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir()},
+             "ses": {p.name[4:] for p in bids_dir.glob("sub-*/ses-*") if p.is_dir()}}
+    problems = []
+    for option, prefix, labels in (("--participant-label", "sub", participants), ("--session-label", "ses", sessions)):
+        bare = [label.removeprefix(f"{prefix}-") for label in labels or []]
+        unknown = [f"{prefix}-{label}" for label in bare if label not in found[prefix]]
+        if unknown:
+            have = ", ".join(f"{prefix}-{label}" for label in sorted(found[prefix])) or "none"
+            problems.append(f"{option}: {', '.join(unknown)} not found in {bids_dir} (it has {have})")
+    return problems

@@ -1,8 +1,9 @@
 """The ``ketflow`` entry point: parse, validate, build and run the workflow, report.
 
-Exit status (as fMRIPrep): 0 success; 2 bad arguments or configuration; 1 invalid inputs or
-any failed node/report (the message says where the crash files are). Errors are printed as
-messages, never as a bare traceback.
+Exit status (as fMRIPrep): 0 success; 2 bad arguments or configuration (unknown
+participant, session or task labels included); 1 invalid inputs or any failed node/report
+(the summary names each crash file), or an unexpected error.  Errors are printed as
+messages, never as a bare traceback; ``-v`` adds the traceback of an unexpected error.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -18,21 +20,26 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from .. import __version__  # noqa: E402
 from ..config import ConfigError, load_config  # noqa: E402
 from ..io.bids import InputError  # noqa: E402
-from .parser import parse_args  # noqa: E402
+from .parser import USED_FILTER_KEYS, parse_args  # noqa: E402
 
 LOGGER = logging.getLogger("ketflow")
 
 
 def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * min(verbosity + 1, 2)  # default INFO, -v DEBUG
+    """INFO by default, DEBUG with ``-v``; ``-vv`` also shows Nipype's own workflow log."""
+    level = logging.WARNING - 10 * min(verbosity + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
-    # Nipype logs through its own handlers: keep them from repeating every line via the root logger.
-    for name, quiet in (("nipype.workflow", logging.INFO), ("nipype.interface", logging.WARNING),
-                        ("nipype.utils", logging.WARNING)):
+    LOGGER.setLevel(level)
+    # Nipype logs through its own loggers to the handler of the "nipype" logger: silent by
+    # default (ketflow logs each node's progress itself), shown with -vv (once: not also
+    # through the root logger).
+    logging.getLogger("nipype").propagate = False
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
         nipype_logger = logging.getLogger(name)
-        nipype_logger.propagate = False
-        nipype_logger.setLevel(logging.DEBUG if verbosity > 1 else quiet)
+        nipype_logger.propagate = verbosity > 1
+        if verbosity <= 1:  # a handler that drops records, or Python prints them raw to stderr
+            nipype_logger.addHandler(logging.NullHandler())
 
 
 def _fail(message: str, status: int) -> int:
@@ -40,13 +47,28 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _unexpected(err: BaseException, opts) -> int:
+    """Last resort: a clear message naming where logs and crash files are; traceback with -v."""
+    logs = opts.output_dir / "logs"
+    where = (f"logs and crash files: {logs}" if logs.is_dir() else f"nothing was written to {opts.output_dir}")
+    if opts.verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    hint = "" if opts.verbose else "; rerun with -v to see the traceback"
+    return _fail(f"unexpected {type(err).__name__}: {err}\n{where}; Nipype work directory: {opts.work_dir}{hint}", 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ketflow; returns (and, as a console script, exits with) the status code."""
     opts = parse_args(argv)
     _setup_logging(opts.verbose)
+    LOGGER.debug("ketflow %s options: %s", __version__, {k: str(v) for k, v in vars(opts).items()})
     if opts.omp_nthreads > opts.nprocs:
         LOGGER.warning("--omp-nthreads (%d) exceeds --nprocs (%d): per-process threads will oversubscribe "
                        "the processors", opts.omp_nthreads, opts.nprocs)
+    unused = sorted(set(opts.bids_filter_file_dict) - set(USED_FILTER_KEYS))
+    if unused:
+        LOGGER.warning("%s: filters for %s are not used (ketflow selects %s files; the other inputs follow "
+                       "their entities)", opts.bids_filter_file, unused, ", ".join(USED_FILTER_KEYS))
     try:
         config = load_config(opts.config)
     except ConfigError as err:
@@ -70,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"invalid inputs, nothing was processed:{detail}", 1)
     except KeyboardInterrupt:
         return _fail("interrupted; rerun the same command to resume from the work directory", 1)
+    except Exception as err:  # noqa: BLE001 - the last resort: a message, not a bare traceback
+        return _unexpected(err, opts)
     LOGGER.info("ketflow %s %s level finished in %.0f s with status %d", __version__, opts.analysis_level,
                 time.monotonic() - start, status)
     return status

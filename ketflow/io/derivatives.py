@@ -9,6 +9,7 @@ turns configuration names such as ``amygdala_L`` or ``faces-gt-shapes`` into lab
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,7 +23,6 @@ ENTITY_ORDER = (
 )
 
 BIDS_VERSION = "1.9.0"
-CODE_URL = "https://github.com/ketflow/ketflow"
 
 
 def bids_label(name: str) -> str:
@@ -56,11 +56,21 @@ def build_path(out_dir: Path | str, entities: dict, suffix: str, extension: str,
     return folder / datatype / build_name(entities, suffix, extension)
 
 
-def dataset_description(source_links: dict[str, Path], name: str = "ketflow derivatives") -> dict:
+def dataset_description(source_links: dict[str, Path], out_dir: Path | str | None = None,
+                        name: str = "ketflow derivatives") -> dict:
     """The ``dataset_description.json`` content of ketflow's output dataset.
 
     ``source_links`` maps dataset names used in BIDS URIs (``raw``, ``fmriprep``) to folders.
+    ``DatasetLinks`` gives them relative to ``out_dir`` (``"../.."`` for a raw dataset whose
+    ``derivatives/ketflow`` this is), as the BIDS specification's own example does, so the links
+    survive moving or mounting the whole study folder elsewhere; without ``out_dir`` they
+    are absolute ``file://`` URIs.  No ``CodeURL`` is given: ketflow has no public repository
+    yet, and a made-up address would mislead.
     """
+    def link(path: Path) -> str:
+        path = Path(path).resolve()
+        return os.path.relpath(path, Path(out_dir).resolve()) if out_dir is not None else path.as_uri()
+
     return {
         "Name": name,
         "BIDSVersion": BIDS_VERSION,
@@ -69,12 +79,11 @@ def dataset_description(source_links: dict[str, Path], name: str = "ketflow deri
             {
                 "Name": "ketflow",
                 "Version": __version__,
-                "CodeURL": CODE_URL,
                 "Description": "Fear/emotion-regulation circuit measures after fMRIPrep",
             }
         ],
         "SourceDatasets": [{"URL": f"bids:{key}:"} for key in sorted(source_links)],
-        "DatasetLinks": {key: Path(path).resolve().as_uri() for key, path in sorted(source_links.items())},
+        "DatasetLinks": {key: link(path) for key, path in sorted(source_links.items())},
     }
 
 

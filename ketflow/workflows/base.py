@@ -13,12 +13,21 @@ from pathlib import Path
 from nipype.pipeline import engine as pe
 
 from ..config import AnalysisConfig, load_spheres
+from ..interfaces.connectivity import Connectivity
+from ..interfaces.denoise import Denoise
+from ..interfaces.glm import FirstLevelGLM
+from ..interfaces.ppi import GPPI
 from ..io.bids import RunInputs
 from ..io.write import write_json
 from .bold import init_run_wf
+from .execution import reserve_threads
 from .screening import screen_runs
 
 __all__ = ["init_ketflow_wf", "screen_runs", "write_run_specs"]
+
+#: Interfaces whose voxel-wise linear algebra (regression, projections, correlations over
+#: every brain voxel) runs in multithreaded BLAS: their nodes reserve ``--omp-nthreads`` slots.
+THREADED_INTERFACES = (Denoise, FirstLevelGLM, GPPI, Connectivity)
 
 
 def write_run_specs(config: AnalysisConfig, spec_dir: Path) -> dict[str, str]:
@@ -67,4 +76,7 @@ def init_ketflow_wf(runs: list[RunInputs], config: AnalysisConfig, opts, source_
         for run in (r for r in runs if r.subject == subject):
             subject_wf.add_nodes([init_run_wf(run, context)])
         workflow.add_nodes([subject_wf])
+    # Each process is limited to --omp-nthreads threads (execution.thread_limits); the nodes
+    # that use them reserve as many MultiProc slots, never more than --nprocs.
+    reserve_threads(workflow, min(opts.omp_nthreads, opts.nprocs), THREADED_INTERFACES)
     return workflow

@@ -20,7 +20,8 @@ from ..io.derivatives import BIDSIGNORE, dataset_description
 from ..io.write import write_json, write_text, write_tsv
 from ..reports.boilerplate import methods_text
 from .base import init_ketflow_wf, screen_runs
-from .execution import run_workflow
+from .bold import run_wf_name
+from .execution import crash_info, run_workflow
 
 LOGGER = logging.getLogger("ketflow")
 
@@ -75,9 +76,9 @@ def discover_inputs(opts, config: AnalysisConfig) -> Discovery:
 
 def init_output_dataset(out_dir: Path, opts, config: AnalysisConfig, tasks: list[str]) -> None:
     """``dataset_description.json``, ``.bidsignore``, resolved config and methods boilerplate."""
-    write_json(out_dir / "dataset_description.json", dataset_description(source_links(opts)))
+    write_json(out_dir / "dataset_description.json", dataset_description(source_links(opts), out_dir))
     write_text(out_dir / ".bidsignore", BIDSIGNORE)
-    write_text(out_dir / "logs" / "config.json", config.to_json() + "\n")
+    write_text(out_dir / "logs" / "config.json", config.to_json())  # the bytes config.digest() hashes
     write_text(out_dir / "logs" / "CITATION.md", methods_text(config, tasks))
 
 
@@ -110,7 +111,8 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
     from ..reports.participant import build_reports
 
     report_status = build_reports(out_dir, discovery.subjects, config)
-    _print_summary(out_dir, runs, exclusions, crash_files)
+    _print_summary(out_dir, runs, exclusions + discovery.skipped, crash_files,
+                   stopped=bool(crash_files) and opts.stop_on_first_crash)
     return 1 if crash_files or report_status else 0
 
 
@@ -127,10 +129,33 @@ def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict
                        record.get("task"), record["reason"])
 
 
-def _print_summary(out_dir: Path, runs, exclusions, crash_files) -> None:
-    lines = [f"ketflow participant level: {len(runs)} run(s) processed, {len(exclusions)} excluded."]
+def _print_summary(out_dir: Path, runs, exclusions, crash_files, stopped: bool = False) -> None:
+    """Print one line per run: processed, FAILED (node, error, crash file) or excluded.
+
+    ``stopped``: the run stopped at its first crash, so other runs may be unfinished.
+    """
+    crashes = [(path, *crash_info(path)) for path in crash_files]
+    body, n_failed, claimed = [], 0, set()
+    for run in runs:
+        inside = f".single_subject_{run.subject}_wf.{run_wf_name(run)}."
+        failed = [(path, node, error) for path, node, error in crashes if inside in node]
+        label = run.name.replace("_", " ")
+        ok = "unfinished (stopped at the first crash)" if stopped else "processed"
+        body.append(f"  {label}: " + ("FAILED" if failed else ok))
+        n_failed += bool(failed)
+        for path, node, error in failed:
+            body.append(f"      node {node.rsplit('.', 1)[-1]}: {error}\n      crash file: {path}")
+            claimed.add(path)
+    body += [f"  FAILED {node}: {error}\n      crash file: {path}" for path, node, error in crashes
+             if path not in claimed]
+    for record in exclusions:
+        label = " ".join(f"{key}-{record[k]}" for key, k in (("sub", "subject"), ("ses", "session"),
+                                                             ("task", "task"), ("run", "run")) if record.get(k))
+        body.append(f"  {label}: excluded ({record['reason']})")
+    lines = [f"ketflow participant level: {len(runs) - n_failed} run(s) {'unfinished' if stopped else 'processed'}, "
+             f"{n_failed} failed, "
+             f"{len(exclusions)} excluded or absent.", *body]
     if crash_files:
-        lines.append(f"{len(crash_files)} node(s) FAILED; crash files:")
-        lines += [f"  {p}" for p in crash_files]
-    lines.append(f"Outputs: {out_dir}")
+        lines.append(f"{len(crash_files)} node(s) FAILED; crash files in {out_dir / 'logs' / 'crash'}")
+    lines.append(f"Outputs: {out_dir}; logs: {out_dir / 'logs'}")
     print("\n".join(lines))
