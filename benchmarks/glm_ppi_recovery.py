@@ -20,7 +20,7 @@ Run (about 15-25 minutes on one core, most of it simulating)::
 
     PYTHONPATH=. NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
         python benchmarks/glm_ppi_recovery.py --out /tmp/glm_ppi_recovery [--subjects 10] [--seed 1] \\
-        [--bids EXISTING_SIMULATED_BIDS]
+        [--noise 1.0] [--bids EXISTING_SIMULATED_BIDS]
 
 Prints a JSON summary (also written to OUT/recovery.json) and a Markdown table.
 """
@@ -150,6 +150,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("/tmp/glm_ppi_recovery"))
     parser.add_argument("--subjects", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--noise", type=float, default=1.0, help="voxel noise SD (percent), simulator's --noise")
     parser.add_argument("--bids", type=Path, help="reuse a simulated dataset instead of simulating")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def main(argv=None) -> dict:
         from ketflow.simulate import simulate_dataset
 
         t0 = time.perf_counter()
-        bids = simulate_dataset(args.out / "bids", n_subjects=args.subjects, seed=args.seed)
+        bids = simulate_dataset(args.out / "bids", n_subjects=args.subjects, seed=args.seed, noise=args.noise)
         timing["simulate_s"] = time.perf_counter() - t0
     bids = Path(bids)
     truth = json.loads((bids / "ground_truth.json").read_text())

@@ -273,10 +273,14 @@ class FirstLevelGLM(SimpleInterface):
         return runtime
 
 
+#: One run's maps: a list, or a single file (Nipype unlists one-element outputs).
+_RunFiles = traits.Either(File(exists=True), traits.List(File(exists=True)))
+
+
 class _FixedEffectsInputSpec(BaseInterfaceInputSpec):
-    effect_maps = traits.List(traits.List(File(exists=True)), mandatory=True,
+    effect_maps = traits.List(_RunFiles, mandatory=True,
                               desc="per run, the effect map of every contrast (run-major)")
-    variance_maps = traits.List(traits.List(File(exists=True)), mandatory=True, desc="matching variance maps")
+    variance_maps = traits.List(_RunFiles, mandatory=True, desc="matching variance maps")
     contrast_names = traits.List(traits.List(Str), mandatory=True, desc="per run, the contrast names of its maps")
     dofs = traits.List(traits.Float, mandatory=True, desc="residual degrees of freedom per run")
     brain_masks = InputMultiObject(File(exists=True), mandatory=True,
@@ -309,10 +313,14 @@ class FixedEffects(SimpleInterface):
                 f"brain mask per run, for at least two runs; got {n_runs}, {len(inputs.variance_maps)}, "
                 f"{len(inputs.contrast_names)}, {len(inputs.dofs)}, {len(inputs.brain_masks)}"
             )
+        effect_maps = [[m] if isinstance(m, str) else list(m) for m in inputs.effect_maps]
+        variance_maps = [[m] if isinstance(m, str) else list(m) for m in inputs.variance_maps]
         names = list(inputs.contrast_names[0])
         for run, other in enumerate(inputs.contrast_names[1:], start=2):
             if list(other) != names:
                 raise ValueError(f"run {run} has contrasts {list(other)}; run 1 has {names}")
+        if any(len(m) != len(names) for m in effect_maps + variance_maps):
+            raise ValueError(f"every run needs one effect and one variance map per contrast ({len(names)})")
         masks = [read_mask(p) for p in inputs.brain_masks]
         if any(m.shape != masks[0].shape for m in masks):
             raise ValueError("the runs' brain masks are on different grids")
@@ -329,8 +337,8 @@ class FixedEffects(SimpleInterface):
         out = {"effect": [], "variance": [], "z": []}
         for k, name in enumerate(names):
             res = fixed_effects(
-                np.array([load(maps[k]) for maps in inputs.effect_maps]),
-                np.array([load(maps[k]) for maps in inputs.variance_maps]),
+                np.array([load(maps[k]) for maps in effect_maps]),
+                np.array([load(maps[k]) for maps in variance_maps]),
                 inputs.dofs,
             )
             files = contrast_files("", name)

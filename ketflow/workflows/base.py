@@ -105,11 +105,8 @@ def _add_fixed_effects(subject_wf: pe.Workflow, members: list, ctx: dict) -> Non
         field: pe.Node(Merge(n, no_flatten=field != "dof"), name=f"merge_{field}", run_without_submitting=True)
         for field in ("effect_maps", "variance_maps", "contrast_names", "dof", "roi_tsv", "mask")
     }
-    for k, (run, run_wf) in enumerate(members, start=1):
-        for field in ("effect_maps", "variance_maps", "contrast_names", "dof", "roi_tsv"):
-            subject_wf.connect(run_wf, f"activation.{field}", workflow, f"merge_{field}.in{k}")
-        setattr(merges["mask"].inputs, f"in{k}", run.mask)
     fixed = pe.Node(FixedEffects(), name="fixed_effects", mem_gb=0.5)
+    subject_wf.add_nodes([workflow])
     workflow.connect([
         (merges["effect_maps"], fixed, [("out", "effect_maps")]),
         (merges["variance_maps"], fixed, [("out", "variance_maps")]),
@@ -118,6 +115,10 @@ def _add_fixed_effects(subject_wf: pe.Workflow, members: list, ctx: dict) -> Non
         (merges["roi_tsv"], fixed, [("out", "roi_tables")]),
         (merges["mask"], fixed, [("out", "brain_masks")]),
     ])
+    for k, (run, run_wf) in enumerate(members, start=1):
+        for field in ("effect_maps", "variance_maps", "contrast_names", "dof", "roi_tsv"):
+            subject_wf.connect(run_wf, f"activation.{field}", workflow, f"merge_{field}.in{k}")
+        setattr(merges["mask"].inputs, f"in{k}", run.mask)
     sinks = _Sinks(workflow, session, ctx)
     sinks.sources = sorted({p for run in runs for p in (run.bold, run.mask, run.confounds, run.events) if p})
     config: AnalysisConfig = ctx["config"]
@@ -129,4 +130,3 @@ def _add_fixed_effects(subject_wf: pe.Workflow, members: list, ctx: dict) -> Non
     sinks.add("fixed_roi_contrasts", fixed, "roi_tsv", "contrasts", ".tsv",
               entities={"atlas": config.circuit.name, "stat": "effect"}, metadata=meta,
               meta_from=(fixed, "meta_json"))
-    subject_wf.add_nodes([workflow])
