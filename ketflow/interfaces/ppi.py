@@ -238,11 +238,10 @@ class GPPI(SimpleInterface):
             "Contrasts": {name: {c: float(w) for c, w in zip(gppi.columns, vec) if w != 0}
                           for name, vec in vectors.items()},
         }
-        meta["EffectUnits"] = ("target percent signal change per unit of (seed percent signal change, "
-                               "deconvolved to the neuronal level) x psychological variable"
-                               if self.inputs.deconvolve else
-                               "target percent signal change per unit of seed percent signal change x "
-                               "convolved psychological regressor")
+        unit = "percent signal change" if settings["signal_scaling"] else "data unit"
+        meta["EffectUnits"] = (f"target {unit} per unit of (seed {unit}, deconvolved to the neuronal level) x "
+                               "psychological variable" if self.inputs.deconvolve else
+                               f"target {unit} per unit of seed {unit} x convolved psychological regressor")
         return meta
 
     def _seed_maps(self, data, mask, affine, rois, design, settings, cwd) -> list[str]:

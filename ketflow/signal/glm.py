@@ -127,10 +127,11 @@ def column_space(x: np.ndarray) -> np.ndarray:
     return _Factorised(np.asarray(x, dtype=np.float64)).basis
 
 
-def _whiten(a: np.ndarray, rho) -> np.ndarray:
+def _whiten(a: np.ndarray, rho, copy: bool = True) -> np.ndarray:
     """AR(1) whitening ``w_0 = a_0, w_t = a_t - rho a_{t-1}`` (rho scalar or per column)."""
-    w = a.copy()
-    w[1:] -= rho * a[:-1]
+    w = a.copy() if copy else a
+    for t in range(w.shape[0] - 1, 0, -1):
+        w[t] -= rho * w[t - 1]
     return w
 
 
@@ -214,16 +215,18 @@ def fit_glm(
     models = [_Factorised(_whiten(x, r), ols.rank) for r in levels]
     beta = np.empty((p, y.shape[1]))
     rss = np.empty(y.shape[1])
-    order = np.argsort(level, kind="stable")
-    for start in range(0, order.size, chunk_size):
-        idx = order[start : start + chunk_size]
-        lev = level[idx]
-        yw = _whiten(np.asarray(y[:, idx], dtype=np.float64), rho[idx])
-        bounds = np.flatnonzero(np.diff(lev)) + 1
-        for part in np.split(np.arange(idx.size), bounds):
-            b, res = models[lev[part[0]]].project(yw[:, part])
-            beta[:, idx[part]] = b
-            rss[idx[part]] = np.einsum("ij,ij->j", res, res)
+    for start in range(0, y.shape[1], chunk_size):
+        sl = slice(start, min(start + chunk_size, y.shape[1]))
+        order = np.argsort(level[sl], kind="stable")  # voxels of the chunk grouped by AR level
+        lev = level[sl][order]
+        yw = _whiten(np.array(y[:, sl], dtype=np.float64), rho[sl], copy=False)[:, order]
+        b_chunk, rss_chunk = np.empty((p, order.size)), np.empty(order.size)
+        for part in np.split(np.arange(order.size), np.flatnonzero(np.diff(lev)) + 1):
+            b, res = models[lev[part[0]]].project(yw[:, part[0] : part[-1] + 1])
+            b_chunk[:, part[0] : part[-1] + 1] = b
+            rss_chunk[part[0] : part[-1] + 1] = np.einsum("ij,ij->j", res, res)
+        beta[:, start + order] = b_chunk
+        rss[start + order] = rss_chunk
     return GLMFit(
         beta=beta,
         dispersion=rss / (n - p),
