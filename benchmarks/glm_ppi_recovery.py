@@ -14,7 +14,10 @@ and runs, per run, the nodes the participant workflow runs (``BuildROIs``,
   (all runs, and per session), the fraction of runs with the sign of the truth, the
   regression slope of estimate on truth and the mean per-run z, for the deconvolved gPPI
   (the default) and the non-deconvolved (BOLD product) variant, with mean and
-  first-eigenvariate ROI signals;
+  first-eigenvariate ROI signals, AR(1) (the default) and OLS;
+* the same gPPI on the simulator's noise-free ROI signals (``sourcedata/truth``) with a
+  plain design (conditions + cosines) and with the run's pipeline design, OLS and AR(1)
+  (variants ``noisefree_*``): where recovery is lost on the way to the noisy data;
 * conflict activation, dACC ``incongruent-gt-congruent`` (ROI contrast table) against the
   same contrast of ``glm_noise_free``: r, sign agreement, mean error (percent).
 
@@ -44,6 +47,7 @@ from ketflow.interfaces.confounds import SelectConfounds
 from ketflow.interfaces.glm import FirstLevelGLM, load_task_design, task_settings
 from ketflow.interfaces.ppi import GPPI
 from ketflow.interfaces.rois import BuildROIs
+from ketflow.signal.gppi import roi_to_roi_gppi
 from ketflow.workflows.base import write_run_specs
 from ketflow.workflows.bold import task_config_json
 
@@ -56,10 +60,12 @@ from ketflow.workflows.bold import task_config_json
 TARGET_CONTRAST = {"fearful-gt-shapes": "fearful", "neutral-gt-shapes": "neutral",
                    "fearful-gt-neutral": "fearful_minus_neutral"}
 EXTRA_CONTRASTS = {"neutral-gt-shapes": {"neutral": 1, "shapes": -1}}
-VARIANTS = {  # name -> (signal, deconvolve)
-    "deconvolved": ("mean", True),
-    "bold_product": ("mean", False),
-    "deconvolved_eigenvariate": ("eigenvariate", True),
+VARIANTS = {  # name -> (ROI signal, deconvolve, noise model); the configuration's default first
+    "deconvolved": ("mean", True, "ar1"),
+    "bold_product": ("mean", False, "ar1"),
+    "deconvolved_eigenvariate": ("eigenvariate", True, "ar1"),
+    "deconvolved_ols": ("mean", True, "ols"),
+    "bold_product_ols": ("mean", False, "ols"),
 }
 
 
@@ -108,7 +114,8 @@ def faces_estimates(files, prep, config, work: Path) -> dict:
     settings = json.loads(task_config_json(config, "faces"))
     settings["contrasts"] = {**settings["contrasts"], **EXTRA_CONTRASTS}
     out = {}
-    for variant, (signal, deconvolve) in VARIANTS.items():
+    for variant, (signal, deconvolve, noise_model) in VARIANTS.items():
+        settings["noise_model"] = noise_model
         with working_directory(work / variant):
             res = GPPI(bold_file=files["bold"], brain_mask=files["mask"], labels_file=prep["labels"],
                        labels_tsv=prep["labels_tsv"], signal=signal, events_file=files["events"], tr=files["tr"],
@@ -116,6 +123,26 @@ def faces_estimates(files, prep, config, work: Path) -> dict:
                        task_config=json.dumps(settings), seeds=["amygdala_L", "amygdala_R"],
                        deconvolve=deconvolve).run().outputs
         out[variant] = pd.read_csv(res.stats_tsv, sep="\t")
+    return out
+
+
+def noise_free_estimates(bids: Path, sub: str, ses: str, files: dict, prep: dict, config, n_volumes: int) -> dict:
+    """gPPI of the simulator's noise-free ROI signals, with a plain design (conditions + cosines)
+    and with the run's pipeline design (+ 36P and spikes), deconvolved or not, OLS or AR(1):
+    where recovery is lost between the truth's definition and the noisy data."""
+    settings = task_settings(task_config_json(config, "faces"))
+    contrasts = {**settings["contrasts"], **EXTRA_CONTRASTS}
+    name = f"sub-{sub}_ses-{ses}_task-faces_desc-noisefree_timeseries.tsv"
+    rois = pd.read_csv(bids / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}" / name, sep="\t")
+    rois = rois[["vmPFC", "amygdala_L", "amygdala_R"]]
+    out = {}
+    for design_name, confounds in (("plain", None), ("pipeline", prep["regressors"])):
+        design = load_task_design(files["events"], files["tr"], n_volumes, files["start_time"], confounds, settings)
+        for deconvolve in (True, False):
+            for noise_model in ("ols", "ar1"):
+                name = f"noisefree_{design_name}_{'deconvolved' if deconvolve else 'bold_product'}_{noise_model}"
+                out[name] = roi_to_roi_gppi(rois, design, ["amygdala_L", "amygdala_R"], contrasts, deconvolve,
+                                            noise_model)
     return out
 
 
@@ -190,6 +217,7 @@ def main(argv=None) -> dict:
             n_faces = session["faces"]["run"]["n_volumes"]
             prep = prepare(faces, config, specs, n_faces, work / "faces")
             estimates = faces_estimates(faces, prep, config, work / "faces")
+            estimates.update(noise_free_estimates(bids, sub, ses, faces, prep, config, n_faces))
             ppi_truth = session["faces"]["run"]["ppi_noise_free"]
             for seed, values in ppi_truth["seeds"].items():
                 for contrast, truth_key in TARGET_CONTRAST.items():

@@ -136,9 +136,11 @@ def _whiten(a: np.ndarray, rho, copy: bool = True) -> np.ndarray:
 
 
 def _ols_pass(y: np.ndarray, ols: _Factorised, chunk_size: int, keep_fit: bool) -> dict:
-    """OLS residual statistics per voxel (and the OLS fit when ``keep_fit``)."""
-    n, n_vox = y.shape
-    out = {key: np.empty(n_vox) for key in ("rss", "rsum", "rlag", "rfirst", "rlast")}
+    """Per voxel: the OLS fit (``beta``, ``rss``) when ``keep_fit``, else the residual
+    statistics of the AR(1) estimate (``rss``, ``rsum``, lag-1 ``rlag``, ``rfirst``, ``rlast``)."""
+    n_vox = y.shape[1]
+    keys = ("rss",) if keep_fit else ("rss", "rsum", "rlag", "rfirst", "rlast")
+    out = {key: np.empty(n_vox) for key in keys}
     if keep_fit:
         out["beta"] = np.empty((ols.solve.shape[0], n_vox))
     for start in range(0, n_vox, chunk_size):
@@ -147,11 +149,11 @@ def _ols_pass(y: np.ndarray, ols: _Factorised, chunk_size: int, keep_fit: bool) 
         out["rss"][sl] = np.einsum("ij,ij->j", res, res)
         if keep_fit:
             out["beta"][:, sl] = beta
-            continue
-        out["rsum"][sl] = res.sum(axis=0)
-        out["rlag"][sl] = np.einsum("ij,ij->j", res[1:], res[:-1])
-        out["rfirst"][sl] = res[0]
-        out["rlast"][sl] = res[-1]
+        else:
+            out["rsum"][sl] = res.sum(axis=0)
+            out["rlag"][sl] = np.einsum("ij,ij->j", res[1:], res[:-1])
+            out["rfirst"][sl] = res[0]
+            out["rlast"][sl] = res[-1]
     return out
 
 
