@@ -125,9 +125,14 @@ def peb_deconvolve(
         np.full(n, n / np.sum(convolved**2)),
         np.full(x0.shape[1], _CONFOUND_PRIOR_VARIANCE),
     ]
-    # Posterior precision and mean for Gaussian likelihood and Gaussian prior.
-    precision = design.T @ design / _ERROR_VARIANCE + np.diag(1.0 / prior_var)
-    coef = np.linalg.solve(precision, design.T @ y / _ERROR_VARIANCE)
+    # Posterior mean for Gaussian likelihood and Gaussian prior, i.e. the ridge solution of
+    # [design / sd_e; diag(1 / sd_prior)] coef ~ [y / sd_e; 0], solved as a least-squares
+    # problem (SVD) rather than through the normal equations, whose condition number is the
+    # square of this one (~1e10: low-frequency basis functions and confounds trade off
+    # against each other, held apart only by the weak confound prior).
+    sd_e = np.sqrt(_ERROR_VARIANCE)
+    augmented = np.vstack([design / sd_e, np.diag(1.0 / np.sqrt(prior_var))])
+    coef = np.linalg.lstsq(augmented, np.r_[y / sd_e, np.zeros(design.shape[1])], rcond=None)[0]
     xn = basis @ coef[:n]
     return xn - xn.mean()
 

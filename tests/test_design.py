@@ -126,14 +126,14 @@ def test_merged_condition_and_unestimable_parts():
 def test_drifts_confounds_and_spm_reference():
     conf = pd.DataFrame({"trans_x": np.linspace(0, 1, N), "csf": np.sin(np.arange(N))})
     design = make_task_design(faces_events(), TR, N, ["fearful"], confounds=conf, high_pass=128)
-    cosines = [c for c in design.matrix if c.startswith("cosine")]
+    cosines = [c for c in design.matrix if c.startswith("drift_cosine")]
     assert len(cosines) == int(np.floor(2 * N * TR / 128))
     assert list(design.matrix.columns[-1:]) == ["constant"]
     np.testing.assert_array_equal(design.matrix["csf"], conf["csf"])
     if REF.is_dir():  # SPM's 128 s DCT set for 200 scans of 2 s
         x0 = pd.read_csv(REF / "X0.csv").to_numpy()
         d200 = make_task_design(faces_events(), 2.0, 200, ["fearful"], high_pass=128)
-        got = d200.matrix[[c for c in d200.matrix if c.startswith("cosine")]].to_numpy()
+        got = d200.matrix[[c for c in d200.matrix if c.startswith("drift_cosine")]].to_numpy()
         np.testing.assert_allclose(got, x0[:, 1:], atol=1e-12)
 
 

@@ -36,6 +36,7 @@ def run_files(tmp_path_factory):
     labels = np.zeros(SHAPE, np.int16)
     labels[:3, :, :2] = 1  # "amygdala": responds to fearful faces
     labels[3:, :, :2] = 2  # "vmPFC": coupled to amygdala during fearful blocks
+    labels[:, :, 3] = 3  # "dACC": noise only
     mask = np.ones(SHAPE, bool)
     mask[0, 0, 3] = False
     hrf = spm_canonical_hrf(TR / 16)
@@ -53,17 +54,14 @@ def run_files(tmp_path_factory):
         "confounds": root / "confounds.tsv",
         "labels": root / "dseg.nii.gz",
         "labels_tsv": root / "dseg.tsv",
-        "timeseries": root / "timeseries.tsv",
     }
     nib.Nifti1Image(data.astype(np.float32), affine).to_filename(paths["bold"])
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(paths["mask"])
     nib.Nifti1Image(labels, affine).to_filename(paths["labels"])
     events.to_csv(paths["events"], sep="\t", index=False)
     pd.DataFrame({"trans_x": rng.standard_normal(N) * 0.1}).to_csv(paths["confounds"], sep="\t", index=False)
-    pd.DataFrame({"index": [1, 2], "name": ["amygdala", "vmPFC"]}).to_csv(paths["labels_tsv"], sep="\t", index=False)
-    ts = pd.DataFrame({"amygdala": data[labels == 1].mean(0), "vmPFC": data[labels == 2].mean(0),
-                       "dACC": data[labels == 0][:5].mean(0)})
-    ts.to_csv(paths["timeseries"], sep="\t", index=False)
+    pd.DataFrame({"index": [1, 2, 3], "name": ["amygdala", "vmPFC", "dACC"]}).to_csv(
+        paths["labels_tsv"], sep="\t", index=False)
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -96,17 +94,34 @@ def test_first_level_glm_and_fixed_effects(run_files, tmp_path, monkeypatch):
     assert open(out.design_svg).read(100).lstrip().startswith("<?xml")
     rois = pd.read_csv(out.roi_tsv, sep="\t").set_index(["roi", "contrast"])
     assert rois.loc[("amygdala", "fearful-gt-neutral"), "z"] > 3
+    meta = json.loads(open(out.design_json).read())
+    assert meta["ConfoundColumns"] == ["trans_x"] and meta["SpikeRegressors"]["Count"] == 0
+    assert meta["DesignColumns"] == list(design.columns[1:])  # the TSV adds frame_time
+    assert meta["Contrasts"]["fearful-gt-neutral"] == {"fearful": 1.0, "neutral": -1.0}
+    assert meta["HighPass"]["CutoffSeconds"] == 128.0 and meta["DegreesOfFreedom"] == out.dof
+    assert "AR(1)" in meta["NoiseModel"] and "SPM canonical" in meta["HRF"]["Model"]
+    monkeypatch.chdir(tmp_path.joinpath("fixed").mkdir() or tmp_path / "fixed")
     fx = FixedEffects(
-        effect_maps=[out.effect_maps[0]] * 2,
-        variance_maps=[out.variance_maps[0]] * 2,
+        effect_maps=[out.effect_maps] * 2,
+        variance_maps=[out.variance_maps] * 2,
+        contrast_names=[out.contrast_names] * 2,
         dofs=[out.dof] * 2,
-        brain_mask=run_files["mask"],
-        contrast_name="fearful-gt-neutral",
+        brain_masks=[run_files["mask"]] * 2,
+        roi_tables=[out.roi_tsv] * 2,
     ).run().outputs
-    eff = np.asanyarray(nib.load(fx.effect_map).dataobj)
-    var = np.asanyarray(nib.load(fx.variance_map).dataobj)
+    assert fx.contrast_names == out.contrast_names
+    eff = np.asanyarray(nib.load(fx.effect_maps[0]).dataobj)
+    var = np.asanyarray(nib.load(fx.variance_maps[0]).dataobj)
     np.testing.assert_allclose(eff, np.asanyarray(nib.load(out.effect_maps[0]).dataobj), rtol=1e-6)
     np.testing.assert_allclose(var, np.asanyarray(nib.load(out.variance_maps[0]).dataobj) / 2, rtol=1e-5)
+    combined = pd.read_csv(fx.roi_tsv, sep="\t").set_index(["roi", "contrast"])
+    np.testing.assert_allclose(combined["effect"], rois["effect"], rtol=1e-8)
+    np.testing.assert_allclose(combined["variance"], rois["variance"] / 2, rtol=1e-8)
+    assert (combined["dof"] == 2 * out.dof).all()
+    with pytest.raises(ValueError, match="run 2 has contrasts"):
+        FixedEffects(effect_maps=[out.effect_maps] * 2, variance_maps=[out.variance_maps] * 2,
+                     contrast_names=[out.contrast_names, out.contrast_names[::-1]], dofs=[out.dof] * 2,
+                     brain_masks=[run_files["mask"]] * 2).run()
 
 
 def test_bad_events_error_names_the_file(run_files, tmp_path, monkeypatch):
@@ -122,19 +137,16 @@ def test_bad_events_error_names_the_file(run_files, tmp_path, monkeypatch):
     assert task_settings(json.dumps({"conditions": ["a"], "hrf": "spm+derivative"}))["derivative"]
 
 
+def _gppi(files, **kw):
+    config = dict(CONFIG, noise_model=kw.pop("noise_model", "ar1"))
+    return GPPI(bold_file=files["bold"], brain_mask=files["mask"], labels_file=files["labels"],
+                labels_tsv=files["labels_tsv"], events_file=files["events"], tr=TR,
+                confounds_file=files["confounds"], task_config=json.dumps(config), **kw)
+
+
 def test_gppi_interface(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = GPPI(
-        timeseries=run_files["timeseries"],
-        events_file=run_files["events"],
-        tr=TR,
-        confounds_file=run_files["confounds"],
-        task_config=json.dumps(CONFIG),
-        seeds=["amygdala", "vmPFC"],
-        voxel_seeds=["amygdala"],
-        bold_file=run_files["bold"],
-        brain_mask=run_files["mask"],
-    ).run().outputs
+    out = _gppi(run_files, seeds=["amygdala", "vmPFC"], voxel_seeds=["amygdala"]).run().outputs
     assert out.contrast_names == ["fearful", "neutral", "shapes", "fearful-gt-neutral", "faces"]
     mat = pd.read_csv(out.relmat_files[3], sep="\t").set_index("Node")
     assert list(mat.columns) == ["amygdala", "vmPFC", "dACC"]
@@ -142,11 +154,40 @@ def test_gppi_interface(run_files, tmp_path, monkeypatch):
     assert mat.loc["dACC"].isna().all()  # dACC was not a seed
     stats = pd.read_csv(out.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
     assert stats.loc[("amygdala", "vmPFC", "fearful-gt-neutral"), "z"] > 3
+    assert (stats["variance"] > 0).all()
     assert len(out.seed_maps) == 5 * 3
     assert "PPI_fearful" in pd.read_csv(out.design_tsv, sep="\t").columns
-    sym = GPPI(
-        timeseries=run_files["timeseries"], events_file=run_files["events"], tr=TR,
-        task_config=json.dumps(CONFIG), symmetrize=True, deconvolve=False,
-    ).run().outputs
+    meta = json.loads(open(out.meta_json).read())
+    assert "PPI_fearful" in meta["DesignColumns"] and meta["ConfoundColumns"] == ["trans_x"]
+    assert meta["PPI"]["Contrasts"]["fearful-gt-neutral"] == {"PPI_fearful": 1.0, "PPI_neutral": -1.0}
+    assert "Gitelman" in meta["PPI"]["Deconvolution"] and "percent" in meta["EffectUnits"]
+    with pytest.raises(ValueError, match="seeds \\['insula'\\] are not ROIs"):
+        _gppi(run_files, seeds=["insula"]).run()
+
+
+def test_gppi_units_roi_equals_mean_of_voxel_map(run_files, tmp_path, monkeypatch):
+    """ROI-to-ROI and seed-to-voxel gPPI share units: the ROI effect is the ROI mean of the map (OLS)."""
+    monkeypatch.chdir(tmp_path)
+    out = _gppi(run_files, seeds=["amygdala"], voxel_seeds=["amygdala"], noise_model="ols").run().outputs
+    stats = pd.read_csv(out.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
+    labels = np.asanyarray(nib.load(run_files["labels"]).dataobj)
+    mask = np.asanyarray(nib.load(run_files["mask"]).dataobj) > 0
+    effect_map = [p for p in out.seed_maps if "contrast-fearfulGtNeutral_stat-effect" in p][0]
+    voxel_mean = np.asanyarray(nib.load(effect_map).dataobj)[(labels == 2) & mask].mean()
+    np.testing.assert_allclose(stats.loc[("amygdala", "vmPFC", "fearful-gt-neutral"), "effect"], voxel_mean,
+                               rtol=1e-5)
+    # percent units: the simulated interaction is 1 % per unit neuronal seed signal; the raw
+    # BOLD is ~500, so raw-unit fits would be 5x larger for the target and 5x smaller for the seed
+    assert 0.3 < stats.loc[("amygdala", "vmPFC", "fearful"), "effect"] < 3
+    eig = _gppi(run_files, seeds=["amygdala"], signal="eigenvariate").run().outputs
+    eig_stats = pd.read_csv(eig.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
+    assert eig_stats.loc[("amygdala", "vmPFC", "fearful-gt-neutral"), "z"] > 3
+    assert "eigenvariate" in json.loads(open(eig.meta_json).read())["PPI"]["ROISignal"]
+
+
+def test_gppi_symmetrized_bold_variant(run_files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sym = _gppi(run_files, symmetrize=True, deconvolve=False).run().outputs
     smat = pd.read_csv(sym.relmat_files[0], sep="\t").set_index("Node")
     assert smat.loc["amygdala", "vmPFC"] == pytest.approx(smat.loc["vmPFC", "amygdala"])
+    assert "none" in json.loads(open(sym.meta_json).read())["PPI"]["Deconvolution"]

@@ -149,3 +149,59 @@ def test_roi_to_roi_seed_to_voxel_and_symmetrize():
     assert one_way.empty
     with pytest.raises(ValueError, match="not ROI columns"):
         roi_to_roi_gppi(rois, design, seeds=["insula"])
+
+
+def test_seed_is_deconvolved_before_any_prewhitening(monkeypatch):
+    """Pitfall: the seed must enter the deconvolution as acquired, not prewhitened.
+
+    AR(1) prewhitening belongs to the GLM fit (it whitens the design, PPI terms included);
+    whitening the seed first (y_t - rho y_{t-1}) high-passes it, and its deconvolution then
+    no longer estimates the neuronal signal.
+    """
+    import ketflow.signal.gppi as gppi_module
+    from ketflow.ppi import peb_deconvolve
+
+    design = block_design()
+    rng = np.random.default_rng(22)
+    hrf = spm_canonical_hrf(TR / NT)
+    neural = np.convolve(rng.standard_normal(N * NT), np.ones(32) / np.sqrt(32), "same")  # 4 s smoothing
+    noise = np.zeros(N)
+    for t in range(1, N):
+        noise[t] = 0.6 * noise[t - 1] + 0.3 * rng.standard_normal()
+    bold = convolve_microtime(neural, hrf, N, NT, design.microtime_onset)
+    seed = bold / bold.std() + noise
+    target = seed + rng.standard_normal(N)
+    seen = []
+
+    def spy(y, *args, **kw):
+        seen.append(np.array(y))
+        return peb_deconvolve(y, *args, **kw)
+
+    monkeypatch.setattr(gppi_module, "peb_deconvolve", spy)
+    roi_to_roi_gppi(pd.DataFrame({"amygdala": seed, "vmPFC": target}), design, seeds=["amygdala"],
+                    noise_model="ar1")
+    assert len(seen) == 1
+    np.testing.assert_allclose(np.corrcoef(seen[0], seed)[0, 1], 1.0, atol=1e-12)
+    whitened = seed.copy()
+    whitened[1:] -= 0.6 * seed[:-1]
+    assert np.corrcoef(seen[0], whitened)[0, 1] < 0.9
+    # why it matters: deconvolving the whitened seed misses the neuronal signal
+    x0 = design.matrix[nuisance_columns(design)].to_numpy()
+    good = peb_deconvolve(seed / seed.std(), TR, x0, NT, design.microtime_onset)
+    bad = peb_deconvolve(whitened / whitened.std(), TR, x0, NT, design.microtime_onset)
+    r_good, r_bad = np.corrcoef(good, neural)[0, 1], np.corrcoef(bad, neural)[0, 1]
+    assert r_good > 0.75 and r_good > r_bad + 0.1
+
+
+def test_raw_unit_confounds_and_seed_give_positive_variances(tiny_bids):
+    """ROI-to-ROI gPPI with the pipeline's raw-unit 36P design: no zero variances, no saturated z."""
+    from test_glm import pipeline_design
+
+    design, x, y = pipeline_design(tiny_bids)
+    rois = pd.DataFrame(y[:, :: y.shape[1] // 6][:, :6].astype(np.float64), columns=[f"roi{k}" for k in range(6)])
+    raw = rois * 10 + 1600.0  # the same signals in raw-intensity-like units
+    table = roi_to_roi_gppi(rois, design, contrasts={"fgn": "fearful - neutral"}, noise_model="ar1")
+    assert (table["variance"] > 0).all() and table["z"].abs().max() < 10
+    # units: raw-unit ROI series change the effects by their scale only through the seed/target ratio (1)
+    raw_table = roi_to_roi_gppi(raw, design, contrasts={"fgn": "fearful - neutral"}, noise_model="ar1")
+    np.testing.assert_allclose(raw_table["z"], table["z"], rtol=1e-6, atol=1e-8)

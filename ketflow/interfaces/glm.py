@@ -8,8 +8,11 @@ working directory:
 
 * ``contrast-<label>_stat-{effect,variance,z}_statmap.nii.gz`` for every contrast;
 * ``desc-design_design.tsv`` and ``desc-design_design.svg`` (the design matrix);
+* ``desc-design_meta.json``: the full design description (:func:`design_description`),
+  merged into the sidecars of every output;
 * ``desc-roi_contrasts.tsv`` (roi, contrast, effect, variance, t, z, dof) when a label
-  image and its labels TSV (``index``, ``name``) are given: GLM of ROI mean signals.
+  image and its labels TSV (``index``, ``name``) are given: GLM of each ROI's mean over
+  its voxels of the (percent-scaled) data.
 
 Task config JSON keys: ``type`` ("task", the default), ``conditions`` (list),
 ``derived_conditions`` (list of ``{name, trial_type, previous}``), ``contrasts``
@@ -18,8 +21,9 @@ Task config JSON keys: ``type`` ("task", the default), ``conditions`` (list),
 ``noise_model`` ("ar1" | "ols"), ``signal_scaling`` (default true: percent of each
 voxel's mean, as nilearn).
 
-:class:`FixedEffects` combines one contrast's effect/variance maps of several runs by
-inverse-variance weighting.
+:class:`FixedEffects` combines the contrast maps (and ROI contrast tables) of several runs
+of one task and session by inverse-variance weighting, within the voxels every run's brain
+mask holds.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ from nipype.interfaces.base import (
 )
 
 from ..io.derivatives import bids_label
-from ..io.write import write_nifti, write_tsv
-from ..signal.design import TaskDesign, contrast_vector, make_task_design
+from ..io.write import write_json, write_nifti, write_tsv
+from ..signal.design import DRIFT_PREFIX, TaskDesign, contrast_vector, make_task_design
 from ..signal.extract import extract
 from ..signal.glm import compute_contrast, fit_glm, fixed_effects, roi_contrasts
 from .denoise import read_mask, read_masked_bold
@@ -61,6 +65,9 @@ TASK_DEFAULTS = {
     "noise_model": "ar1",
     "signal_scaling": True,
 }
+#: Name prefix of the censoring spike columns written by ``SelectConfounds``.
+SPIKE_PREFIX = "censored_"
+PERCENT_UNITS = "percent signal change (100 * (y / temporal mean of the voxel - 1))"
 
 
 def task_settings(text: str) -> dict:
@@ -106,6 +113,46 @@ def load_task_design(
         raise ValueError(f"{Path(events_file).name}: {err}") from err
 
 
+def design_description(design: TaskDesign, settings: dict, dof: int, vectors: dict[str, np.ndarray]) -> dict:
+    """Sidecar fields describing a first-level model: columns, confounds, HRF, filter, noise model.
+
+    ``vectors`` maps contrast names to weight vectors over ``design.matrix.columns``.
+    """
+    columns = list(design.matrix.columns)
+    task = set(design.columns) | {f"{c}_derivative" for c in design.columns}
+    nuisance = [c for c in columns if c not in task]
+    drifts = [c for c in nuisance if c.startswith(DRIFT_PREFIX)]
+    confounds = [c for c in nuisance if c not in drifts and c != "constant"]
+    spikes = [c for c in confounds if c.startswith(SPIKE_PREFIX)]
+    scaling = PERCENT_UNITS if settings["signal_scaling"] else "none (units of the preprocessed BOLD)"
+    return {
+        "DesignColumns": columns,
+        "ConditionColumns": list(design.columns),
+        "ConditionMembers": design.members,
+        "UnestimableConditions": design.unestimable,
+        "NumberOfEvents": design.n_events,
+        "ConfoundColumns": [c for c in confounds if c not in spikes],
+        "SpikeRegressors": {"Count": len(spikes),
+                            "Description": "one indicator column per censored volume (dummy scans and "
+                                           "framewise-displacement censoring), named censored_<volume index>"},
+        "HRF": {"Model": "SPM canonical HRF (double gamma: peak 6 s, undershoot 16 s, ratio 1/6, 32 s)"
+                + (" and its temporal derivative" if settings["derivative"] else ""),
+                "MicrotimeResolution": design.microtime_resolution,
+                "MicrotimeOnset": design.microtime_onset,
+                "StartTime": design.start_time},
+        "HighPass": {"CutoffSeconds": settings["high_pass_s"], "Model": "discrete cosine set",
+                     "Columns": drifts},
+        "NoiseModel": {"ar1": "AR(1) prewhitening: Yule-Walker coefficient of each voxel's OLS residuals, "
+                              "truncated to steps of 0.01, one whitened refit per level (as nilearn run_glm)",
+                       "ols": "ordinary least squares"}[settings["noise_model"]],
+        "SignalScaling": scaling,
+        "EffectUnits": "percent signal change per unit regressor (condition regressors: HRF-convolved "
+                       "unit-height boxcars, unit-sum HRF)" if settings["signal_scaling"] else "data units",
+        "Contrasts": {name: {c: float(w) for c, w in zip(columns, vec) if w != 0} for name, vec in vectors.items()},
+        "DegreesOfFreedom": int(dof),
+    }
+
+
 def plot_design(matrix: pd.DataFrame, path: Path) -> Path:
     """Design matrix figure (nilearn's rendering) saved as SVG."""
     import matplotlib
@@ -133,6 +180,25 @@ def contrast_files(prefix: str, name: str) -> dict[str, str]:
     return {stat: f"{prefix}contrast-{label}_stat-{stat}_statmap.nii.gz" for stat in ("effect", "variance", "z")}
 
 
+def read_labels(labels_file: str, labels_tsv: str, mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """ROI label of every in-mask voxel (n_voxels,), 0 = none, and the ROI names (index 1..n)."""
+    table = pd.read_csv(labels_tsv, sep="\t").sort_values("index")
+    if table["index"].tolist() != list(range(1, len(table) + 1)):
+        raise ValueError(f"{Path(labels_tsv).name}: label indices must be 1..{len(table)}")
+    labels = np.asanyarray(nib.load(labels_file).dataobj).astype(np.int64)
+    if labels.shape != mask.shape:
+        raise ValueError(f"label image {labels.shape} and brain mask {mask.shape} differ in shape")
+    return labels[mask], table["name"].astype(str).tolist()
+
+
+def scaled_bold(bold_file: str, mask: np.ndarray, settings: dict) -> np.ndarray:
+    """In-mask (time, voxels) data, in percent of each voxel's mean when ``signal_scaling``."""
+    data = read_masked_bold(bold_file, mask)
+    if settings["signal_scaling"]:
+        data, _ = mean_scaling(data)
+    return data
+
+
 class _FirstLevelGLMInputSpec(BaseInterfaceInputSpec):
     bold_file = File(exists=True, mandatory=True, desc="preprocessed (denoising-ready) 4-D BOLD")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
@@ -153,6 +219,7 @@ class _FirstLevelGLMOutputSpec(TraitedSpec):
     dof = traits.Float(desc="residual degrees of freedom")
     design_tsv = File(exists=True, desc="design matrix TSV")
     design_svg = File(exists=True, desc="design matrix figure")
+    design_json = File(exists=True, desc="design description (sidecar fields)")
     roi_tsv = File(desc="ROI contrast estimates TSV")
 
 
@@ -166,9 +233,7 @@ class FirstLevelGLM(SimpleInterface):
         settings = task_settings(self.inputs.task_config)
         mask_img = nib.load(self.inputs.brain_mask)
         mask = read_mask(self.inputs.brain_mask)
-        data = read_masked_bold(self.inputs.bold_file, mask)
-        if settings["signal_scaling"]:
-            data, _ = mean_scaling(data)
+        data = scaled_bold(self.inputs.bold_file, mask, settings)
         confounds = self.inputs.confounds_file if self.inputs.confounds_file else None
         design = load_task_design(
             self.inputs.events_file, self.inputs.tr, data.shape[0], self.inputs.start_time, confounds, settings
@@ -189,59 +254,78 @@ class FirstLevelGLM(SimpleInterface):
             ):
                 sink.append(str(write_nifti(cwd / files[stat], map_to_image(values, mask, mask_img.affine))))
             names.append(name)
-        design_tsv = write_tsv(cwd / "desc-design_design.tsv", x.reset_index())
-        design_svg = plot_design(x, cwd / "desc-design_design.svg")
+        meta = design_description(design, settings, fit.dof, vectors)
         self._results.update(
             contrast_names=names,
             effect_maps=effects,
             variance_maps=variances,
             z_maps=zs,
             dof=float(fit.dof),
-            design_tsv=str(design_tsv),
-            design_svg=str(design_svg),
+            design_tsv=str(write_tsv(cwd / "desc-design_design.tsv", x.reset_index())),
+            design_svg=str(plot_design(x, cwd / "desc-design_design.svg")),
+            design_json=str(write_json(cwd / "desc-design_meta.json", meta)),
         )
         if self.inputs.labels_file and self.inputs.labels_tsv and vectors:
-            table = pd.read_csv(self.inputs.labels_tsv, sep="\t").sort_values("index")
-            if table["index"].tolist() != list(range(1, len(table) + 1)):
-                raise ValueError(f"{Path(self.inputs.labels_tsv).name}: label indices must be 1..{len(table)}")
-            labels = np.asanyarray(nib.load(self.inputs.labels_file).dataobj).astype(np.int64)
-            if labels.shape != mask.shape:
-                raise ValueError(f"label image {labels.shape} and brain mask {mask.shape} differ in shape")
-            signals = pd.DataFrame(extract(data, labels[mask], len(table), "mean"), columns=table["name"].tolist())
-            rois = roi_contrasts(signals, x, vectors, settings["noise_model"])
-            self._results["roi_tsv"] = str(write_tsv(cwd / "desc-roi_contrasts.tsv", rois))
+            labels, rois = read_labels(self.inputs.labels_file, self.inputs.labels_tsv, mask)
+            signals = pd.DataFrame(extract(data, labels, len(rois), "mean"), columns=rois)
+            table = roi_contrasts(signals, x, vectors, settings["noise_model"])
+            self._results["roi_tsv"] = str(write_tsv(cwd / "desc-roi_contrasts.tsv", table))
         return runtime
 
 
+#: One run's maps: a list, or a single file (Nipype unlists one-element outputs).
+_RunFiles = traits.Either(File(exists=True), traits.List(File(exists=True)))
+
+
 class _FixedEffectsInputSpec(BaseInterfaceInputSpec):
-    effect_maps = InputMultiObject(File(exists=True), mandatory=True, desc="one contrast's effect map per run")
-    variance_maps = InputMultiObject(File(exists=True), mandatory=True, desc="matching variance maps")
+    effect_maps = traits.List(_RunFiles, mandatory=True,
+                              desc="per run, the effect map of every contrast (run-major)")
+    variance_maps = traits.List(_RunFiles, mandatory=True, desc="matching variance maps")
+    contrast_names = traits.List(traits.List(Str), mandatory=True, desc="per run, the contrast names of its maps")
     dofs = traits.List(traits.Float, mandatory=True, desc="residual degrees of freedom per run")
-    brain_mask = File(exists=True, mandatory=True, desc="mask the maps are defined in")
-    contrast_name = Str("contrast", usedefault=True, desc="contrast name for the output files")
+    brain_masks = InputMultiObject(File(exists=True), mandatory=True,
+                                   desc="brain mask of each run (their intersection is used)")
+    roi_tables = InputMultiObject(File(exists=True), desc="per run, the ROI contrast table (roi, contrast, ...)")
 
 
 class _FixedEffectsOutputSpec(TraitedSpec):
-    effect_map = File(exists=True)
-    variance_map = File(exists=True)
-    z_map = File(exists=True)
+    contrast_names = traits.List(Str, desc="contrast names, in the order of the maps")
+    effect_maps = OutputMultiObject(File(exists=True), desc="combined effect per contrast")
+    variance_maps = OutputMultiObject(File(exists=True), desc="combined variance per contrast")
+    z_maps = OutputMultiObject(File(exists=True), desc="combined z per contrast")
+    roi_tsv = File(desc="combined ROI contrast table")
+    meta_json = File(exists=True, desc="sidecar fields of the combination")
 
 
 class FixedEffects(SimpleInterface):
-    """Inverse-variance weighted combination of a contrast across runs."""
+    """Inverse-variance weighted combination of every contrast across runs (nilearn's convention)."""
 
     input_spec = _FixedEffectsInputSpec
     output_spec = _FixedEffectsOutputSpec
 
     def _run_interface(self, runtime):
-        n = len(self.inputs.effect_maps)
-        if len(self.inputs.variance_maps) != n or len(self.inputs.dofs) != n:
+        inputs = self.inputs
+        n_runs = len(inputs.effect_maps)
+        if not (len(inputs.variance_maps) == len(inputs.contrast_names) == len(inputs.dofs)
+                == len(inputs.brain_masks) == n_runs) or n_runs < 2:
             raise ValueError(
-                f"{n} effect maps, {len(self.inputs.variance_maps)} variance maps and "
-                f"{len(self.inputs.dofs)} dofs: one of each per run is needed"
+                f"fixed effects need one list of effect maps, variance maps, contrast names, a dof and a "
+                f"brain mask per run, for at least two runs; got {n_runs}, {len(inputs.variance_maps)}, "
+                f"{len(inputs.contrast_names)}, {len(inputs.dofs)}, {len(inputs.brain_masks)}"
             )
-        mask_img = nib.load(self.inputs.brain_mask)
-        mask = read_mask(self.inputs.brain_mask)
+        effect_maps = [[m] if isinstance(m, str) else list(m) for m in inputs.effect_maps]
+        variance_maps = [[m] if isinstance(m, str) else list(m) for m in inputs.variance_maps]
+        names = list(inputs.contrast_names[0])
+        for run, other in enumerate(inputs.contrast_names[1:], start=2):
+            if list(other) != names:
+                raise ValueError(f"run {run} has contrasts {list(other)}; run 1 has {names}")
+        if any(len(m) != len(names) for m in effect_maps + variance_maps):
+            raise ValueError(f"every run needs one effect and one variance map per contrast ({len(names)})")
+        masks = [read_mask(p) for p in inputs.brain_masks]
+        if any(m.shape != masks[0].shape for m in masks):
+            raise ValueError("the runs' brain masks are on different grids")
+        mask = np.logical_and.reduce(masks)
+        affine = nib.load(inputs.brain_masks[0]).affine
 
         def load(path):
             img = nib.load(path)
@@ -249,13 +333,45 @@ class FixedEffects(SimpleInterface):
                 raise ValueError(f"{Path(path).name}: grid {img.shape[:3]} differs from the mask {mask.shape}")
             return np.asanyarray(img.dataobj, dtype=np.float64)[mask]
 
-        res = fixed_effects(
-            np.array([load(p) for p in self.inputs.effect_maps]),
-            np.array([load(p) for p in self.inputs.variance_maps]),
-            self.inputs.dofs,
-        )
-        files = contrast_files("desc-fixed_", self.inputs.contrast_name)
         cwd = Path(os.getcwd())
-        for stat, values in (("effect", res.effect), ("variance", res.variance), ("z", res.z)):
-            self._results[f"{stat}_map"] = str(write_nifti(cwd / files[stat], map_to_image(values, mask, mask_img.affine)))
+        out = {"effect": [], "variance": [], "z": []}
+        for k, name in enumerate(names):
+            res = fixed_effects(
+                np.array([load(maps[k]) for maps in effect_maps]),
+                np.array([load(maps[k]) for maps in variance_maps]),
+                inputs.dofs,
+            )
+            files = contrast_files("", name)
+            for stat, values in (("effect", res.effect), ("variance", res.variance), ("z", res.z)):
+                out[stat].append(str(write_nifti(cwd / files[stat], map_to_image(values, mask, affine))))
+        meta = {
+            "FixedEffects": {
+                "NumberOfRuns": n_runs,
+                "Method": "precision-weighted (inverse-variance) mean of the run effects; variance "
+                          "1 / sum(1 / run variances); z from t on the summed degrees of freedom",
+                "RunDegreesOfFreedom": list(inputs.dofs),
+                "Mask": "voxels inside every run's brain mask",
+            },
+            "DegreesOfFreedom": float(np.sum(inputs.dofs)),
+        }
+        self._results.update(contrast_names=names, effect_maps=out["effect"], variance_maps=out["variance"],
+                             z_maps=out["z"], meta_json=str(write_json(cwd / "desc-fixed_meta.json", meta)))
+        if inputs.roi_tables:
+            self._results["roi_tsv"] = str(write_tsv(cwd / "desc-roi_contrasts.tsv",
+                                                     fixed_effects_table(inputs.roi_tables, inputs.dofs)))
         return runtime
+
+
+def fixed_effects_table(paths, dofs) -> pd.DataFrame:
+    """Fixed-effects combination of per-run ROI contrast tables (roi, contrast, effect, variance)."""
+    if len(paths) != len(dofs):
+        raise ValueError(f"{len(paths)} ROI tables for {len(dofs)} runs")
+    tables = [pd.read_csv(p, sep="\t").set_index(["roi", "contrast"]) for p in paths]
+    keys = tables[0].index
+    for path, table in zip(paths[1:], tables[1:]):
+        if not table.index.equals(keys):
+            raise ValueError(f"{Path(path).name}: ROIs or contrasts differ from {Path(paths[0]).name}")
+    res = fixed_effects(np.array([t["effect"].to_numpy() for t in tables]),
+                        np.array([t["variance"].to_numpy() for t in tables]), dofs)
+    return pd.DataFrame({"roi": keys.get_level_values(0), "contrast": keys.get_level_values(1),
+                         "effect": res.effect, "variance": res.variance, "t": res.t, "z": res.z, "dof": res.dof})

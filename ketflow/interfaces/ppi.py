@@ -1,7 +1,11 @@
 """Nipype interface: generalized PPI of one task run (ROI-to-ROI and seed-to-voxel).
 
-:class:`GPPI` builds the run's task design as :class:`ketflow.interfaces.glm.FirstLevelGLM`
-does, forms the gPPI design of every seed ROI (:mod:`ketflow.signal.gppi`; the seed is
+:class:`GPPI` reads the run's preprocessed BOLD once, scales every voxel to percent signal
+change of its temporal mean (as :class:`ketflow.interfaces.glm.FirstLevelGLM`), builds the
+task design the same way, takes each ROI's signal from the scaled voxels (``signal``:
+``mean`` over the ROI's voxels, or the SPM-style first ``eigenvariate`` of the ROI's
+voxels after projecting out the design's confounds, drifts and constant), forms the gPPI
+design of every seed (:mod:`ketflow.signal.gppi`; the seed -- never prewhitened -- is
 deconvolved unless ``deconvolve`` is false) and writes into the working directory:
 
 * ``contrast-<label>_stat-ppi_relmat.tsv`` per condition and contrast: seed x target
@@ -10,13 +14,17 @@ deconvolved unless ``deconvolve`` is false) and writes into the working director
   ``symmetrize`` is true;
 * ``desc-ppi_stats.tsv``: long table (seed, target, contrast, effect, variance, t, z, dof);
 * ``seed-<ROI>_contrast-<label>_stat-{effect,variance,z}_statmap.nii.gz`` for every seed
-  in ``voxel_seeds`` (needs ``bold_file``);
+  in ``voxel_seeds``;
 * ``desc-ppi_design.tsv``: the gPPI design of the first seed;
 * ``desc-ppi_design.svg``: the first seed's interaction regressors and the ROI-to-ROI
-  matrix of the first contrast.
+  matrix of the last contrast;
+* ``desc-ppi_meta.json``: design description (sidecar fields).
 
-ROI time series must cover every acquired volume (deconvolution needs an uncensored,
-evenly sampled series): one row per volume, one column per ROI.
+Units: ROI and voxel signals are in percent signal change, so a PPI effect is the
+target's percent signal change per unit of (seed percent signal change, deconvolved) x
+(psychological variable), and the ROI-to-ROI effect of a target equals the mean over the
+target ROI's voxels of the seed-to-voxel effect map (exactly for OLS; for AR(1), up to the
+voxels' own whitening).
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn.glm.first_level import mean_scaling
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -40,10 +47,56 @@ from nipype.interfaces.base import (
 )
 
 from ..io.derivatives import bids_label
-from ..io.write import write_nifti, write_tsv
-from ..signal.gppi import gppi_design, roi_to_roi_gppi, seed_to_voxel_gppi, symmetrize
-from .denoise import read_mask, read_masked_bold
-from .glm import contrast_files, map_to_image, load_task_design, task_settings
+from ..io.write import write_json, write_nifti, write_tsv
+from ..signal.extract import first_eigenvariate, roi_means
+from ..signal.glm import column_space
+from ..signal.gppi import (
+    gppi_contrasts,
+    gppi_design,
+    nuisance_columns,
+    roi_to_roi_gppi,
+    seed_to_voxel_gppi,
+    symmetrize,
+)
+from .denoise import read_mask
+from .glm import (
+    contrast_files,
+    design_description,
+    load_task_design,
+    map_to_image,
+    read_labels,
+    scaled_bold,
+    task_settings,
+)
+
+SIGNAL_DESCRIPTION = {
+    "mean": "mean over the ROI's voxels of the voxels' percent signal change",
+    "eigenvariate": "first eigenvariate (SPM convention: u1 s1 / sqrt(n_voxels), sign of the summed voxel "
+                    "weights) of the ROI's voxels in percent signal change after projecting out the design's "
+                    "confounds, drifts and constant",
+}
+
+
+def ppi_roi_signals(
+    data: np.ndarray, labels: np.ndarray, names: list[str], method: str, nuisance: np.ndarray
+) -> pd.DataFrame:
+    """ROI signals (n_scans, n_rois) for gPPI (see :data:`SIGNAL_DESCRIPTION`).
+
+    ``data`` (n_scans, n_voxels) scaled voxels, ``labels`` (n_voxels,) 1..n_rois (0 = none),
+    ``nuisance`` (n_scans, k) the design's nuisance columns (used by ``eigenvariate``).
+    """
+    if method == "mean":
+        return pd.DataFrame(roi_means(data, labels, len(names)), columns=names)
+    if method != "eigenvariate":
+        raise ValueError(f"unknown ROI signal {method!r}; use 'mean' or 'eigenvariate'")
+    q = column_space(nuisance)
+    series = {}
+    for k, name in enumerate(names, start=1):
+        roi = np.asarray(data[:, labels == k], dtype=np.float64)
+        if roi.shape[1] == 0:
+            raise ValueError(f"ROI {name} has no voxels")
+        series[name] = first_eigenvariate(roi - q @ (q.T @ roi))
+    return pd.DataFrame(series)
 
 
 def relmat(table: pd.DataFrame, contrast: str, rois: list[str], symmetric: bool) -> pd.DataFrame:
@@ -88,7 +141,11 @@ def plot_ppi(design: pd.DataFrame, matrix: pd.DataFrame, title: str, path: Path)
 
 
 class _GPPIInputSpec(BaseInterfaceInputSpec):
-    timeseries = File(exists=True, mandatory=True, desc="ROI time series TSV, all volumes, columns = ROIs")
+    bold_file = File(exists=True, mandatory=True, desc="preprocessed 4-D BOLD (every volume, not denoised)")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
+    labels_file = File(exists=True, mandatory=True, desc="ROI label image on the BOLD grid")
+    labels_tsv = File(exists=True, mandatory=True, desc="ROI labels TSV (index, name)")
+    signal = traits.Enum("mean", "eigenvariate", usedefault=True, desc="ROI signal (module docstring)")
     events_file = File(exists=True, mandatory=True, desc="BIDS events TSV")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
     start_time = traits.Float(0.0, usedefault=True, desc="acquisition time of the first sample (s)")
@@ -96,8 +153,6 @@ class _GPPIInputSpec(BaseInterfaceInputSpec):
     task_config = Str(mandatory=True, desc="task config JSON (see ketflow.interfaces.glm)")
     seeds = InputMultiObject(Str, desc="seed ROIs for ROI-to-ROI gPPI (default: all ROIs)")
     voxel_seeds = InputMultiObject(Str, desc="seed ROIs to make seed-to-voxel maps for")
-    bold_file = File(exists=True, desc="preprocessed 4-D BOLD, for seed-to-voxel maps")
-    brain_mask = File(exists=True, desc="brain mask on the BOLD grid, for seed-to-voxel maps")
     deconvolve = traits.Bool(True, usedefault=True, desc="deconvolve the seed (Gitelman 2003)")
     symmetrize = traits.Bool(False, usedefault=True, desc="average both directions of ROI pairs")
 
@@ -109,6 +164,7 @@ class _GPPIOutputSpec(TraitedSpec):
     seed_maps = OutputMultiObject(File(exists=True), desc="seed-to-voxel effect/variance/z maps")
     design_tsv = File(exists=True, desc="gPPI design of the first seed")
     figure = File(exists=True, desc="PPI regressors and ROI-to-ROI matrix figure")
+    meta_json = File(exists=True, desc="design description (sidecar fields)")
 
 
 class GPPI(SimpleInterface):
@@ -119,59 +175,78 @@ class GPPI(SimpleInterface):
 
     def _run_interface(self, runtime):
         settings = task_settings(self.inputs.task_config)
-        rois = pd.read_csv(self.inputs.timeseries, sep="\t")
+        mask_img = nib.load(self.inputs.brain_mask)
+        mask = read_mask(self.inputs.brain_mask)
+        data = scaled_bold(self.inputs.bold_file, mask, settings)
         confounds = self.inputs.confounds_file if self.inputs.confounds_file else None
         design = load_task_design(
-            self.inputs.events_file, self.inputs.tr, len(rois), self.inputs.start_time, confounds, settings
+            self.inputs.events_file, self.inputs.tr, data.shape[0], self.inputs.start_time, confounds, settings
         )
-        seeds = list(self.inputs.seeds) if self.inputs.seeds else list(rois.columns)
+        labels, names = read_labels(self.inputs.labels_file, self.inputs.labels_tsv, mask)
+        nuisance = design.matrix[nuisance_columns(design)].to_numpy()
+        rois = ppi_roi_signals(data, labels, names, self.inputs.signal, nuisance)
+        seeds = list(self.inputs.seeds) if self.inputs.seeds else names
+        unknown = sorted(set(seeds) | set(self.inputs.voxel_seeds or []))
+        unknown = [s for s in unknown if s not in names]
+        if unknown:
+            raise ValueError(f"seeds {unknown} are not ROIs of {Path(self.inputs.labels_tsv).name} ({names})")
         table = roi_to_roi_gppi(
             rois, design, seeds, settings["contrasts"], self.inputs.deconvolve, settings["noise_model"]
         )
         cwd = Path(os.getcwd())
         shown = symmetrize(table) if self.inputs.symmetrize else table
-        names = list(pd.unique(table["contrast"]))
-        relmats = []
-        for name in names:
-            mat = relmat(shown, name, list(rois.columns), self.inputs.symmetrize)
-            relmats.append(str(write_tsv(cwd / f"contrast-{bids_label(name)}_stat-ppi_relmat.tsv", mat)))
-        stats_tsv = write_tsv(cwd / "desc-ppi_stats.tsv", table)
+        contrast_names = list(pd.unique(table["contrast"]))
+        relmats = [
+            str(write_tsv(cwd / f"contrast-{bids_label(name)}_stat-ppi_relmat.tsv",
+                          relmat(shown, name, names, self.inputs.symmetrize)))
+            for name in contrast_names
+        ]
         first = gppi_design(rois[seeds[0]].to_numpy(), design, self.inputs.deconvolve)
-        design_tsv = write_tsv(cwd / "desc-ppi_design.tsv", first.reset_index())
-        last_name = list(settings["contrasts"])[-1] if settings["contrasts"] else names[0]
-        figure = plot_ppi(
-            first,
-            relmat(shown, last_name, list(rois.columns), self.inputs.symmetrize),
-            f"PPI {last_name}",
-            cwd / "desc-ppi_design.svg",
-        )
+        last_name = list(settings["contrasts"])[-1] if settings["contrasts"] else contrast_names[0]
+        figure = plot_ppi(first, relmat(shown, last_name, names, self.inputs.symmetrize), f"PPI {last_name}",
+                          cwd / "desc-ppi_design.svg")
         self._results.update(
-            contrast_names=names,
+            contrast_names=contrast_names,
             relmat_files=relmats,
-            stats_tsv=str(stats_tsv),
-            design_tsv=str(design_tsv),
+            stats_tsv=str(write_tsv(cwd / "desc-ppi_stats.tsv", table)),
+            design_tsv=str(write_tsv(cwd / "desc-ppi_design.tsv", first.reset_index())),
             figure=str(figure),
-            seed_maps=self._seed_maps(rois, design, settings, cwd),
+            meta_json=str(write_json(cwd / "desc-ppi_meta.json",
+                                     self._description(design, settings, first, int(table["dof"].iloc[0])))),
+            seed_maps=self._seed_maps(data, mask, mask_img.affine, rois, design, settings, cwd),
         )
         return runtime
 
-    def _seed_maps(self, rois, design, settings, cwd) -> list[str]:
-        if not self.inputs.voxel_seeds:
-            return []
-        if not (self.inputs.bold_file and self.inputs.brain_mask):
-            raise ValueError("seed-to-voxel gPPI maps need bold_file and brain_mask")
-        unknown = sorted(set(self.inputs.voxel_seeds) - set(rois.columns))
-        if unknown:
-            raise ValueError(f"voxel seeds {unknown} are not ROI columns {list(rois.columns)}")
-        mask_img = nib.load(self.inputs.brain_mask)
-        mask = read_mask(self.inputs.brain_mask)
-        data = read_masked_bold(self.inputs.bold_file, mask)
-        if data.shape[0] != len(rois):
-            raise ValueError(f"{Path(self.inputs.bold_file).name}: {data.shape[0]} volumes, ROI series {len(rois)}")
-        if settings["signal_scaling"]:
-            data, _ = mean_scaling(data)
+    def _description(self, design, settings, gppi: pd.DataFrame, dof: int) -> dict:
+        meta = design_description(design, settings, dof, {})
+        del meta["Contrasts"]
+        vectors = gppi_contrasts(design, gppi.columns, settings["contrasts"])
+        meta["DesignColumns"] = [c if c != "seed" else "seed (the seed ROI's signal)" for c in gppi.columns]
+        meta["PPI"] = {
+            "Method": "generalized PPI (McLaren et al. 2012): all task regressors, the seed, one interaction "
+                      "term per condition column and the nuisance regressors in one model",
+            "Seeds": list(self.inputs.seeds) if self.inputs.seeds else "every ROI",
+            "VoxelSeeds": list(self.inputs.voxel_seeds or []),
+            "Deconvolution": ("parametric empirical Bayes deconvolution of the (not prewhitened) seed on the "
+                              "micro-time grid (Gitelman et al. 2003; ketflow.ppi.peb_deconvolve), nuisance "
+                              "regressors as confounds" if self.inputs.deconvolve else
+                              "none: interaction = confound-cleaned, centred seed BOLD x centred convolved "
+                              "condition regressor"),
+            "PsychologicalVariables": "micro-time stimulus function of each condition column, mean-centred",
+            "ROISignal": SIGNAL_DESCRIPTION[self.inputs.signal],
+            "Symmetrized": bool(self.inputs.symmetrize),
+            "Contrasts": {name: {c: float(w) for c, w in zip(gppi.columns, vec) if w != 0}
+                          for name, vec in vectors.items()},
+        }
+        unit = "percent signal change" if settings["signal_scaling"] else "data unit"
+        meta["EffectUnits"] = (f"target {unit} per unit of (seed {unit}, deconvolved to the neuronal level) x "
+                               "psychological variable" if self.inputs.deconvolve else
+                               f"target {unit} per unit of seed {unit} x convolved psychological regressor")
+        return meta
+
+    def _seed_maps(self, data, mask, affine, rois, design, settings, cwd) -> list[str]:
         files = []
-        for seed in self.inputs.voxel_seeds:
+        for seed in self.inputs.voxel_seeds or []:
             _, maps = seed_to_voxel_gppi(
                 data, rois[seed].to_numpy(), design, settings["contrasts"], self.inputs.deconvolve,
                 settings["noise_model"],
@@ -179,5 +254,5 @@ class GPPI(SimpleInterface):
             for name, res in maps.items():
                 names = contrast_files(f"seed-{bids_label(seed)}_", name)
                 for stat, values in (("effect", res.effect), ("variance", res.variance), ("z", res.z)):
-                    files.append(str(write_nifti(cwd / names[stat], map_to_image(values, mask, mask_img.affine))))
+                    files.append(str(write_nifti(cwd / names[stat], map_to_image(values, mask, affine))))
         return files

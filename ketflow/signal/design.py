@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 REQUIRED_EVENT_COLUMNS = ("onset", "duration", "trial_type")
+#: Name prefix of the design's high-pass cosine columns.
+DRIFT_PREFIX = "drift_cosine"
 
 
 @dataclass
@@ -64,7 +66,8 @@ class TaskDesign:
     ----------
     matrix : DataFrame, shape (n_scans, n_regressors)
         Condition regressors (and ``<name>_derivative``), confounds, cosine drifts
-        (``cosine01``...) and ``constant``; index = frame times in seconds.
+        (``drift_cosine01``..., named apart from fMRIPrep's ``cosineNN`` confounds) and
+        ``constant``; index = frame times in seconds.
     columns : list of str
         Names of the condition columns (one per modelled event set), in design order.
     microtime : ndarray, shape (n_scans * microtime_resolution, n_columns)
@@ -337,7 +340,7 @@ def make_task_design(
     if high_pass is not None:
         drift = create_cosine_drift(1.0 / high_pass, frame_times)[:, :-1]
         for j in range(drift.shape[1]):
-            matrix[f"cosine{j + 1:02d}"] = drift[:, j]
+            matrix[f"{DRIFT_PREFIX}{j + 1:02d}"] = drift[:, j]
     matrix["constant"] = 1.0
     members, unestimable = _members(events, columns, conditions, derived_conditions)
     return TaskDesign(
@@ -372,6 +375,9 @@ def _append_confounds(matrix: pd.DataFrame, confounds: pd.DataFrame) -> pd.DataF
     clash = sorted(set(map(str, confounds.columns)) & set(matrix.columns))
     if clash:
         raise ValueError(f"confound names clash with condition regressors: {clash}")
+    reserved = sorted(str(c) for c in confounds.columns if str(c) == "constant" or str(c).startswith(DRIFT_PREFIX))
+    if reserved:
+        raise ValueError(f"confound names {reserved} are reserved for the design's constant and drift columns")
     values = confounds.to_numpy(dtype=float)
     for j, name in enumerate(confounds.columns):
         matrix[str(name)] = values[:, j]

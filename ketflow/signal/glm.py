@@ -10,14 +10,25 @@ for fMRI data"), with whitening ``w_0 = y_0, w_t = y_t - rho y_{t-1}``; residual
 from their p values.  Fixed effects across runs weight effects by inverse variance, as
 nilearn's ``compute_fixed_effects(precision_weighted=True)``.
 
+Numerics.  First-level designs mix columns of very different scales (fMRIPrep confounds in
+raw units: ``global_signal_power2`` ~ 1e6-1e7, a raw seed ~ 1e3, spikes and cosines ~ 1),
+so ``X'X`` can have a condition number beyond 1e20 and anything built on the normal
+equations loses all precision.  Here every design (OLS and each AR level's whitened
+design) is first scaled to unit column norms -- which leaves fitted values, residuals and
+every estimable contrast unchanged -- and factorised by a thin SVD ``Xs = U S V'``
+(Golub & Van Loan, Matrix Computations, 4th ed., sections 5.5 and 2.4.8 on column
+equilibration); coefficients are ``D V S^-1 U'y`` with ``D`` the column scaling, residuals
+are formed directly as ``y - U U'y`` (never as a difference of sums of squares), and the
+rank is that of the equilibrated design (singular values below ``max(n, p) * eps *
+s_max`` are dropped, numpy's default).  For a rank-deficient design the coefficients are
+the minimum-norm solution of the *equilibrated* design (nilearn: of the raw design):
+estimable contrasts are identical, non-estimable ones arbitrary in both.
+
 Why not call nilearn: ``run_glm`` keeps one RegressionResults object per AR level, labels
 voxels with strings and refits each level by indexing the full data array, which makes a
-whole-brain run slow and memory hungry.  Here the data are reduced in one pass (in voxel
-chunks) to the sufficient statistics of every AR(1) refit -- ``X'Y``, the lag-1
-cross-products ``sum_t (x_{t-1} + x_{t+1}) y_t``, ``sum y^2``, ``sum y_t y_{t-1}``, the
-first and last samples -- from which the OLS residual autocorrelation and each level's
-whitened normal equations follow exactly; each level needs one pseudo-inverse of its
-whitened design.
+whole-brain run slow and memory hungry.  Here the data are read in voxel chunks twice: an
+OLS pass gives each voxel's AR(1) coefficient; voxels are then sorted by AR level and a
+second pass whitens each chunk and projects it on its level's factorised design.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ __all__ = [
     "fixed_effects",
     "t_to_z",
     "roi_contrasts",
+    "column_space",
 ]
 
 _TINY_VARIANCE = 1e-50  # nilearn's Contrast floor on variances
@@ -82,66 +94,74 @@ class ContrastResult:
     dof: float
 
 
-def _lag_design(x: np.ndarray) -> np.ndarray:
-    """Rows ``x_{t-1} + x_{t+1}`` (missing neighbours are zero)."""
-    lag = np.zeros_like(x)
-    lag[1:] += x[:-1]
-    lag[:-1] += x[1:]
-    return lag
+class _Factorised:
+    """Thin SVD of a column-equilibrated design ``x = U S V' D^-1`` truncated to ``rank``.
+
+    ``basis`` (n, rank) = U spans the fitted values; ``solve`` (p, rank) = D V S^-1 maps
+    ``U'y`` to the coefficients; ``cov`` = solve solve' = pinv(x) pinv(x)'.
+    """
+
+    def __init__(self, x: np.ndarray, rank: int | None = None):
+        norms = np.sqrt(np.einsum("ij,ij->j", x, x))
+        norms[norms == 0] = 1.0
+        u, s, vt = np.linalg.svd(x / norms, full_matrices=False)
+        if rank is None:
+            rank = int(np.sum(s > s[0] * max(x.shape) * np.finfo(np.float64).eps)) if s.size and s[0] > 0 else 0
+        self.rank = rank
+        self.basis = u[:, :rank]
+        self.solve = (vt[:rank].T / s[:rank]) / norms[:, None]
+        self.cov = self.solve @ self.solve.T
+
+    def project(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients (p, v) and residuals (n, v) of ``y`` (n, v)."""
+        coef = self.basis.T @ y
+        return self.solve @ coef, y - self.basis @ coef
 
 
-def _sufficient_statistics(y: np.ndarray, x: np.ndarray, chunk_size: int) -> dict:
-    """Reduce data (n_scans, n_voxels) to the statistics of every AR(1) fit."""
+def column_space(x: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (n, rank) of the column space of ``x`` (n, p), any column units.
+
+    From the thin SVD of the column-equilibrated matrix (module docstring), so columns of
+    very different scales (raw fMRIPrep confounds) keep their full numerical rank.
+    """
+    return _Factorised(np.asarray(x, dtype=np.float64)).basis
+
+
+def _whiten(a: np.ndarray, rho, copy: bool = True) -> np.ndarray:
+    """AR(1) whitening ``w_0 = a_0, w_t = a_t - rho a_{t-1}`` (rho scalar or per column)."""
+    w = a.copy() if copy else a
+    for t in range(w.shape[0] - 1, 0, -1):
+        w[t] -= rho * w[t - 1]
+    return w
+
+
+def _ols_pass(y: np.ndarray, ols: _Factorised, chunk_size: int, keep_fit: bool) -> dict:
+    """Per voxel: the OLS fit (``beta``, ``rss``) when ``keep_fit``, else the residual
+    statistics of the AR(1) estimate (``rss``, ``rsum``, lag-1 ``rlag``, ``rfirst``, ``rlast``)."""
     n_vox = y.shape[1]
-    stacked = np.hstack([x, _lag_design(x)]).T  # (2p, n)
-    p = x.shape[1]
-    out = {
-        "xy": np.empty((p, n_vox)),
-        "xly": np.empty((p, n_vox)),
-        "yy": np.empty(n_vox),
-        "yl": np.empty(n_vox),
-        "ysum": np.empty(n_vox),
-        "yfirst": np.empty(n_vox),
-        "ylast": np.empty(n_vox),
-    }
+    keys = ("rss",) if keep_fit else ("rss", "rsum", "rlag", "rfirst", "rlast")
+    out = {key: np.empty(n_vox) for key in keys}
+    if keep_fit:
+        out["beta"] = np.empty((ols.solve.shape[0], n_vox))
     for start in range(0, n_vox, chunk_size):
         sl = slice(start, min(start + chunk_size, n_vox))
-        yc = np.asarray(y[:, sl], dtype=np.float64)
-        prod = stacked @ yc
-        out["xy"][:, sl] = prod[:p]
-        out["xly"][:, sl] = prod[p:]
-        out["yy"][sl] = np.einsum("ij,ij->j", yc, yc)
-        out["yl"][sl] = np.einsum("ij,ij->j", yc[1:], yc[:-1])
-        out["ysum"][sl] = yc.sum(axis=0)
-        out["yfirst"][sl] = yc[0]
-        out["ylast"][sl] = yc[-1]
+        beta, res = ols.project(np.asarray(y[:, sl], dtype=np.float64))
+        out["rss"][sl] = np.einsum("ij,ij->j", res, res)
+        if keep_fit:
+            out["beta"][:, sl] = beta
+        else:
+            out["rsum"][sl] = res.sum(axis=0)
+            out["rlag"][sl] = np.einsum("ij,ij->j", res[1:], res[:-1])
+            out["rfirst"][sl] = res[0]
+            out["rlast"][sl] = res[-1]
     return out
 
 
-def _whitened_design(x: np.ndarray, rho: float) -> np.ndarray:
-    xw = x.copy()
-    xw[1:] -= rho * x[:-1]
-    return xw
-
-
-def _ar1_coefficients(x: np.ndarray, s: dict) -> np.ndarray:
-    """Yule-Walker AR(1) coefficient of the OLS residuals of every voxel (nilearn convention)."""
-    n = x.shape[0]
-    pinv_x = np.linalg.pinv(x)
-    beta = pinv_x @ pinv_x.T @ s["xy"]  # OLS estimate pinv(X) y
-    # sums of residuals r = y - X beta and of their products, from the statistics
-    rss = s["yy"] - np.einsum("ij,ij->j", beta, s["xy"])
-    lag_gram = x[1:].T @ x[:-1]
-    lag_gram = 0.5 * (lag_gram + lag_gram.T)
-    cross = s["yl"] - np.einsum("ij,ij->j", beta, s["xly"]) + np.einsum(
-        "ij,ik,kj->j", beta, lag_gram, beta
-    )
-    rsum = s["ysum"] - x.sum(axis=0) @ beta
-    rfirst = s["yfirst"] - x[0] @ beta
-    rlast = s["ylast"] - x[-1] @ beta
-    mean = rsum.sum() / (n * rsum.size)  # nilearn centres on the grand mean
-    r0 = rss - 2 * mean * rsum + n * mean**2
-    r1 = cross - mean * (2 * rsum - rfirst - rlast) + (n - 1) * mean**2
+def _ar1_coefficients(s: dict, n: int) -> np.ndarray:
+    """Yule-Walker AR(1) coefficient of the OLS residuals (nilearn centres on the grand mean)."""
+    mean = s["rsum"].sum() / (n * s["rsum"].size)
+    r0 = s["rss"] - 2 * mean * s["rsum"] + n * mean**2
+    r1 = s["rlag"] - mean * (2 * s["rsum"] - s["rfirst"] - s["rlast"]) + (n - 1) * mean**2
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = (r1 / (n - 1)) / (r0 / n)
     return np.nan_to_num(rho)
@@ -152,7 +172,7 @@ def fit_glm(
     x: np.ndarray,
     noise_model: str = "ar1",
     bins: int = 100,
-    chunk_size: int = 16384,
+    chunk_size: int = 8192,
 ) -> GLMFit:
     """Fit a GLM to every column of ``y``.
 
@@ -161,13 +181,13 @@ def fit_glm(
     y : ndarray, shape (n_scans, n_voxels)
         Data (any float dtype; processed in float64 by voxel chunks).
     x : ndarray, shape (n_scans, n_regressors)
-        Design matrix.
+        Design matrix, columns in any units (see module docstring).
     noise_model : {"ar1", "ols"}
         Serial-correlation model.
     bins : int
         Number of AR(1) levels per unit of rho (nilearn's ``bins``).
     chunk_size : int
-        Voxels per chunk in the data pass.
+        Voxels per chunk in the data passes.
 
     Returns
     -------
@@ -176,39 +196,46 @@ def fit_glm(
     if noise_model not in ("ar1", "ols"):
         raise ValueError(f"noise_model must be 'ar1' or 'ols', got {noise_model!r}")
     x = np.asarray(x, dtype=np.float64)
-    if y.ndim != 2 or y.shape[0] != x.shape[0]:
+    if y.ndim != 2 or x.ndim != 2 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be (n_scans={x.shape[0]}, n_voxels); got {y.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the design matrix has non-finite values")
     n, p = x.shape
-    s = _sufficient_statistics(y, x, chunk_size)
+    ols = _Factorised(x)
+    stats_ = _ols_pass(y, ols, chunk_size, keep_fit=noise_model == "ols")
     if noise_model == "ols":
-        rho = np.zeros(y.shape[1])
-    else:
-        rho = np.trunc(_ar1_coefficients(x, s) * bins) / bins
+        return GLMFit(
+            beta=stats_["beta"],
+            dispersion=stats_["rss"] / (n - p),
+            rho=np.zeros(y.shape[1]),
+            level=np.zeros(y.shape[1], dtype=np.intp),
+            cov=ols.cov[None],
+            dof=int(n - ols.rank),
+        )
+    rho = np.trunc(_ar1_coefficients(stats_, n) * bins) / bins
     levels, level = np.unique(rho, return_inverse=True)
+    models = [_Factorised(_whiten(x, r), ols.rank) for r in levels]
     beta = np.empty((p, y.shape[1]))
     rss = np.empty(y.shape[1])
-    cov = np.empty((levels.size, p, p))
-    order = np.argsort(level, kind="stable")
-    bounds = np.searchsorted(level[order], np.arange(levels.size + 1))
-    for k, r in enumerate(levels):
-        idx = order[bounds[k] : bounds[k + 1]]
-        pinv_w = np.linalg.pinv(_whitened_design(x, r))
-        cov[k] = pinv_w @ pinv_w.T
-        xy = s["xy"][:, idx]
-        # whitened X'y and y'y of this level from the lag statistics
-        xwyw = xy - r * s["xly"][:, idx] + r**2 * (xy - np.outer(x[-1], s["ylast"][idx]))
-        ywyw = s["yy"][idx] - 2 * r * s["yl"][idx] + r**2 * (s["yy"][idx] - s["ylast"][idx] ** 2)
-        b = cov[k] @ xwyw
-        beta[:, idx] = b
-        rss[idx] = ywyw - np.einsum("ij,ij->j", b, xwyw)
-    rank = np.linalg.matrix_rank(x, tol=np.abs(x).sum() * np.finfo(np.float64).eps)
+    for start in range(0, y.shape[1], chunk_size):
+        sl = slice(start, min(start + chunk_size, y.shape[1]))
+        order = np.argsort(level[sl], kind="stable")  # voxels of the chunk grouped by AR level
+        lev = level[sl][order]
+        yw = _whiten(np.array(y[:, sl], dtype=np.float64), rho[sl], copy=False)[:, order]
+        b_chunk, rss_chunk = np.empty((p, order.size)), np.empty(order.size)
+        for part in np.split(np.arange(order.size), np.flatnonzero(np.diff(lev)) + 1):
+            b, res = models[lev[part[0]]].project(yw[:, part[0] : part[-1] + 1])
+            b_chunk[:, part[0] : part[-1] + 1] = b
+            rss_chunk[part[0] : part[-1] + 1] = np.einsum("ij,ij->j", res, res)
+        beta[:, start + order] = b_chunk
+        rss[start + order] = rss_chunk
     return GLMFit(
         beta=beta,
-        dispersion=np.maximum(rss, 0.0) / (n - p),
+        dispersion=rss / (n - p),
         rho=rho,
         level=level,
-        cov=cov,
-        dof=int(n - rank),
+        cov=np.array([m.cov for m in models]),
+        dof=int(n - ols.rank),
     )
 
 

@@ -36,7 +36,7 @@ import pandas as pd
 
 from ketflow.ppi import peb_deconvolve
 from ketflow.signal.design import TaskDesign, contrast_vector
-from ketflow.signal.glm import ContrastResult, compute_contrast, fit_glm
+from ketflow.signal.glm import ContrastResult, column_space, compute_contrast, fit_glm
 from ketflow.signal.hrf import convolve_microtime, spm_canonical_hrf
 
 __all__ = [
@@ -97,10 +97,14 @@ def ppi_terms(
     n = len(design.matrix)
     if y.size != n:
         raise ValueError(f"seed has {y.size} samples; the design has {n} scans")
-    x0 = design.matrix[nuisance_columns(design)].to_numpy()
+    # Orthonormal basis of the nuisance space: with raw-unit confounds (global_signal_power2
+    # ~ 1e6) next to unit-scale cosines, both a plain least-squares projection and the
+    # deconvolution's "flat" prior (variance 1e6 per confound coefficient) would depend on
+    # the confounds' units.
+    x0 = column_space(design.matrix[nuisance_columns(design)].to_numpy())
     nt = design.microtime_resolution
     out = {}
-    y_clean = y - x0 @ np.linalg.lstsq(x0, y, rcond=None)[0]
+    y_clean = y - x0 @ (x0.T @ y)
     if deconvolve:
         # SPM fixes the error variance at 1/4 of the data units (data scaled to a grand
         # mean of 100); deconvolving the seed in units of its own SD makes the result

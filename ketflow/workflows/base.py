@@ -3,23 +3,32 @@
 ``init_ketflow_wf`` → ``single_subject_<label>_wf`` → ``<ses>_<task>[_<run>]_wf`` per run
 (runs are independent Nipype nodes, so MultiProc runs them in parallel).  Each run workflow
 is assembled from the measure workflows of :mod:`ketflow.workflows.bold`.
+
+When a subject has several runs of the same task in a session (same entities apart from
+``run``), a ``<ses>_<task>_fixedeffects_wf`` combines their activation contrasts by fixed
+effects (inverse-variance weighting, :class:`~ketflow.interfaces.glm.FixedEffects`) and
+stores session-level maps and ROI tables under the run-level names without the ``run``
+entity, as FitLins names its session-level outputs.  With a single run there is nothing to
+combine and the run-level outputs are the session's.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+from nipype.interfaces.utility import Merge
 from nipype.pipeline import engine as pe
 
 from ..config import AnalysisConfig, load_spheres
 from ..interfaces.connectivity import Connectivity
 from ..interfaces.denoise import Denoise
-from ..interfaces.glm import FirstLevelGLM
+from ..interfaces.glm import FirstLevelGLM, FixedEffects
 from ..interfaces.ppi import GPPI
 from ..io.bids import RunInputs
 from ..io.write import write_json
-from .bold import init_run_wf
+from .bold import _Sinks, init_run_wf, run_wf_name
 from .execution import reserve_threads
 from .screening import screen_runs
 
@@ -73,10 +82,64 @@ def init_ketflow_wf(runs: list[RunInputs], config: AnalysisConfig, opts, source_
     }
     for subject in sorted({r.subject for r in runs}):
         subject_wf = pe.Workflow(name=f"single_subject_{subject}_wf")
+        run_wfs = []
         for run in (r for r in runs if r.subject == subject):
-            subject_wf.add_nodes([init_run_wf(run, context)])
+            run_wfs.append((run, init_run_wf(run, context)))
+            subject_wf.add_nodes([run_wfs[-1][1]])
+        for members in session_groups(run_wfs, config):
+            _add_fixed_effects(subject_wf, members, context)
         workflow.add_nodes([subject_wf])
     # Each process is limited to --omp-nthreads threads (execution.thread_limits); the nodes
     # that use them reserve as many MultiProc slots, never more than --nprocs.
     reserve_threads(workflow, min(opts.omp_nthreads, opts.nprocs), THREADED_INTERFACES)
     return workflow
+
+
+def session_groups(run_wfs: list, config: AnalysisConfig) -> list[list]:
+    """(run, workflow) pairs of activation runs sharing every entity but ``run``, in groups of two or more."""
+    if not config.measures.activation:
+        return []
+    groups: dict[tuple, list] = {}
+    for run, wf in run_wfs:
+        if config.tasks[run.task].type == "task":
+            key = tuple((k, v) for k, v in run.entities.items() if k != "run")
+            groups.setdefault(key, []).append((run, wf))
+    return [members for members in groups.values() if len(members) > 1]
+
+
+def _add_fixed_effects(subject_wf: pe.Workflow, members: list, ctx: dict) -> None:
+    """Session-level fixed-effects combination of the activation contrasts of ``members``' runs."""
+    runs = [run for run, _ in members]
+    first = runs[0]
+    session = replace(first, run=None)
+    workflow = pe.Workflow(name=run_wf_name(session).removesuffix("_wf") + "_fixedeffects_wf")
+    n = len(members)
+    merges = {
+        field: pe.Node(Merge(n, no_flatten=field != "dof"), name=f"merge_{field}", run_without_submitting=True)
+        for field in ("effect_maps", "variance_maps", "contrast_names", "dof", "roi_tsv", "mask")
+    }
+    fixed = pe.Node(FixedEffects(), name="fixed_effects", mem_gb=0.5)
+    subject_wf.add_nodes([workflow])
+    workflow.connect([
+        (merges["effect_maps"], fixed, [("out", "effect_maps")]),
+        (merges["variance_maps"], fixed, [("out", "variance_maps")]),
+        (merges["contrast_names"], fixed, [("out", "contrast_names")]),
+        (merges["dof"], fixed, [("out", "dofs")]),
+        (merges["roi_tsv"], fixed, [("out", "roi_tables")]),
+        (merges["mask"], fixed, [("out", "brain_masks")]),
+    ])
+    for k, (run, run_wf) in enumerate(members, start=1):
+        for field in ("effect_maps", "variance_maps", "contrast_names", "dof", "roi_tsv"):
+            subject_wf.connect(run_wf, f"activation.{field}", workflow, f"merge_{field}.in{k}")
+        setattr(merges["mask"].inputs, f"in{k}", run.mask)
+    sinks = _Sinks(workflow, session, ctx)
+    sinks.sources = sorted({p for run in runs for p in (run.bold, run.mask, run.confounds, run.events) if p})
+    config: AnalysisConfig = ctx["config"]
+    meta = {"Level": "session", "Runs": [run.name for run in runs],
+            "TaskConfig": config.tasks[first.task].model_dump(mode="json")}
+    for stat in ("effect", "variance", "z"):
+        sinks.add(f"fixed_{stat}_maps", fixed, f"{stat}_maps", "statmap", ".nii.gz", from_filename=True,
+                  metadata=meta, meta_from=(fixed, "meta_json"))
+    sinks.add("fixed_roi_contrasts", fixed, "roi_tsv", "contrasts", ".tsv",
+              entities={"atlas": config.circuit.name, "stat": "effect"}, metadata=meta,
+              meta_from=(fixed, "meta_json"))

@@ -179,7 +179,9 @@ def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
                                         n_volumes=run.n_volumes), name="glm_confounds", mem_gb=0.2)
     if run.confounds_json:
         confounds.inputs.confounds_json = run.confounds_json
-    design_meta = {"TaskConfig": json.loads(task_json), "RepetitionTime": run.tr, "StartTime": run.start_time}
+    design_meta = {"TaskConfig": json.loads(task_json), "RepetitionTime": run.tr, "StartTime": run.start_time,
+                   "ConfoundStrategy": {"Strategy": den.strategy, "FDThresholdMM": den.fd_threshold,
+                                        "MinContiguousVolumes": den.min_contiguous}}
     if config.measures.activation:
         glm = pe.Node(FirstLevelGLM(bold_file=run.bold, brain_mask=run.mask, events_file=run.events, tr=run.tr,
                                     start_time=run.start_time, task_config=task_json),
@@ -190,39 +192,40 @@ def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
         ])
         for stat in ("effect", "variance", "z"):
             sinks.add(f"{stat}_maps", glm, f"{stat}_maps", "statmap", ".nii.gz", from_filename=True,
-                      metadata=design_meta)
+                      metadata=design_meta, meta_from=(glm, "design_json"))
         sinks.add("design", glm, "design_tsv", "design", ".tsv", entities={"desc": "activation"},
-                  metadata=design_meta)
+                  metadata=design_meta, meta_from=(glm, "design_json"))
         sinks.add("design_svg", glm, "design_svg", "design", ".svg", entities={"desc": "activation"},
                   datatype="figures", sidecar=False)
         sinks.add("roi_contrasts", glm, "roi_tsv", "contrasts", ".tsv",
-                  entities={"atlas": config.circuit.name, "stat": "effect"}, metadata=design_meta)
-    raw_signals = None
-    if (config.measures.ppi and run.task in config.ppi.tasks) or (config.measures.dcm and run.task == config.dcm.task):
-        # Task models need every volume of the undenoised series: confounds enter their designs.
-        raw_signals = pe.Node(ExtractROISignals(denoised_file=run.bold, brain_mask=run.mask, method="mean"),
-                              name="raw_signals", mem_gb=bold_memory_gb(run, 1.5))
-        workflow.connect(rois, "labels_file", raw_signals, "labels_file")
-        workflow.connect(rois, "labels_tsv", raw_signals, "labels_tsv")
+                  entities={"atlas": config.circuit.name, "stat": "effect"},
+                  metadata=dict(design_meta, ROISignal="GLM of each ROI's mean over its voxels of the "
+                                                     "percent-scaled data"),
+                  meta_from=(glm, "design_json"))
     if config.measures.ppi and run.task in config.ppi.tasks:
-        ppi = pe.Node(GPPI(events_file=run.events, tr=run.tr, start_time=run.start_time, task_config=task_json,
-                           seeds=config.ppi.seeds, voxel_seeds=config.ppi.seeds, bold_file=run.bold,
-                           brain_mask=run.mask, deconvolve=config.ppi.deconvolve, symmetrize=config.ppi.symmetrize),
+        # gPPI reads every volume of the undenoised series: confounds enter its designs.
+        ppi = pe.Node(GPPI(bold_file=run.bold, brain_mask=run.mask, signal=config.circuit.signal,
+                           events_file=run.events, tr=run.tr, start_time=run.start_time, task_config=task_json,
+                           seeds=config.ppi.seeds, voxel_seeds=config.ppi.seeds,
+                           deconvolve=config.ppi.deconvolve, symmetrize=config.ppi.symmetrize),
                       name="gppi", mem_gb=bold_memory_gb(run, 4))
         workflow.connect([
-            (raw_signals, ppi, [("timeseries", "timeseries")]),
+            (rois, ppi, [("labels_file", "labels_file"), ("labels_tsv", "labels_tsv")]),
             (confounds, ppi, [("regressors_tsv", "confounds_file")]),
         ])
         ppi_meta = dict(design_meta, Deconvolution=config.ppi.deconvolve, Symmetrized=config.ppi.symmetrize,
                         Seeds=config.ppi.seeds)
+        ppi_from = (ppi, "meta_json")
         sinks.add("ppi_relmats", ppi, "relmat_files", "relmat", ".tsv",
-                  entities={"atlas": config.circuit.name}, from_filename=True, metadata=ppi_meta)
+                  entities={"atlas": config.circuit.name}, from_filename=True, metadata=ppi_meta, meta_from=ppi_from)
         sinks.add("ppi_stats", ppi, "stats_tsv", "ppi", ".tsv", entities={"atlas": config.circuit.name},
-                  metadata=ppi_meta)
+                  metadata=ppi_meta, meta_from=ppi_from)
+        sinks.add("ppi_design", ppi, "design_tsv", "design", ".tsv", entities={"desc": "gppi"},
+                  metadata=ppi_meta, meta_from=ppi_from)
         sinks.add("ppi_figure", ppi, "figure", "ppi", ".svg", entities={"desc": "gppi"}, datatype="figures",
                   sidecar=False)
         sinks.add("ppi_maps", ppi, "seed_maps", "statmap", ".nii.gz", entities={"model": "gppi"},
-                  from_filename=True, metadata=ppi_meta)
+                  from_filename=True, metadata=ppi_meta, meta_from=ppi_from)
     if config.measures.dcm and run.task == config.dcm.task:
         eigen = pe.Node(ExtractROISignals(denoised_file=run.bold, brain_mask=run.mask, method="eigenvariate"),
                         name="dcm_signals", mem_gb=bold_memory_gb(run, 1.5))
