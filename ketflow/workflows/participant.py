@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import AnalysisConfig
-from ..io.bids import Discovery, InputError, discover
+from ..io.bids import Discovery, InputError, discover, strip_prefix
 from ..io.derivatives import BIDSIGNORE, dataset_description
 from ..io.write import write_json, write_text, write_tsv
 from ..reports.boilerplate import methods_text
@@ -99,7 +99,7 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
         return build_reports(out_dir, discovery.subjects, config)
 
     init_output_dataset(out_dir, opts, config, tasks)
-    _write_exclusions(out_dir, discovery, exclusions)
+    _write_exclusions(out_dir, discovery, exclusions, opts.session_label, tasks)
     crash_files: list[Path] = []
     if runs:
         workflow = init_ketflow_wf(runs, config, opts, source_links(opts))
@@ -110,27 +110,47 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
     from ..reports.participant import build_reports
 
     report_status = build_reports(out_dir, discovery.subjects, config)
-    _print_summary(out_dir, runs, exclusions, crash_files)
-    return 1 if crash_files or report_status else 0
+    # A subject left with no run to process is a failure (docs/inputs.md), though the others go on.
+    unprocessed = sorted(set(discovery.subjects) - {r.subject for r in runs})
+    _print_summary(out_dir, runs, exclusions, crash_files, unprocessed)
+    return 1 if crash_files or report_status or unprocessed else 0
 
 
-def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict]) -> None:
-    """Per-subject ``sub-X_exclusions.tsv`` (always written, possibly empty) listing skipped inputs."""
+EXCLUSION_COLUMNS = ["subject", "session", "task", "run", "reason"]
+
+
+def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict], session_labels, tasks) -> None:
+    """Per-subject ``sub-X_exclusions.tsv`` (always written, possibly empty) listing skipped inputs.
+
+    Records of sessions or tasks outside this invocation's selection (``--session-label``,
+    ``--task``) that an earlier run wrote are kept; those inside it are replaced.
+    """
     records = exclusions + discovery.skipped
-    columns = ["subject", "session", "task", "run", "reason"]
-    table = pd.DataFrame.from_records(records, columns=columns)
+    table = pd.DataFrame.from_records(records, columns=EXCLUSION_COLUMNS).astype(object)
+    sessions = {strip_prefix(s, "ses") for s in session_labels} if session_labels else None
     for subject in discovery.subjects:
+        path = out_dir / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv"
         rows = table[table["subject"] == subject].drop(columns="subject")
-        write_tsv(out_dir / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv", rows)
+        if path.is_file():
+            earlier = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
+            outside = ~earlier["task"].isin(tasks)
+            if sessions is not None:
+                outside |= ~earlier["session"].isin(sessions)
+            rows = pd.concat([earlier[outside], rows.astype(str).where(rows.notna())], ignore_index=True)
+        rows = rows.sort_values(["session", "task", "run"], na_position="first", kind="stable")
+        write_tsv(path, rows[EXCLUSION_COLUMNS[1:]])
     for record in records:
         LOGGER.warning("excluded sub-%s ses-%s task-%s: %s", record["subject"], record.get("session"),
                        record.get("task"), record["reason"])
 
 
-def _print_summary(out_dir: Path, runs, exclusions, crash_files) -> None:
+def _print_summary(out_dir: Path, runs, exclusions, crash_files, unprocessed) -> None:
     lines = [f"ketflow participant level: {len(runs)} run(s) processed, {len(exclusions)} excluded."]
     if crash_files:
         lines.append(f"{len(crash_files)} node(s) FAILED; crash files:")
         lines += [f"  {p}" for p in crash_files]
+    for subject in unprocessed:
+        lines.append(f"sub-{subject}: every run was excluded, nothing was processed (reasons in "
+                     f"{out_dir / f'sub-{subject}' / f'sub-{subject}_exclusions.tsv'})")
     lines.append(f"Outputs: {out_dir}")
     print("\n".join(lines))
