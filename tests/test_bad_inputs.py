@@ -220,7 +220,7 @@ GROUPS: dict[str, dict[str, tuple[Run, Damage]]] = {
             ("onsets at or after the end of the run (160 s = 80 scans x TR 2 s) on line(s) 2",))),
         "events-non-numeric": (Run("01", "post", "conflict"), (
             lambda r, run: edit_tsv(raw(r, "events.tsv", run), lambda e: set_cell(e, 0, "onset", "soon")),
-            ("column 'onset' has missing or non-numeric values on line(s) 2",))),
+            ("column 'onset' has missing, non-numeric or infinite values on line(s) 2",))),
         "events-unreadable": (Run("02", "pre", "faces"), (
             lambda r, run: (raw(r, "events.tsv", run).write_bytes(b"\xff\xfe\x00garbage"), raw(r, "events.tsv", run))[1],
             ("cannot read the events TSV",))),

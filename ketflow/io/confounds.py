@@ -98,6 +98,7 @@ class Confounds:
 
 def compcor_columns(metadata: dict, table_columns, n_compcor: int | float | str, source: str = "") -> list[str]:
     """aCompCor (combined WM+CSF mask) columns to use, in component order."""
+    _check_compcor_metadata(metadata, n_compcor, source)
     present = set(table_columns)
     if isinstance(n_compcor, float):
         listed = find_compcor(metadata, "anat_combined", "all")
@@ -112,6 +113,22 @@ def compcor_columns(metadata: dict, table_columns, n_compcor: int | float | str,
     if not chosen:
         raise ValueError(f"{source}: no combined-mask aCompCor components (a_comp_cor_*) in the confounds")
     return chosen
+
+
+def _check_compcor_metadata(metadata: dict, n_compcor, source: str) -> None:
+    """Each ``a_comp_cor_*`` entry of the confounds JSON must be an object with a ``Mask`` (and a
+    numeric ``CumulativeVarianceExplained`` when components are chosen by variance)."""
+    for name, entry in metadata.items():
+        if "a_comp_cor" not in name:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("Mask"), str):
+            raise ValueError(f"{source}: the confounds JSON entry {name!r} is not an object with a 'Mask'")
+        if isinstance(n_compcor, float) and entry.get("Retained", True):
+            try:
+                float(entry["CumulativeVarianceExplained"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{source}: the confounds JSON entry {name!r} has no numeric "
+                                 "'CumulativeVarianceExplained'") from None
 
 
 def strategy_columns(strategy: ConfoundStrategy, table_columns, metadata: dict | None, source: str = "") -> list[str]:
@@ -178,6 +195,9 @@ def select_confounds(
         text = np.flatnonzero((values.isna() & table[column].notna()).to_numpy())
         if text.size:
             raise ValueError(f"{source}: column {column} has non-numeric values {_lines(text)}")
+        infinite = np.flatnonzero(np.isinf(values.to_numpy(float)))
+        if infinite.size:
+            raise ValueError(f"{source}: column {column} has infinite values {_lines(infinite)}")
         bad = np.flatnonzero(values.iloc[1:].isna().to_numpy()) + 1
         if bad.size:
             raise ValueError(f"{source}: column {column} has n/a {_lines(bad)} (only the first row may be n/a)")

@@ -133,9 +133,9 @@ def validate_events(events: pd.DataFrame, n_scans: int, tr: float) -> pd.DataFra
     out = events.copy()
     for col in ("onset", "duration") + (("modulation",) if "modulation" in out else ()):
         values = pd.to_numeric(out[col], errors="coerce")
-        bad = values.isna()
+        bad = values.isna() | np.isinf(values.astype(float))
         if bad.any():
-            raise ValueError(f"events column {col!r} has missing or non-numeric values {_lines(bad)}")
+            raise ValueError(f"events column {col!r} has missing, non-numeric or infinite values {_lines(bad)}")
         out[col] = values.astype(float)
     if out["trial_type"].isna().any():
         raise ValueError(f"events column 'trial_type' has missing values {_lines(out['trial_type'].isna())}")
