@@ -17,7 +17,7 @@ import pandas as pd
 from ..config import AnalysisConfig
 from ..io.bids import Discovery, InputError, discover, strip_prefix
 from ..io.derivatives import BIDSIGNORE, dataset_description
-from ..io.write import write_json, write_text, write_tsv
+from ..io.write import remove_partial_files, write_json, write_text, write_tsv
 from ..reports.boilerplate import methods_text
 from .base import init_ketflow_wf, screen_runs
 from .execution import run_workflow
@@ -98,6 +98,8 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
 
         return build_reports(out_dir, discovery.subjects, config)
 
+    for path in remove_partial_files(out_dir, discovery.subjects):
+        LOGGER.info("removed %s, left by an interrupted run", path)
     init_output_dataset(out_dir, opts, config, tasks)
     _write_exclusions(out_dir, discovery, exclusions, opts.session_label, tasks)
     crash_files: list[Path] = []
