@@ -400,7 +400,7 @@ def load_config(path: Path | str | None = None) -> AnalysisConfig:
         raise ConfigError(f"{path}: the configuration must be a mapping of sections, got {type(raw).__name__}")
     _resolve_relative_paths(raw, path.parent)
     try:
-        return AnalysisConfig(**raw)
+        return AnalysisConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid analysis configuration:\n{_format_errors(err)}") from err
     except ConfigError as err:  # raised while cross-checking ROI tables
@@ -411,10 +411,10 @@ def _resolve_relative_paths(raw: dict, base: Path) -> None:
     circuit = raw.get("circuit")
     if not isinstance(circuit, dict):
         return
-    if circuit.get("spheres_file"):
+    if isinstance(circuit.get("spheres_file"), str) and circuit["spheres_file"]:
         circuit["spheres_file"] = str(base / circuit["spheres_file"])
     atlas = circuit.get("atlas")
     if isinstance(atlas, dict):
         for key in ("dseg", "labels"):
-            if atlas.get(key):
+            if isinstance(atlas.get(key), str) and atlas[key]:
                 atlas[key] = str(base / atlas[key])

@@ -96,7 +96,7 @@ def test_errors_name_file_and_problem(tmp_path):
     broken = table.copy()
     broken.loc[7, "csf"] = np.nan
     broken.to_csv(path, sep="\t", index=False, na_rep="n/a")
-    with pytest.raises(ValueError, match=r"sub-02.*column csf has n/a at rows \[7\]"):
+    with pytest.raises(ValueError, match=r"sub-02.*column csf has n/a on line\(s\) 9 of the TSV \(volume\(s\) 7, counting from 0\)"):
         load_confounds(path, None, ConfoundStrategy("36P"))
     load_confounds(path, None, ConfoundStrategy("24P"))  # csf is not needed by 24P
     table.drop(columns=["global_signal_power2"]).to_csv(path, sep="\t", index=False, na_rep="n/a")

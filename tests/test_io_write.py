@@ -78,3 +78,73 @@ def test_dataset_description_and_uris(tmp_path):
     inner = fmriprep / "sub-01" / "func" / "x_bold.nii.gz"
     assert bids_uri(inner, links) == "bids:fmriprep:sub-01/func/x_bold.nii.gz"
     assert bids_uri(raw / "sub-01" / "func" / "e_events.tsv", links) == "bids:raw:sub-01/func/e_events.tsv"
+
+
+def _pair_state(data, sidecar, old, new):
+    """('old'|'new'|None, 'old'|'new'|None): which version of the data file and sidecar exist."""
+    def version(path, versions):
+        if not path.exists():
+            return None
+        return next(name for name, text in versions.items() if path.read_text() == text)
+    return version(data, {"old": old[0], "new": new[0]}), version(sidecar, {"old": old[1], "new": new[1]})
+
+
+@pytest.mark.parametrize("interrupted", ["copy", "sidecar", None])
+def test_copy_with_sidecar_never_pairs_data_with_another_sidecar(interrupted, tmp_path, monkeypatch):
+    """Interrupted at any step, a sidecar only ever sits next to the data it describes."""
+    import ketflow.io.write as write
+
+    data, sidecar, source = tmp_path / "x_bold.tsv", tmp_path / "x_bold.json", tmp_path / "new.tsv"
+    old, new = ("old data\n", write.to_json_text({"v": "old"})), ("new data\n", write.to_json_text({"v": "new"}))
+    data.write_text(old[0])
+    sidecar.write_text(old[1])
+    source.write_text(new[0])
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed")
+
+    if interrupted:
+        monkeypatch.setattr(write, {"copy": "copy_file", "sidecar": "write_json"}[interrupted], killed)
+    try:
+        write.copy_with_sidecar(source, data, sidecar, {"v": "new"})
+    except SystemExit:
+        pass
+    state = _pair_state(data, sidecar, old, new)
+    assert state in {("old", None), ("new", None), ("new", "new")}
+    assert state == {"copy": ("old", None), "sidecar": ("new", None), None: ("new", "new")}[interrupted]
+
+
+def test_remove_partial_files_touches_only_the_given_subjects(tmp_path):
+    from ketflow.io.write import remove_partial_files
+
+    mine = [tmp_path / "sub-01" / "ses-pre" / "func" / ".sub-01_bold.nii.gz.ab12.part",
+            tmp_path / "sub-01" / "figures" / ".sub-01_design.svg.cd34.part",
+            tmp_path / ".sub-01.html.ef56.part"]
+    others = [tmp_path / "sub-010" / ".sub-010_bold.tsv.aa.part", tmp_path / ".sub-010.html.bb.part",
+              tmp_path / "logs" / ".CITATION.md.cc.part", tmp_path / "sub-01" / "sub-01_exclusions.tsv"]
+    for path in mine + others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    assert remove_partial_files(tmp_path, ["01"]) == sorted(mine)
+    assert all(p.exists() for p in others) and not any(p.exists() for p in mine)
+
+
+def test_figure_to_svg_is_reproducible():
+    import matplotlib.pyplot as plt
+
+    from ketflow.reports.svg import figure_to_svg
+
+    def figure():
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.imshow(np.arange(12.0).reshape(3, 4))  # images and axes get clip paths with hashed ids
+        ax.plot([0, 1, 2], [1, 0, 2], marker="o")  # markers get hashed ids too
+        return fig
+
+    first, second = figure(), figure()
+    try:
+        text = figure_to_svg(first)
+        assert text == figure_to_svg(second) == figure_to_svg(first, bbox_inches=None)
+        assert "<dc:date>" not in text and "clipPath" in text
+    finally:
+        plt.close(first)
+        plt.close(second)

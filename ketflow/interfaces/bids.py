@@ -25,7 +25,7 @@ from nipype.interfaces.base import (
 
 from .. import __version__
 from ..io.derivatives import build_path, bids_uri
-from ..io.write import copy_file, write_json
+from ..io.write import copy_file, copy_with_sidecar
 
 
 def entities_in_name(path: str) -> dict:
@@ -102,10 +102,11 @@ class DerivativesSink(SimpleInterface):
             if inputs.entities_from_filename:
                 entities.update(entities_in_name(in_file))
             out_file = build_path(inputs.out_dir, entities, inputs.suffix, inputs.extension, inputs.datatype)
-            copy_file(in_file, out_file)
             self._results["out_file"].append(str(out_file))
             if inputs.sidecar:
                 sidecar = out_file.with_name(out_file.name[: -len(inputs.extension)] + ".json")
-                write_json(sidecar, meta)
+                copy_with_sidecar(in_file, out_file, sidecar, meta)
                 self._results["out_meta"].append(str(sidecar))
+            else:
+                copy_file(in_file, out_file)
         return runtime

@@ -7,7 +7,12 @@ and reference, the confounds TSV and JSON, the raw ``events.tsv`` and the timing
 ``StartTime + k * TR``, so event onsets must be read against that).
 
 Everything is checked before any processing starts; all problems are gathered and raised
-together in one :class:`InputError` whose message names each file and what is wrong.
+together in one :class:`InputError` whose message names each file and what is wrong (the
+policy: ``docs/inputs.md``).  Images are checked beyond their headers: every BOLD file's length
+(gzip trailer) and the whole gzip stream (CRC) of the small brain masks and BOLD references
+(:mod:`ketflow.io.integrity`).  A configured task absent from the whole dataset, a raw run without
+preprocessed BOLD, or a run preprocessed only in another space is an error; a configured task
+a subject did not perform in a session is recorded in :attr:`Discovery.skipped`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+
+from .integrity import check_nifti
 
 LOGGER = logging.getLogger("ketflow.inputs")
 
@@ -149,10 +156,14 @@ def discover(
         raise InputError([f"{bids_dir}: the dataset has no subjects"])
     sessions = [strip_prefix(s, "ses") for s in session_labels] if session_labels else None
     bold_filters = dict((bids_filters or {}).get("bold", {}))
+    _check_tasks_exist(raw, deriv, tasks, bids_dir)
 
     runs: list[RunInputs] = []
     for subject in subjects:
         found = _subject_bolds(deriv, subject, list(tasks), space, sessions, bold_filters, fmriprep_dir, problems)
+        if found:
+            _check_raw_runs_preprocessed(raw, deriv, subject, list(tasks), sessions, bold_filters, fmriprep_dir,
+                                         problems)
         if not found and not any(subject in p for p in problems):
             problems.append(
                 f"{fmriprep_dir}: no preprocessed BOLD (desc-preproc, space-{space}) for sub-{subject}"
@@ -170,6 +181,47 @@ def discover(
     return Discovery(runs=runs, subjects=subjects, skipped=skipped)
 
 
+def _check_tasks_exist(raw, deriv, tasks: dict, bids_dir: Path) -> None:
+    """A configured task with no BOLD in the raw dataset nor the derivatives is an error (a typo)."""
+    known = set(raw.get_tasks()) | set(deriv.get_tasks())
+    unknown = sorted(set(tasks) - known)
+    if unknown:
+        raise InputError([
+            f"{bids_dir}: configured task(s) {unknown} have no BOLD run in the dataset or its fMRIPrep "
+            f"derivatives (tasks there: {sorted(known)}); correct the task labels in the configuration, "
+            "or choose the tasks to process with --task"
+        ])
+
+
+#: Entities that identify one acquisition across the raw dataset and the derivatives (fMRIPrep
+#: combines echoes, so ``echo`` is left out).
+RUN_ENTITIES = ("session", "task", "acquisition", "run")
+
+
+def _run_key(entities: dict) -> tuple:
+    return tuple(None if entities.get(k) is None else str(entities[k]) for k in RUN_ENTITIES)
+
+
+def _preproc_query(subject, tasks, sessions, filters) -> dict:
+    query = dict(subject=subject, task=tasks, desc="preproc", suffix="bold", extension=[".nii.gz", ".nii"])
+    query.update(filters)
+    if sessions:
+        query["session"] = sessions
+    return query
+
+
+def _check_raw_runs_preprocessed(raw, deriv, subject, tasks, sessions, filters, fmriprep_dir, problems) -> None:
+    """Every raw BOLD run of the selected tasks needs preprocessed BOLD (in some space)."""
+    preprocessed = {_run_key(f.entities) for f in deriv.get(**_preproc_query(subject, tasks, sessions, filters))}
+    query = {k: v for k, v in _preproc_query(subject, tasks, sessions, filters).items() if k != "desc"}
+    for bold in raw.get(invalid_filters="drop", **query):
+        if _run_key(bold.entities) not in preprocessed:
+            problems.append(
+                f"{bold.path}: no preprocessed BOLD (desc-preproc) of this run in {fmriprep_dir} (fMRIPrep did "
+                "not finish it?); rerun fMRIPrep, or leave the run out with --bids-filter-file or --task"
+            )
+
+
 def _absent_tasks(raw, subject, sessions, tasks, found) -> list[dict]:
     """Configured tasks with no preprocessed BOLD in a session the raw dataset has."""
     present = {(f.entities.get("session"), f.entities["task"]) for f in found}
@@ -181,18 +233,15 @@ def _absent_tasks(raw, subject, sessions, tasks, found) -> list[dict]:
         for task in sorted(tasks):
             if (session, task) not in present:
                 absent.append({"subject": subject, "session": session, "task": task,
-                               "reason": "no preprocessed BOLD for this task in this session"})
+                               "reason": "no BOLD run of this task in this session"})
     return absent
 
 
 def _subject_bolds(deriv, subject, tasks, space, sessions, filters, fmriprep_dir, problems):
-    query = dict(subject=subject, task=tasks, desc="preproc", suffix="bold", extension=[".nii.gz", ".nii"])
-    query.update(filters)
-    if sessions:
-        query["session"] = sessions
-    in_space = deriv.get(space=space, **query)
+    every = deriv.get(**_preproc_query(subject, tasks, sessions, filters))
+    in_space = [f for f in every if f.entities.get("space") == space]
     if not in_space:
-        others = sorted({f.entities.get("space", "(native)") for f in deriv.get(**query)})
+        others = sorted({f.entities.get("space", "(native)") for f in every})
         if others:
             problems.append(
                 f"{fmriprep_dir}: sub-{subject} has preprocessed BOLD only in space(s) {others}, "
@@ -200,6 +249,17 @@ def _subject_bolds(deriv, subject, tasks, space, sessions, filters, fmriprep_dir
                 f"--output-spaces {space})"
             )
         return []
+    have = {_run_key(f.entities) for f in in_space}
+    elsewhere: dict[tuple, list] = {}
+    for f in every:
+        if _run_key(f.entities) not in have:
+            elsewhere.setdefault(_run_key(f.entities), []).append(f)
+    for files in (elsewhere[key] for key in sorted(elsewhere, key=str)):
+        spaces = sorted({f.entities.get("space", "(native)") for f in files})
+        problems.append(
+            f"{files[0].path}: this run is preprocessed only in space(s) {spaces}, not in the requested space "
+            f"{space}, unlike the subject's other runs (rerun fMRIPrep with --output-spaces {space})"
+        )
     # Several resolutions of the same run are ambiguous unless a filter picks one.
     by_run: dict[tuple, list] = {}
     for f in in_space:
@@ -258,14 +318,15 @@ def _check_run(bold, raw, deriv, tasks, problems) -> RunInputs | None:
 
     image_info = _check_bold_image(bold.path, problems)
     tr = _sidecar_tr(bold, raw, problems, image_info)
+    start_time = _start_time(bold, tr, problems)
     if mask and image_info:
         _check_same_grid(bold.path, mask, image_info, problems, "brain mask")
+    if boldref and image_info:
+        _check_same_grid(bold.path, boldref, image_info, problems, "BOLD reference")
     if confounds and image_info:
         _check_confounds_rows(confounds, image_info["n_volumes"], problems)
-    if len(problems) > n_before or image_info is None or tr is None:
+    if len(problems) > n_before or image_info is None or tr is None or start_time is None:
         return None
-    metadata = bold.get_metadata()
-    start_time = float(metadata.get("StartTime", 0.0))
     extra = {k: ent[k] for k in ("acquisition",) if k in ent}
     return RunInputs(
         subject=ent["subject"],
@@ -290,7 +351,7 @@ def _describe(query: dict) -> str:
 
 
 def _check_bold_image(path: str, problems: list[str]) -> dict | None:
-    """Header checks only (cheap): readable, 4D, positive TR in the header."""
+    """Cheap checks: readable header, 4D, the file as long as the header implies; header TR."""
     try:
         img = nb.load(path)
     except Exception as err:  # nibabel raises many types for corrupt files
@@ -298,6 +359,11 @@ def _check_bold_image(path: str, problems: list[str]) -> dict | None:
         return None
     if len(img.shape) != 4 or img.shape[3] < 2:
         problems.append(f"{path}: expected a 4D BOLD series, got an image of shape {img.shape}")
+        return None
+    # Length only: the full CRC check would cost a whole decompression of every run (docs/inputs.md).
+    damage = check_nifti(path, img, full=False)
+    if damage:
+        problems.append(f"{path}: corrupt BOLD image: {damage}")
         return None
     zooms = img.header.get_zooms()
     tr_header = float(zooms[3])
@@ -342,11 +408,33 @@ def _sidecar_tr(bold, raw, problems, image_info) -> float | None:
     return tr
 
 
+def _start_time(bold, tr: float | None, problems: list[str]) -> float | None:
+    """``StartTime`` of the preprocessed series (s, default 0): a number in [0, TR)."""
+    value = bold.get_metadata().get("StartTime", 0.0)
+    try:
+        start = float(value)
+    except (TypeError, ValueError):
+        problems.append(f"{bold.path}: StartTime {value!r} in its JSON sidecar is not a number")
+        return None
+    if tr is not None and not 0 <= start < tr:
+        problems.append(f"{bold.path}: StartTime {start:g} s in its JSON sidecar is outside [0, TR = {tr:g} s)")
+        return None
+    return start
+
+
 def _check_same_grid(bold_path, other_path, image_info, problems, what):
+    """A (small, 3D) companion image: intact (whole gzip stream checked) and on the BOLD grid."""
     try:
         other = nb.load(other_path)
     except Exception as err:
         problems.append(f"{other_path}: cannot read the {what} ({err})")
+        return
+    damage = check_nifti(other_path, other, full=True)
+    if damage:
+        problems.append(f"{other_path}: corrupt {what}: {damage}")
+        return
+    if len(other.shape) != 3:
+        problems.append(f"{other_path}: expected a 3D {what}, got an image of shape {other.shape}")
         return
     if other.shape[:3] != image_info["shape"][:3] or not np.allclose(other.affine, image_info["affine"], atol=1e-3):
         problems.append(
@@ -356,15 +444,19 @@ def _check_same_grid(bold_path, other_path, image_info, problems, what):
 
 
 def _check_confounds_rows(path: str, n_volumes: int, problems: list[str]) -> None:
-    with open(path) as handle:
+    with open(path, "rb") as handle:
         n_rows = sum(1 for line in handle if line.strip()) - 1
     if n_rows != n_volumes:
         problems.append(f"{path}: the confounds TSV has {n_rows} rows but the BOLD series has {n_volumes} volumes")
 
 
 def read_json(path: Path | str) -> dict:
-    """Read a JSON file; a clear ValueError names the file when it is malformed."""
+    """Read a JSON object (a BIDS sidecar); a ValueError names the file when it is malformed or
+    not an object (UTF-8/16/32 text, as :func:`json.loads` detects it)."""
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(Path(path).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise ValueError(f"{path}: malformed JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(data).__name__}")
+    return data

@@ -27,7 +27,6 @@ Like nilearn, the n/a in the first row of derivative columns is replaced by the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,8 @@ import numpy as np
 import pandas as pd
 from nilearn.interfaces.fmriprep.load_confounds_compcor import find_compcor
 from nilearn.interfaces.fmriprep.load_confounds_scrub import optimize_scrub
+
+from .bids import read_json
 
 MOTION_6 = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 TISSUE_3 = ("csf", "white_matter", "global_signal")
@@ -97,6 +98,7 @@ class Confounds:
 
 def compcor_columns(metadata: dict, table_columns, n_compcor: int | float | str, source: str = "") -> list[str]:
     """aCompCor (combined WM+CSF mask) columns to use, in component order."""
+    _check_compcor_metadata(metadata, n_compcor, source)
     present = set(table_columns)
     if isinstance(n_compcor, float):
         listed = find_compcor(metadata, "anat_combined", "all")
@@ -111,6 +113,22 @@ def compcor_columns(metadata: dict, table_columns, n_compcor: int | float | str,
     if not chosen:
         raise ValueError(f"{source}: no combined-mask aCompCor components (a_comp_cor_*) in the confounds")
     return chosen
+
+
+def _check_compcor_metadata(metadata: dict, n_compcor, source: str) -> None:
+    """Each ``a_comp_cor_*`` entry of the confounds JSON must be an object with a ``Mask`` (and a
+    numeric ``CumulativeVarianceExplained`` when components are chosen by variance)."""
+    for name, entry in metadata.items():
+        if "a_comp_cor" not in name:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("Mask"), str):
+            raise ValueError(f"{source}: the confounds JSON entry {name!r} is not an object with a 'Mask'")
+        if isinstance(n_compcor, float) and entry.get("Retained", True):
+            try:
+                float(entry["CumulativeVarianceExplained"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{source}: the confounds JSON entry {name!r} has no numeric "
+                                 "'CumulativeVarianceExplained'") from None
 
 
 def strategy_columns(strategy: ConfoundStrategy, table_columns, metadata: dict | None, source: str = "") -> list[str]:
@@ -162,6 +180,8 @@ def select_confounds(
     """Apply a strategy to a confounds table (rows = volumes); see module docstring."""
     if n_volumes is not None and len(table) != n_volumes:
         raise ValueError(f"{source}: {len(table)} rows but the BOLD run has {n_volumes} volumes")
+    if len(table) < 2:
+        raise ValueError(f"{source}: {len(table)} row(s); a confounds table needs one row per volume (2 or more)")
     columns = strategy_columns(strategy, table.columns, metadata, source)
     needed = columns + (["framewise_displacement"] if strategy.fd_threshold is not None else [])
     if strategy.std_dvars_threshold is not None:
@@ -169,27 +189,45 @@ def select_confounds(
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"{source}: strategy {strategy.name} needs columns that are missing: {missing}")
-    for column in needed:
-        bad = np.flatnonzero(table[column].iloc[1:].isna().to_numpy()) + 1
+    numeric = {}
+    for column in dict.fromkeys(needed):
+        values = pd.to_numeric(table[column], errors="coerce")
+        text = np.flatnonzero((values.isna() & table[column].notna()).to_numpy())
+        if text.size:
+            raise ValueError(f"{source}: column {column} has non-numeric values {_lines(text)}")
+        infinite = np.flatnonzero(np.isinf(values.to_numpy(float)))
+        if infinite.size:
+            raise ValueError(f"{source}: column {column} has infinite values {_lines(infinite)}")
+        bad = np.flatnonzero(values.iloc[1:].isna().to_numpy()) + 1
         if bad.size:
-            raise ValueError(
-                f"{source}: column {column} has n/a at rows {bad.tolist()[:10]} (only the first row may be n/a)"
-            )
+            raise ValueError(f"{source}: column {column} has n/a {_lines(bad)} (only the first row may be n/a)")
+        numeric[column] = values
+    table = table.assign(**numeric)
     regressors = table[columns].astype(float).copy()
     first_nan = regressors.iloc[0].isna().to_numpy()
     regressors.iloc[0, first_nan] = regressors.iloc[1, first_nan].to_numpy()
     dummy_cols = [c for c in table.columns if c.startswith("non_steady_state_outlier")]
-    dummy = table[dummy_cols].to_numpy().sum(axis=1) > 0 if dummy_cols else np.zeros(len(table), bool)
+    dummy = (table[dummy_cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy().sum(axis=1) > 0
+             if dummy_cols else np.zeros(len(table), bool))
     fd = (
-        table["framewise_displacement"].fillna(0.0).to_numpy(float)
+        pd.to_numeric(table["framewise_displacement"], errors="coerce").fillna(0.0).to_numpy(float)
         if "framewise_displacement" in table.columns
         else np.zeros(len(table))
     )
-    std_dvars = table["std_dvars"].to_numpy(float) if "std_dvars" in table.columns else None
+    std_dvars = (pd.to_numeric(table["std_dvars"], errors="coerce").to_numpy(float)
+                 if "std_dvars" in table.columns else None)
     keep, motion = censoring(
         fd, dummy, strategy.fd_threshold, strategy.min_segment, std_dvars, strategy.std_dvars_threshold
     )
     return Confounds(regressors, keep, dummy, motion, fd)
+
+
+def _lines(rows: np.ndarray) -> str:
+    """``"on line(s) 9, 12 of the TSV (volume(s) 7, 10)"`` for 0-based rows (first 5)."""
+    rows = [int(r) for r in rows]
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return (f"on line(s) {', '.join(str(r + 2) for r in rows[:5])}{more} of the TSV "
+            f"(volume(s) {', '.join(map(str, rows[:5]))}, counting from 0)")
 
 
 def load_confounds(
@@ -200,6 +238,14 @@ def load_confounds(
 ) -> Confounds:
     """Read an fMRIPrep ``desc-confounds_timeseries.tsv`` (+ JSON) and apply ``strategy``."""
     tsv_path = Path(tsv_path)
-    table = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
-    metadata = json.loads(Path(json_path).read_text()) if json_path else None
+    try:
+        table = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{tsv_path.name}: cannot read the confounds TSV ({err})") from err
+    metadata = None
+    if json_path:
+        try:
+            metadata = read_json(json_path)
+        except ValueError as err:
+            raise ValueError(f"{tsv_path.name}: its JSON sidecar {err}") from err
     return select_confounds(table, metadata, strategy, n_volumes, source=tsv_path.name)

@@ -2,7 +2,10 @@
 
 Every file ketflow puts in the output directory is first written to a temporary file in the
 same folder and then renamed over its final name (``os.replace`` is atomic on POSIX), so an
-interrupted run never leaves a half-written output.  TSV and JSON writers use a fixed float
+interrupted run never leaves a half-written output.  A data file and its JSON sidecar are
+written in an order that keeps the pair consistent (:func:`copy_with_sidecar`), and the
+temporary files a killed run leaves behind are removed by the next run
+(:func:`remove_partial_files`).  TSV and JSON writers use a fixed float
 format and sorted keys so that two runs on the same inputs give byte-identical files, and
 gzip members carry no timestamp (``mtime=0``) for the same reason.
 """
@@ -93,6 +96,40 @@ def write_nifti(path: Path | str, image: nb.Nifti1Image) -> Path:
         else:
             tmp.write_bytes(payload)
     return path
+
+
+#: Name pattern of the temporary files of :func:`atomic_path` (``.<final name>.<random>.part``).
+PARTIAL_PATTERN = ".*.part"
+
+
+def copy_with_sidecar(source: Path | str, destination: Path | str, sidecar: Path | str, metadata: dict) -> Path:
+    """Copy a data file and write its JSON sidecar so that the pair is never inconsistent.
+
+    The old sidecar is removed first and the new one written last, each step atomic, so a
+    kill at any point leaves the old pair, a data file without sidecar (incomplete: the
+    next run writes it again), or the new pair -- never a sidecar describing other data.
+    """
+    Path(sidecar).unlink(missing_ok=True)
+    copy_file(source, destination)
+    write_json(sidecar, metadata)
+    return Path(destination)
+
+
+def remove_partial_files(out_dir: Path | str, subjects: list[str]) -> list[Path]:
+    """Remove temporary files a killed run left for these subjects; returns what was removed.
+
+    Only the subjects' own files are touched (``sub-<label>/`` and ``.sub-<label>*`` at the top
+    level), so runs of other subjects writing to the same output directory are unaffected.
+    """
+    out_dir = Path(out_dir)
+    removed = []
+    for subject in subjects:
+        found = list((out_dir / f"sub-{subject}").rglob(PARTIAL_PATTERN))
+        found += [p for p in out_dir.glob(f".sub-{subject}[._]*.part")]
+        for path in found:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return sorted(removed)
 
 
 def copy_file(source: Path | str, destination: Path | str) -> Path:

@@ -136,32 +136,36 @@ def validate_events(events: pd.DataFrame, n_scans: int, tr: float) -> pd.DataFra
     out = events.copy()
     for col in ("onset", "duration") + (("modulation",) if "modulation" in out else ()):
         values = pd.to_numeric(out[col], errors="coerce")
-        bad = values.isna()
+        bad = values.isna() | np.isinf(values.astype(float))
         if bad.any():
-            rows = list(np.flatnonzero(bad.to_numpy())[:5])
-            raise ValueError(f"events column {col!r} has missing or non-numeric values in rows {rows}")
+            raise ValueError(f"events column {col!r} has missing, non-numeric or infinite values {_lines(bad)}")
         out[col] = values.astype(float)
     if out["trial_type"].isna().any():
-        raise ValueError("events column 'trial_type' has missing values")
+        raise ValueError(f"events column 'trial_type' has missing values {_lines(out['trial_type'].isna())}")
     out["trial_type"] = out["trial_type"].astype(str)
     if "modulation" not in out:
         out["modulation"] = 1.0
     negative = out["duration"] < 0
     if negative.any():
-        raise ValueError(
-            f"events have negative durations (rows {list(np.flatnonzero(negative.to_numpy())[:5])})"
-        )
+        raise ValueError(f"events have negative durations {_lines(negative)}")
     run_end = n_scans * tr
     early = out["onset"] < 0
     late = out["onset"] >= run_end
     if early.any():
-        raise ValueError(f"events have negative onsets (rows {list(np.flatnonzero(early.to_numpy())[:5])})")
+        raise ValueError(f"events have negative onsets {_lines(early)}")
     if late.any():
         raise ValueError(
             f"events have onsets at or after the end of the run ({run_end:g} s = "
-            f"{n_scans} scans x TR {tr:g} s): rows {list(np.flatnonzero(late.to_numpy())[:5])}"
+            f"{n_scans} scans x TR {tr:g} s) {_lines(late)}"
         )
     return out.sort_values("onset", kind="stable").reset_index(drop=True)
+
+
+def _lines(flags: pd.Series) -> str:
+    """``"on line(s) 3, 7 of the TSV"``: file lines (header = line 1) of the flagged rows (first 5)."""
+    lines = [int(i) + 2 for i in np.flatnonzero(flags.to_numpy())]
+    more = f" (and {len(lines) - 5} more)" if len(lines) > 5 else ""
+    return f"on line(s) {', '.join(map(str, lines[:5]))}{more} of the TSV"
 
 
 def _as_list(value) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from nipype.interfaces.utility import Merge
 from nipype.pipeline import engine as pe
 
-from ..config import AnalysisConfig, load_spheres
+from ..config import AnalysisConfig
 from ..interfaces.connectivity import Connectivity
 from ..interfaces.denoise import Denoise
 from ..interfaces.glm import FirstLevelGLM, FixedEffects
@@ -30,7 +30,7 @@ from ..io.bids import RunInputs
 from ..io.write import write_json
 from .bold import _Sinks, init_run_wf, run_wf_name
 from .execution import reserve_threads
-from .screening import screen_runs
+from .screening import roi_definition, screen_runs
 
 __all__ = ["init_ketflow_wf", "screen_runs", "write_run_specs"]
 
@@ -45,14 +45,7 @@ def write_run_specs(config: AnalysisConfig, spec_dir: Path) -> dict[str, str]:
     They live in the work directory and are rewritten identically on a rerun, so Nipype's
     hashes (and the cached results) stay valid.
     """
-    circuit = config.circuit
-    # the spheres (packaged table + overrides, or only `circuit.spheres` beside an atlas) and
-    # the atlas regions after them: the ROIs and order of `config.roi_names`
-    rois: dict = {"min_voxels": circuit.min_voxels,
-                  "spheres": [s.model_dump(include={"name", "x", "y", "z", "radius_mm"})
-                              for s in load_spheres(circuit)]}
-    if circuit.atlas is not None:
-        rois.update(atlas=str(circuit.atlas.dseg), atlas_labels=str(circuit.atlas.labels))
+    rois = roi_definition(config)
     den = config.denoising
     task_denoise = {"strategy": den.strategy, "fd_threshold": den.fd_threshold, "min_contiguous": den.min_contiguous,
                     "high_pass_s": den.high_pass_s, "min_volumes": den.min_volumes, "min_dof": den.min_dof}

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import AnalysisConfig
-from ..io.bids import Discovery, InputError, discover
+from ..io.bids import Discovery, InputError, discover, strip_prefix
 from ..io.derivatives import BIDSIGNORE, dataset_description
-from ..io.write import write_json, write_text, write_tsv
+from ..io.write import remove_partial_files, write_json, write_text, write_tsv
 from ..reports.boilerplate import methods_text
 from .base import init_ketflow_wf, screen_runs
 from .bold import run_wf_name
@@ -99,8 +99,10 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
 
         return 1 if build_reports(out_dir, discovery.subjects, config) else 0
 
+    for path in remove_partial_files(out_dir, discovery.subjects):
+        LOGGER.info("removed %s, left by an interrupted run", path)
     init_output_dataset(out_dir, opts, config, tasks)
-    _write_exclusions(out_dir, discovery, exclusions)
+    _write_exclusions(out_dir, discovery, exclusions, opts.session_label, tasks)
     crash_files: list[Path] = []
     if runs:
         workflow = init_ketflow_wf(runs, config, opts, source_links(opts))
@@ -111,28 +113,46 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
     from ..reports.participant import build_reports
 
     report_status = build_reports(out_dir, discovery.subjects, config)
-    _print_summary(out_dir, runs, exclusions + discovery.skipped, crash_files,
+    # A subject left with no run to process is a failure (docs/inputs.md), though the others go on.
+    unprocessed = sorted(set(discovery.subjects) - {r.subject for r in runs})
+    _print_summary(out_dir, runs, exclusions + discovery.skipped, crash_files, unprocessed,
                    stopped=bool(crash_files) and opts.stop_on_first_crash)
-    return 1 if crash_files or report_status else 0
+    return 1 if crash_files or report_status or unprocessed else 0
 
 
-def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict]) -> None:
-    """Per-subject ``sub-X_exclusions.tsv`` (always written, possibly empty) listing skipped inputs."""
+EXCLUSION_COLUMNS = ["subject", "session", "task", "run", "reason"]
+
+
+def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict], session_labels, tasks) -> None:
+    """Per-subject ``sub-X_exclusions.tsv`` (always written, possibly empty) listing skipped inputs.
+
+    Records of sessions or tasks outside this invocation's selection (``--session-label``,
+    ``--task``) that an earlier run wrote are kept; those inside it are replaced.
+    """
     records = exclusions + discovery.skipped
-    columns = ["subject", "session", "task", "run", "reason"]
-    table = pd.DataFrame.from_records(records, columns=columns)
+    table = pd.DataFrame.from_records(records, columns=EXCLUSION_COLUMNS).astype(object)
+    sessions = {strip_prefix(s, "ses") for s in session_labels} if session_labels else None
     for subject in discovery.subjects:
+        path = out_dir / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv"
         rows = table[table["subject"] == subject].drop(columns="subject")
-        write_tsv(out_dir / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv", rows)
+        if path.is_file():
+            earlier = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
+            outside = ~earlier["task"].isin(tasks)
+            if sessions is not None:
+                outside |= ~earlier["session"].isin(sessions)
+            rows = pd.concat([earlier[outside], rows.astype(str).where(rows.notna())], ignore_index=True)
+        rows = rows.sort_values(["session", "task", "run"], na_position="first", kind="stable")
+        write_tsv(path, rows[EXCLUSION_COLUMNS[1:]])
     for record in records:
         LOGGER.warning("excluded sub-%s ses-%s task-%s: %s", record["subject"], record.get("session"),
                        record.get("task"), record["reason"])
 
 
-def _print_summary(out_dir: Path, runs, exclusions, crash_files, stopped: bool = False) -> None:
+def _print_summary(out_dir: Path, runs, exclusions, crash_files, unprocessed, stopped: bool = False) -> None:
     """Print one line per run: processed, FAILED (node, error, crash file) or excluded.
 
-    ``stopped``: the run stopped at its first crash, so other runs may be unfinished.
+    ``unprocessed``: subjects every run of which was excluded; ``stopped``: the run stopped at
+    its first crash, so other runs may be unfinished.
     """
     crashes = [(path, *crash_info(path)) for path in crash_files]
     body, n_failed, claimed = [], 0, set()
@@ -157,5 +177,8 @@ def _print_summary(out_dir: Path, runs, exclusions, crash_files, stopped: bool =
              f"{len(exclusions)} excluded or absent.", *body]
     if crash_files:
         lines.append(f"{len(crash_files)} node(s) FAILED; crash files in {out_dir / 'logs' / 'crash'}")
+    for subject in unprocessed:
+        lines.append(f"sub-{subject}: every run was excluded, nothing was processed (reasons in "
+                     f"{out_dir / f'sub-{subject}' / f'sub-{subject}_exclusions.tsv'})")
     lines.append(f"Outputs: {out_dir}; logs: {out_dir / 'logs'}")
     print("\n".join(lines))
