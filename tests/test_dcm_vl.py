@@ -49,3 +49,27 @@ def test_linear_gaussian_model_gives_exact_posterior_and_evidence():
     np.testing.assert_allclose(post.Cp, qC, atol=1e-8)
     assert post.F == pytest.approx(log_evidence, abs=1e-3)
     assert post.Eh[0] == pytest.approx(-np.log(sigma2), abs=1e-6)
+
+
+def test_divergent_predictions_are_rejected_without_nan_or_warnings():
+    """Parameter sets whose 'integration' overflows (θ ≥ 2.9 here, inf and NaN) are rejected like
+    SPM's step rejection: the data pull θ to 3.0, beyond the wall, so steps and finite-difference
+    perturbations cross it; no NaN reaches the posterior and no floating-point warning escapes."""
+    t = np.linspace(0.0, 1.0, 60)
+    rng = np.random.default_rng(2)
+    y = (np.exp(3.0 * t) + 0.05 * rng.standard_normal(t.size))[:, None]
+
+    def predict(thetas):
+        th = thetas[:, :1]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.where(th < 2.9, np.exp(th * t[None, :]), np.inf)
+        out[:, 5] = np.where(th[:, 0] < 2.9, out[:, 5], np.nan)
+        return out[:, :, None]
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post = variational_laplace(y, predict, np.array([0.0]), np.array([16.0]), hE=4.0, hC=1.0, maxit=64)
+    assert np.all(np.isfinite(post.Ep)) and np.all(np.isfinite(post.Cp)) and np.isfinite(post.F)
+    assert 2.85 < post.Ep[0] < 2.9

@@ -142,13 +142,16 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     region = np.repeat(np.arange(nr), ns)
 
     def evaluate(p_vec):
+        """Prediction and Jacobian at p_vec; ``bad`` when either is not finite or explodes."""
         Ep = pE + V @ p_vec[ip]
         batch = np.vstack([Ep[None, :], Ep[None, :] + FD_STEP * V.T])
+        # An unstable parameter set (or one of its finite-difference perturbations) makes the
+        # integration overflow; that is detected here and the step rejected, never propagated.
         with np.errstate(all="ignore"):
             out = predict(batch)
-        f = out[0].T.ravel()
-        dfdp = ((out[1:] - out[0][None]) / FD_STEP).transpose(0, 2, 1).reshape(n_p, ny).T
-        norm = np.abs(dfdp).sum(axis=1).max() if dfdp.size else 0.0
+            f = out[0].T.ravel()
+            dfdp = ((out[1:] - out[0][None]) / FD_STEP).transpose(0, 2, 1).reshape(n_p, ny).T
+            norm = np.abs(dfdp).sum(axis=1).max() if dfdp.size else 0.0
         bad = not (np.all(np.isfinite(f)) and np.isfinite(norm)) or norm > np.exp(32)
         return f, dfdp, bad
 
@@ -162,15 +165,19 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     k = 0
     for k in range(1, maxit + 1):
         f, dfdp, bad = evaluate(p)
-        if bad and k > 1:
+        if bad and best is not None:
+            # SPM-like step rejection: shorter steps from the last accepted point ...
             for _ in range(4):
                 v = min(v - 2, -4.0)
                 p = best["p"] + _regularised_step(dFdpp, dFdp, v)
                 f, dfdp, bad = evaluate(p)
                 if not bad:
                     break
+            if bad:  # ... and, failing those, the accepted point itself (known to be finite)
+                p = best["p"].copy()
+                f, dfdp, bad = evaluate(p)
         if bad:
-            raise RuntimeError("variational Laplace: the model prediction diverged (convergence failure)")
+            raise RuntimeError("variational Laplace: the model prediction is not finite at the prior mean")
 
         e = yv - f - dfdu @ p[iu]
         J = -np.hstack([dfdp, dfdu])
