@@ -101,11 +101,28 @@ def dcm_path(files: dict, config, work: Path) -> dict:
     return json.loads(Path(dcm.outputs.out_json).read_text())
 
 
+def noise_free_series(bids: Path, sub: str, ses: str, task: str) -> pd.DataFrame:
+    """The simulator's noise-free regional BOLD (per cent) of a run."""
+    return pd.read_csv(bids / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}" /
+                       f"sub-{sub}_ses-{ses}_task-{task}_desc-noisefree_timeseries.tsv", sep="\t")
+
+
+def voi_agreement(voi: pd.DataFrame, X0: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Per region: correlation and regression slope of the VOI on the noise-free signal, the
+    latter adjusted for the same X0 (slope 1 = per cent signal change recovered)."""
+    basis = np.linalg.qr(np.column_stack([np.ones(len(voi)), X0.to_numpy(dtype=float)]))[0]
+    out = {}
+    for region in voi.columns:
+        target = truth[region].to_numpy(dtype=float)
+        target = target - basis @ (basis.T @ target)
+        y = voi[region].to_numpy(dtype=float)
+        out[region] = (float(np.corrcoef(y, target)[0, 1]), float(np.polyfit(target, y, 1)[0]))
+    return out
+
+
 def noise_free_fit(bids: Path, sub: str, ses: str, files: dict, config) -> dict:
     """The same DCM fitted to the simulator's noise-free regional BOLD (control)."""
-    truth_ts = bids / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}" / \
-        f"sub-{sub}_ses-{ses}_task-{config.dcm.task}_desc-noisefree_timeseries.tsv"
-    table = pd.read_csv(truth_ts, sep="\t")
+    table = noise_free_series(bids, sub, ses, config.dcm.task)
     events = pd.read_csv(files["events"], sep="\t")
     spec: DCMSpec = build_spec(table, events, files["tr"], files["start_time"], json.loads(dcm_model_json(config)))
     return fit_dcm(spec).to_dict()
@@ -203,7 +220,7 @@ def main(argv=None) -> None:
         bids = simulate_dataset(work / "bids", n_subjects=args.subjects, seed=args.seed, voxel_size=args.voxel_size)
     t_sim = time.perf_counter() - t0
     truth_all = json.loads((Path(bids) / "ground_truth.json").read_text())
-    rows, times, iters = [], [], []
+    rows, times, iters, agreement = [], [], [], []
     for sub, subject in sorted(truth_all["subjects"].items()):
         label_sub = sub.removeprefix("sub-")
         for ses, session in sorted(subject["sessions"].items()):
@@ -214,6 +231,11 @@ def main(argv=None) -> None:
             iters.append(result["n_iterations"])
             truth = truth_vector(result, session[config.dcm.task]["dcm"])
             run = f"{sub}_ses-{ses}"
+            runs_dir = work / "runs" / run / "voi"
+            voi = voi_agreement(pd.read_csv(runs_dir / "desc-voi_timeseries.tsv", sep="\t"),
+                                pd.read_csv(runs_dir / "desc-X0_regressors.tsv", sep="\t"),
+                                noise_free_series(Path(bids), label_sub, ses, config.dcm.task))
+            agreement += [{"region": k, "r": v[0], "slope": v[1]} for k, v in voi.items()]
             rows += records(result, truth, "pipeline", run)
             rows += records(noise_free_fit(Path(bids), label_sub, ses, files, config), truth, "noise-free", run)
     frame = pd.DataFrame(rows)
@@ -223,6 +245,11 @@ def main(argv=None) -> None:
     pd.set_option("display.width", 160)
     print(f"dataset: {bids} ({len(times)} faces runs; simulation {t_sim:.0f} s)")
     print(f"DCM path per run: median {np.median(times):.2f} s wall, iterations median {np.median(iters):.0f}")
+    agree = pd.DataFrame(agreement).groupby("region").agg(
+        r_median=("r", "median"), r_min=("r", "min"), slope_median=("slope", "median"),
+        slope_min=("slope", "min"), slope_max=("slope", "max")).reset_index()
+    print("VOI vs noise-free regional signal (adjusted for X0), over runs:")
+    print(markdown(agree))
     print(markdown(summary))
     for source, part in frame.groupby("source", sort=False):
         by_family = part.groupby(part["parameter"].str[0])["covered"].agg(["mean", "sum", "size"])

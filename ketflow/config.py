@@ -177,13 +177,16 @@ class DCMModel(_Strict):
 
 
 class DCMOptionsConfig(_Strict):
-    """Inversion options (SPM12 defaults): see ``ketflow.dcm.spec.DCMOptions``."""
+    """Inversion options: see ``ketflow.dcm.spec.DCMOptions``. SPM12's defaults, except that the
+    noise log-precisions are optimised to convergence in each iteration (``m_step: newton``;
+    ``fisher`` reproduces SPM12's scheme exactly, see docs/dcm.md)."""
 
     centre: bool = False
     hE: float = 6.0
     hC: float = Field(default=1.0 / 128, gt=0)
     maxit: int = Field(default=128, ge=1)
     maxnodes: int = Field(default=8, ge=1)
+    m_step: Literal["fisher", "newton"] = "newton"
 
 
 def _check_mask(label: str, matrix, n: int, regions) -> None:
