@@ -2,7 +2,7 @@
 
 When several data sets (e.g. the runs of one session) are modelled by the same DCM with
 the *same* parameters, and the data sets are conditionally independent, the posterior
-given all of them is (Neumann & Lohmann 2003, NeuroImage 20:1315; Kasess et al. 2010,
+given all of them is (Neumann & Lohmann 2003, NeuroImage 20:1346; Kasess et al. 2010,
 NeuroImage 49:3065; SPM's ``spm_dcm_bpa``)
 
     p(θ | y_1..y_N) ∝ p(θ) Π_i p(y_i | θ) ∝ p(θ) Π_i q_i(θ) / p_i(θ),

@@ -13,7 +13,12 @@ of SPM12's ``spm_nlsi_GN``:
   ``t = exp(v) / |H|^(1/k)``; ``v`` grows by 1/2 after an increase of F and
   drops by 2 (to at most -4) after a decrease, in which case the previous
   expansion point is restored;
-* M-step: up to 8 Fisher-scoring steps on h per iteration;
+* M-step: up to 8 Fisher-scoring steps on h per iteration, each clipped to ±1
+  (``m_step="fisher"``, SPM's), or Newton steps on the observed curvature until
+  converged (``m_step="newton"``);
+* a prediction or Jacobian that is not finite (an unstable parameter set makes
+  the integration overflow) rejects the step: shorter steps from the last
+  accepted point, then that point itself; NaN never propagates;
 * free energy ``F = L1 + L2 + L3``: accuracy, parameter complexity and
   hyperparameter complexity;
 * stop when the predicted increase of F has been below 0.1 four iterations
