@@ -157,8 +157,12 @@ class ExtractVOI(SimpleInterface):
             X0 = pd.concat([X0, nuisance.reset_index(drop=True)], axis=1)
         X0 = X0.reindex(range(n_scans)) if X0.empty else X0
         censored = spike_volumes(X0.to_numpy()) if X0.shape[1] else np.zeros(n_scans, bool)
-        scale = grand_mean_scale(means, ~censored)
-        voi = voi_eigenvariates(voxels, X0.to_numpy(dtype=float).reshape(n_scans, -1), scale)
+        try:
+            scale = grand_mean_scale(means, ~censored)
+            voi = voi_eigenvariates(voxels, X0.to_numpy(dtype=float).reshape(n_scans, -1), scale)
+        except ValueError as err:
+            raise ValueError(f"{os.path.basename(inputs.bold_file)} with {os.path.basename(inputs.confounds or '')}: "
+                             f"{err}") from err
 
         cwd = os.getcwd()
         out_ts = write_tsv(os.path.join(cwd, "desc-voi_timeseries.tsv"),
