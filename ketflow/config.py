@@ -170,10 +170,33 @@ class Connectivity(_Strict):
 
 
 class DCMModel(_Strict):
-    name: str
+    """A nested model of the DCM: masks given here replace the full model's (b/c/d per input/region)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     a: list[list[int]] | None = None
     b: dict[str, list[list[int]]] | None = None
     c: dict[str, list[int]] | None = None
+    d: dict[str, list[list[int]]] | None = None
+
+
+class DCMOptionsConfig(_Strict):
+    """Inversion options: see ``ketflow.dcm.spec.DCMOptions``. SPM12's defaults, except that the
+    noise log-precisions are optimised to convergence in each iteration (``m_step: newton``;
+    ``fisher`` reproduces SPM12's scheme exactly, see docs/dcm.md)."""
+
+    centre: bool = False
+    hE: float = 6.0
+    hC: float = Field(default=1.0 / 128, gt=0)
+    maxit: int = Field(default=128, ge=1)
+    maxnodes: int = Field(default=8, ge=1)
+    m_step: Literal["fisher", "newton"] = "newton"
+
+
+def _check_mask(label: str, matrix, n: int, regions) -> None:
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        raise ValueError(f"dcm.{label} must be {n}x{n} (regions {regions})")
+    if any(v not in (0, 1) for row in matrix for v in row):
+        raise ValueError(f"dcm.{label} entries must be 0 or 1")
 
 
 class DCM(_Strict):
@@ -183,21 +206,79 @@ class DCM(_Strict):
     a: list[list[int]] | None = None
     b: dict[str, list[list[int]]] = Field(default_factory=dict)
     c: dict[str, list[int]] = Field(default_factory=dict)
+    d: dict[str, list[list[int]]] = Field(default_factory=dict)
+    delays: list[float] | None = None
+    options: DCMOptionsConfig = Field(default_factory=DCMOptionsConfig)
     model_space: list[DCMModel] = Field(default_factory=list)
+
+    def full_masks(self) -> dict:
+        """Masks of the full model: a (n x n), b {input: n x n}, c {input: n}, d {region: n x n}."""
+        n = len(self.regions)
+        zeros = [[0] * n for _ in range(n)]
+        return {"a": self.a or [[1] * n for _ in range(n)],
+                "b": {name: self.b.get(name, zeros) for name in self.inputs},
+                "c": {name: self.c.get(name, [0] * n) for name in self.inputs},
+                "d": {name: self.d[name] for name in self.regions if name in self.d}}
 
     @model_validator(mode="after")
     def _shapes(self):
         n = len(self.regions)
-        for label, matrix in [("a", self.a), *[(f"b.{k}", v) for k, v in self.b.items()]]:
-            if matrix is not None and (len(matrix) != n or any(len(row) != n for row in matrix)):
-                raise ValueError(f"dcm.{label} must be {n}x{n} (regions {self.regions})")
+        if len(set(self.regions)) != n:
+            raise ValueError(f"dcm.regions has duplicates: {self.regions}")
+        if self.a is not None:
+            _check_mask("a", self.a, n, self.regions)
+        for k, v in self.b.items():
+            _check_mask(f"b.{k}", v, n, self.regions)
+        for k, v in self.d.items():
+            _check_mask(f"d.{k}", v, n, self.regions)
         for key, row in self.c.items():
             if len(row) != n:
                 raise ValueError(f"dcm.c.{key} must have {n} entries (regions {self.regions})")
         unknown = sorted((set(self.b) | set(self.c)) - set(self.inputs))
         if unknown:
             raise ValueError(f"dcm.b/dcm.c name inputs {unknown} that are not in dcm.inputs {sorted(self.inputs)}")
+        unknown = sorted(set(self.d) - set(self.regions))
+        if unknown:
+            raise ValueError(f"dcm.d names regions {unknown} that are not in dcm.regions {self.regions}")
+        if self.delays is not None and (len(self.delays) != n or any(d < 0 for d in self.delays)):
+            raise ValueError(f"dcm.delays must list {n} non-negative delays (s), one per region {self.regions}")
+        self._check_model_space()
         return self
+
+    def _check_model_space(self) -> None:
+        full = self.full_masks()
+        n = len(self.regions)
+        names = [m.name for m in self.model_space]
+        if len(set(names)) != len(names) or "full" in names:
+            raise ValueError(f"dcm.model_space names must be unique and not 'full': {names}")
+        for model in self.model_space:
+            where = f"model_space.{model.name}"
+            if model.a is not None:
+                _check_mask(f"{where}.a", model.a, n, self.regions)
+                self._nested(where + ".a", model.a, full["a"], off_diagonal=True)
+            for field in ("b", "c", "d"):
+                given = getattr(model, field) or {}
+                known = self.regions if field == "d" else list(self.inputs)
+                unknown = sorted(set(given) - set(known))
+                if unknown:
+                    raise ValueError(f"dcm.{where}.{field} names {unknown}, not among {known}")
+                for key, mask in given.items():
+                    if field == "c":
+                        if len(mask) != n:
+                            raise ValueError(f"dcm.{where}.c.{key} must have {n} entries")
+                        self._nested(f"{where}.c.{key}", [mask], [full["c"][key]])
+                    else:
+                        _check_mask(f"{where}.{field}.{key}", mask, n, self.regions)
+                        self._nested(f"{where}.{field}.{key}", mask, full[field].get(key, [[0] * n] * n))
+
+    @staticmethod
+    def _nested(label, mask, full, off_diagonal=False) -> None:
+        extra = [(i, j) for i, row in enumerate(mask) for j, v in enumerate(row)
+                 if v and not full[i][j] and not (off_diagonal and i == j)]
+        if extra:
+            raise ValueError(f"dcm.{label} switches on entries {extra} that the full model has off; "
+                             "a model-space entry may only switch connections off (it is scored by reduction "
+                             "of the full model)")
 
 
 class Measures(_Strict):

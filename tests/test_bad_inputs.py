@@ -333,7 +333,7 @@ def test_a_short_run_is_skipped_with_its_reason_and_the_others_processed(tiny_bi
     out = tmp_path / "out"
     proc = invoke(tiny_bids_copy, tmp_path, "--participant-label", "01", "--task", "rest", "--nprocs", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "1 run(s) processed, 1 excluded" in proc.stdout
+    assert "1 run(s) processed, 0 failed, 1 excluded or absent" in proc.stdout
     assert "excluded sub-01 ses-pre task-rest" in proc.stdout  # logged as a warning
     table = exclusions(out)
     assert table[["session", "task"]].values.tolist() == [["pre", "rest"]]

@@ -51,7 +51,7 @@ def test_every_label_is_configurable(tmp_path):
     raw["ppi"]["tasks"] = ["emo"]
     raw["connectivity"]["tasks"] = []
     raw["dcm"].update(task="emo", inputs={"faces": ["angry", "calm"], "anger": ["angry"]},
-                      b={"anger": [[0, 1], [0, 0]]}, c={"faces": [0, 1]})
+                      b={"anger": [[0, 1], [0, 0]]}, c={"faces": [0, 1]}, model_space=[])
     config = load_config(write_config(tmp_path, raw))
     assert config.sessions.followup == "week4" and config.task_labels("task") == ["emo"]
 

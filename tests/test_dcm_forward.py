@@ -1,6 +1,7 @@
 """Forward model of DCM for fMRI: SPM12 agreement and basic properties."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 from ketflow.dcm import simulate_bold
 from ketflow.dcm.model import ParameterLayout
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "spm_dcm"
+# ../shared/reference relative to the project root; KETFLOW_REFERENCE_DIR points elsewhere (e.g. from a worktree)
+REF = Path(os.environ.get("KETFLOW_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference")) \
+    / "spm_dcm"
 # every case folder present (the three known ones are listed when the data are absent, to be skipped)
 CASES = (
     sorted(p.name for p in REF.iterdir() if (p / "spec.json").is_file())

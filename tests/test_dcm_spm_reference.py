@@ -1,6 +1,7 @@
 """fit_dcm against SPM12 (r7771) on the reference cases in shared/reference/spm_dcm."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ from ketflow.dcm import DCMSpec, fit_dcm
 from ketflow.dcm.priors import dcm_fmri_priors
 from ketflow.dcm.spec import preprocess_data
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "spm_dcm"
+# ../shared/reference relative to the project root; KETFLOW_REFERENCE_DIR points elsewhere (e.g. from a worktree)
+REF = Path(os.environ.get("KETFLOW_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference")) \
+    / "spm_dcm"
 # every case folder present (the three known ones are listed when the data are absent, to be skipped)
 CASES = (
     sorted(p.name for p in REF.iterdir() if (p / "spec.json").is_file())

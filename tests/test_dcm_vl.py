@@ -49,3 +49,56 @@ def test_linear_gaussian_model_gives_exact_posterior_and_evidence():
     np.testing.assert_allclose(post.Cp, qC, atol=1e-8)
     assert post.F == pytest.approx(log_evidence, abs=1e-3)
     assert post.Eh[0] == pytest.approx(-np.log(sigma2), abs=1e-6)
+
+
+def test_divergent_predictions_are_rejected_without_nan_or_warnings():
+    """Parameter sets whose 'integration' overflows (θ ≥ 2.9 here, inf and NaN) are rejected like
+    SPM's step rejection: the data pull θ to 3.0, beyond the wall, so steps and finite-difference
+    perturbations cross it; no NaN reaches the posterior and no floating-point warning escapes."""
+    t = np.linspace(0.0, 1.0, 60)
+    rng = np.random.default_rng(2)
+    y = (np.exp(3.0 * t) + 0.05 * rng.standard_normal(t.size))[:, None]
+
+    def predict(thetas):
+        th = thetas[:, :1]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.where(th < 2.9, np.exp(th * t[None, :]), np.inf)
+        out[:, 5] = np.where(th[:, 0] < 2.9, out[:, 5], np.nan)
+        return out[:, :, None]
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post = variational_laplace(y, predict, np.array([0.0]), np.array([16.0]), hE=4.0, hC=1.0, maxit=64)
+    assert np.all(np.isfinite(post.Ep)) and np.all(np.isfinite(post.Cp)) and np.isfinite(post.F)
+    assert 2.85 < post.Ep[0] < 2.9
+
+
+def _m_step_gradient(post, y, X, hE, hC):
+    """dF/dh of the mean-field objective at the returned posterior (zero at the M-step optimum)."""
+    e = y[:, 0] - X @ post.Ep
+    residual = e @ e + np.trace(post.Cp @ X.T @ X)
+    return y.shape[0] / 2 - np.exp(post.Eh[0]) * residual / 2 - (post.Eh[0] - hE) / hC
+
+
+def test_newton_m_step_converges_where_spm_fisher_steps_oscillate():
+    """Noise variance 1 against SPM's hyperprior (noise variance e^-6, hC = 1/128): the clipped
+    Fisher-scoring steps of SPM oscillate and leave h off its optimum; the Newton M-step finds it,
+    and F is higher."""
+    rng = np.random.default_rng(3)
+    n = 150
+    X = rng.standard_normal((n, 3))
+    y = (X @ np.array([0.5, -0.3, 0.2]) + rng.standard_normal(n))[:, None]
+
+    def predict(thetas):
+        return (thetas @ X.T)[:, :, None]
+
+    kw = dict(hE=6.0, hC=1 / 128, maxit=64)
+    fisher = variational_laplace(y, predict, np.zeros(3), np.ones(3), m_step="fisher", **kw)
+    newton = variational_laplace(y, predict, np.zeros(3), np.ones(3), m_step="newton", **kw)
+    assert abs(_m_step_gradient(newton, y, X, 6.0, 1 / 128)) < 1e-3
+    assert abs(_m_step_gradient(fisher, y, X, 6.0, 1 / 128)) > 1.0
+    assert newton.F > fisher.F
+    with pytest.raises(ValueError, match="m_step"):
+        variational_laplace(y, predict, np.zeros(3), np.ones(3), m_step="em")

@@ -99,9 +99,98 @@ def test_null_effects_have_low_pp():
     B = B_TRUE.copy()
     B[1:] = 0.0
     qE, qC, _, _ = simulate(B, X, seed=3)
-    red = reduce_peb(fit_peb(qE, qC, PE, PC, X))
+    peb = fit_peb(qE, qC, PE, PC, X)
+    red = reduce_peb(peb)
     assert np.all(red.Pp[1:] < 0.5), red.Pp
     assert red.Pp[0, 1] > 0.95
+    means = reduce_peb(peb, search="mean")  # the group mean scored on its own
+    assert means.Pp[0, 1] > 0.95 and np.all(means.Pp[1:] == 1.0)
+
+
+def test_interaction_that_is_present_is_detected():
+    """arm × clinical change on parameter 2 (the effect the reference study's design asks about)."""
+    X = design(40, seed=5)
+    B = B_TRUE.copy()
+    B[3, 2] = 0.3
+    qE, qC, _, _ = simulate(B, X, seed=5)
+    peb = fit_peb(qE, qC, PE, PC, X, components="all")
+    red = reduce_peb(peb)
+    sd = np.sqrt(np.diag(peb.Cp)).reshape(peb.Ep.shape)
+    assert abs(peb.Ep[3, 2] - 0.3) < 3 * sd[3, 2] and peb.Ep[3, 2] > 0
+    assert red.Pp[3, 2] > 0.95 and red.Ep[3, 2] > 0.15
+    assert red.Pp[3, 0] < 0.5 and red.Pp[3, 1] < 0.5
+
+
+def test_group_mean_is_kept_unless_searched():
+    X = design(30, seed=6)
+    B = B_TRUE.copy()
+    B[0] = [0.0, 0.0, 0.02]  # no or weak group means: a joint search would prune them
+    qE, qC, _, _ = simulate(B, X, seed=6)
+    peb = fit_peb(qE, qC, PE, PC, X)
+    red = reduce_peb(peb)
+    np.testing.assert_array_equal(red.Pp[0], 1.0)
+    assert red.models[:, :P].all()
+    joint = reduce_peb(peb, search="all")
+    assert joint.Pp[0, 0] < 0.5
+    with pytest.raises(ValueError, match="search"):
+        reduce_peb(peb, search="nothing")
+
+
+def _first_level_under(prior_cov, theta, lam, rng):
+    """Exact posterior under N(0, prior_cov) (possibly singular) of y ~ N(θ, lam⁻¹)."""
+    y = rng.multivariate_normal(theta, np.linalg.inv(lam))
+    S = np.linalg.inv(lam) + prior_cov
+    K = prior_cov @ np.linalg.inv(S)
+    return K @ y, prior_cov - K @ prior_cov, y
+
+
+def test_subject_specific_priors_equal_exact_hierarchical_model():
+    """Some subjects have parameter 2 fixed by their first-level prior (as a projected or
+    switched-off prior would): PEB must reduce each subject under its own prior, and equal the
+    exact linear-Gaussian hierarchical model in which those subjects say nothing about parameter 2."""
+    rng = np.random.default_rng(7)
+    n = 16
+    X = design(n, seed=7)[:, :2]
+    B = B_TRUE[:2]
+    cov_r = PC / 16
+    lam = np.eye(P) * 200.0
+    pCs, qEs, qCs, ys = [], [], [], []
+    for i in range(n):
+        pC_i = PC.copy()
+        if i % 3 == 0:
+            pC_i[2, 2] = 0.0
+        theta = X[i] @ B + rng.multivariate_normal(np.zeros(P), cov_r)
+        q, c, y = _first_level_under(pC_i, theta, lam, rng)
+        pCs.append(pC_i), qEs.append(q), qCs.append(c), ys.append(y)
+    pEs = np.zeros((n, P))
+    Qs = precision_components(PC, "single")
+    Ep, Cp, F, sE, sC = peb_conditional(np.array(qEs), np.array(qCs), pEs, np.array(pCs), X, [np.log(1.0)], Qs)
+    # exact: y_i (restricted to subject i's free parameters) ~ N(S_i X_i β, S_i (cov_r + lam⁻¹) S_iᵀ)
+    ref_C = np.mean(pCs, axis=0)
+    rows, covs, obs = [], [], []
+    for i in range(n):
+        free = np.flatnonzero(np.diag(pCs[i]) > 0)
+        A = np.kron(X[i][None, :], np.eye(P))[free]
+        rows.append(A)
+        covs.append((np.linalg.inv(Qs[0]) + np.linalg.inv(lam))[np.ix_(free, free)])
+        obs.append(ys[i][free])
+    from scipy.linalg import block_diag
+
+    A, V, yv = np.vstack(rows), block_diag(*covs), np.concatenate(obs)
+    b_prec = np.kron(np.eye(2), np.linalg.inv(ref_C))
+    prec = A.T @ np.linalg.solve(V, A) + b_prec
+    mean = np.linalg.solve(prec, A.T @ np.linalg.solve(V, yv))
+    np.testing.assert_allclose(Ep.ravel(), mean, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(Cp, np.linalg.inv(prec), rtol=1e-7, atol=1e-12)
+    # fixed parameters stay at their first-level prior mean in the empirical-Bayes posteriors
+    assert np.all(sE[::3, 2] == 0.0) and np.all(sC[::3, 2, 2] == 0.0)
+    # with the shared prior per subject, the result is that of the shared prior
+    peb_shared = fit_peb(np.array(qEs)[1::3], np.array(qCs)[1::3], PE, PC, X[1::3])
+    peb_list = fit_peb(np.array(qEs)[1::3], np.array(qCs)[1::3], pEs[1::3], np.array(pCs)[1::3], X[1::3])
+    np.testing.assert_allclose(peb_list.Ep, peb_shared.Ep, atol=1e-10)
+    fit = fit_peb(np.array(qEs), np.array(qCs), pEs, np.array(pCs), X)
+    loo = peb_leave_one_out(np.array(qEs), np.array(qCs), pEs, np.array(pCs), X, column=1)
+    assert np.all(np.isfinite(fit.Ep)) and np.all(np.isfinite(loo.predicted_mean))
 
 
 def test_leave_one_out_predicts_clinical_change():
@@ -148,3 +237,105 @@ def test_reduction_keeps_non_candidates_and_averages_consistently(effect_fit):
     off = red.Pp == 0
     np.testing.assert_allclose(red.Ep[off], 0.0, atol=1e-12)
     assert np.all(np.diag(red.Cp) >= -1e-15)
+
+
+# --- the FitPEB interface on synthetic participant outputs -------------------------------------
+
+def _dcm_json(theta, lam, rng, pE, pC, names, regions, inputs, layout):
+    """A dcm.json-like record: exact posterior of y ~ N(θ, lam⁻¹) on the free parameters."""
+    free = np.diag(pC) > 0
+    qE, qC = pE.copy(), np.zeros_like(pC)
+    f = np.ix_(free, free)
+    y = rng.multivariate_normal(theta[free], np.linalg.inv(lam[f]))
+    qC[f] = np.linalg.inv(np.linalg.inv(pC[f]) + lam[f])
+    qE[free] = qC[f] @ (np.linalg.solve(pC[f], pE[free]) + lam[f] @ y)
+    return {"param_names": names, "region_names": regions, "input_names": inputs, "Ep_vector": qE.tolist(),
+            "Cp": qC.tolist(), "prior_mean": pE.tolist(), "prior_cov": pC.tolist(),
+            "Ep": {k: np.asarray(v).tolist() for k, v in layout.unpack(qE).items()}}
+
+
+def _participant_outputs(out_dir, n_sub=24, arm_effect=0.6, seed=0):
+    import json
+
+    import pandas as pd
+
+    from ketflow.dcm.priors import dcm_fmri_priors
+
+    rng = np.random.default_rng(seed)
+    a, b, c = np.ones((2, 2)), np.zeros((2, 2, 2)), np.array([[0, 0], [1, 0]])
+    b[1, 0, 1] = 1
+    pE, pV, layout = dcm_fmri_priors(a, b, c)
+    pC = np.diag(pV)
+    names = layout.names()
+    ib = names.index("B_to1_from2_in2")
+    arms = np.array(["ketamine", "midazolam"] * (n_sub // 2))
+    change = rng.normal(-10, 5, n_sub)
+    subjects = [f"{i + 1:02d}" for i in range(n_sub)]
+    lam = np.diag(np.where(pV > 0, 400.0, 0.0))
+    for i, sub in enumerate(subjects):
+        if i == n_sub - 1:
+            continue  # a subject without DCM output
+        theta = pE + rng.multivariate_normal(np.zeros(pE.size), pC / 16) * (pV > 0)
+        theta[ib] += 0.4 + (arm_effect / 2 if arms[i] == "ketamine" else -arm_effect / 2)
+        folder = out_dir / f"sub-{sub}" / "ses-pre" / "func"
+        folder.mkdir(parents=True)
+        runs = ["run-1_", "run-2_"] if i % 4 == 0 else [""]
+        for run in runs:
+            record = _dcm_json(theta, lam, rng, pE, pC, names, ["vmPFC", "amygdala_L"], ["faces", "fearful"], layout)
+            (folder / f"sub-{sub}_ses-pre_task-faces_{run}atlas-circuit_dcm.json").write_text(json.dumps(record))
+    features = pd.DataFrame({"subject": subjects, "group": arms, "caps5_total__change": change})
+    features.to_csv(out_dir / "features.tsv", sep="\t", index=False)
+    return subjects, ib
+
+
+def test_fit_peb_interface_end_to_end(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from ketflow.interfaces.peb import FitPEB
+
+    out = tmp_path / "out"
+    subjects, _ = _participant_outputs(out)
+    monkeypatch.chdir(tmp_path)
+    res = FitPEB(out_dir=str(out), features_tsv=str(out / "features.tsv"), task="faces", session="pre",
+                 arm_column="group", arms=["ketamine", "midazolam"], outcome="caps5_total__change").run()
+    table = pd.read_csv(res.outputs.parameters_tsv, sep="\t")
+    summary = json.loads(open(res.outputs.result_json).read())
+    assert summary["subjects_without_dcm"] == [subjects[-1]] and len(summary["subjects"]) == len(subjects) - 1
+    assert sorted(set(summary["runs_per_subject"])) == [1, 2]
+    assert summary["design_columns"] == ["mean", "arm", "caps5_total__change", "arm:caps5_total__change"]
+    # only connectivity parameters with prior variance reach the second level (A 4, B 1, C 1)
+    assert set(table["parameter"]) == {"A_to1_from1", "A_to2_from1", "A_to1_from2", "A_to2_from2",
+                                       "B_to1_from2_in2", "C_to2_in1"}
+    row = table.set_index(["covariate", "parameter"])
+    arm_b = row.loc[("arm", "B_to1_from2_in2")]
+    assert arm_b["Pp"] > 0.95 and arm_b["ci90_low"] < 0.6 < arm_b["ci90_high"]
+    assert row.loc[("mean", "B_to1_from2_in2"), "Pp"] > 0.95  # group mean scored by its own reduction
+    assert (row.xs("arm:caps5_total__change", level="covariate")["Pp"] < 0.95).all()  # none present
+    assert open(res.outputs.figure).read().lstrip().startswith("<?xml")
+
+
+def test_load_first_level_averages_runs_and_keeps_subject_priors(tmp_path):
+    import json
+
+    from ketflow.interfaces.peb import find_dcm, load_first_level
+
+    out = tmp_path / "out"
+    _participant_outputs(out, n_sub=4)
+    runs = find_dcm(out, "01", "pre", "faces")
+    assert [p.name.split("_")[3] for p in runs] == ["run-1", "run-2"]
+    # give subject 02 a different prior on one free parameter, as a data-dependent prior would be
+    path = find_dcm(out, "02", "pre", "faces")[0]
+    record = json.loads(path.read_text())
+    cov = np.asarray(record["prior_cov"])
+    cov[0, 0] /= 2
+    record["prior_cov"] = cov.tolist()
+    path.write_text(json.dumps(record))
+    paths = [find_dcm(out, s, "pre", "faces") for s in ("01", "02", "03")]
+    names, qE, qC, pE, pC = load_first_level(paths)
+    assert qE.shape == (3, 6) and pC.shape == (3, 6, 6)
+    assert pC[1, 0, 0] == pytest.approx(pC[0, 0, 0] / 2)
+    single = [json.loads(p.read_text()) for p in paths[0]]
+    precision = sum(np.linalg.inv(np.asarray(r["Cp"])[np.ix_([0], [0])]) for r in single) - 1 / pC[0, 0, 0]
+    assert qC[0, 0, 0] == pytest.approx(1 / precision[0, 0], rel=0.05)  # two runs: about half the variance

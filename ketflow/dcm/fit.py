@@ -187,6 +187,7 @@ def fit_dcm(spec: DCMSpec) -> DCMResult:
         hE=opts.hE,
         hC=opts.hC,
         maxit=opts.maxit,
+        m_step=opts.m_step,
     )
     Vp = np.clip(np.diag(post.Cp), 0, None)
     Pp = _posterior_probability(post.Ep, Vp, pE)

@@ -18,7 +18,18 @@ At γ = 0 the between-subject covariance is pC/beta (default beta = 16).
 Each subject enters only through Bayesian model reduction (BMR): the empirical
 prior N((X_i ⊗ I)β, Π(γ)⁻¹) replaces the first-level prior, and the change in
 log evidence ΔF_i and the subject's empirical-Bayes posterior follow from
-:func:`ketflow.dcm.bmr.bayesian_model_reduction`.  Because ΔF_i is exactly
+:func:`ketflow.dcm.bmr.bayesian_model_reduction`.
+
+Subject-specific first-level priors (Friston et al. 2016 write the first level with each
+subject's own prior; SPM reduces each subject under its own ``M.pE, M.pC``): pE, pC may
+be given per subject, e.g. when models differ in which parameters are switched on, or
+when A's prior was projected onto data-dependent principal modes (more than 8 regions,
+:func:`ketflow.dcm.priors.constrain_to_modes`). BMR of subject i then uses its own
+prior, and the empirical prior is restricted to the directions that prior leaves free
+(R_i = projector onto the range of pC_i: mean pE_i + R_i (X_i β − pE_i), covariance
+R_i Π⁻¹ R_i), because a second level cannot free a parameter the first level fixed.
+The precision components and the third-level prior use a reference prior: the common
+prior when all subjects share one, otherwise the average of the subjects' priors.  Because ΔF_i is exactly
 quadratic in the empirical prior mean, the posterior of β given γ is Gaussian
 and found in one Newton step (gradient A_iᵀΠ(sE_i − A_iβ), curvature
 A_iᵀ(Π − Π sC_i Π)A_i with A_i = X_i ⊗ I); β is integrated out exactly and the
@@ -30,7 +41,14 @@ Second-level Bayesian model reduction switches parameters off (prior variance
 zero, fixed at their prior mean) with a greedy search over the eight least
 evident parameters at a time, as described by Friston et al. (2016), giving
 posterior probabilities Pp per parameter and a Bayesian model average (BMA)
-over the final model space.  :func:`peb_leave_one_out` predicts a left-out
+over the final model space.  By default the search is over the covariate effects
+(design columns after the first) with the group mean kept in every model: the model
+spaces of Friston et al. (2016) and of SPM's ``spm_dcm_peb_bmc`` factorise into models
+of the commonalities (group mean) and of the group differences/covariate effects, with
+separate probabilities for each; searching both jointly would let a weak group mean be
+switched off (fixed at its prior mean) inside the models that score the covariate
+effects.  ``reduce_peb(peb, search="mean")`` scores the group-mean parameters
+separately (covariate effects kept), and ``search="all"`` is the joint search.  :func:`peb_leave_one_out` predicts a left-out
 subject's between-subject variable from its DCM posterior and a PEB model of
 the other subjects (the leave-one-out scheme of Friston et al. 2016, §"Cross
 validation", SPM's ``spm_dcm_loo``).
@@ -130,24 +148,48 @@ def precision_components(pC: np.ndarray, components: str | Sequence[Sequence[int
 
 
 def _check_inputs(qE, qC, pE, pC, X):
+    """Validated arrays: qE (N, P), qC (N, P, P), per-subject pE (N, P) and pC (N, P, P),
+    the reference prior (P,), (P, P) and X (N, K)."""
     qE = np.atleast_2d(np.asarray(qE, dtype=float))
     n_sub, n_par = qE.shape
     qC = np.asarray(qC, dtype=float).reshape(n_sub, n_par, n_par)
-    pE = np.asarray(pE, dtype=float).ravel()
-    pC = np.atleast_2d(np.asarray(pC, dtype=float))
+    pE = np.asarray(pE, dtype=float)
+    pC = np.asarray(pC, dtype=float)
+    pEs = np.broadcast_to(pE.ravel(), (n_sub, n_par)) if pE.ndim <= 1 else pE
+    pCs = np.broadcast_to(np.atleast_2d(pC), (n_sub, n_par, n_par)) if pC.ndim <= 2 else pC
     X = np.asarray(X, dtype=float)
     if X.ndim == 1:
         X = X[:, None]
-    if pE.shape != (n_par,) or pC.shape != (n_par, n_par):
-        raise ValueError(f"pE, pC must be ({n_par},), ({n_par}, {n_par}) to match qE {qE.shape}")
+    if pEs.shape != (n_sub, n_par) or pCs.shape != (n_sub, n_par, n_par):
+        raise ValueError(f"pE, pC must be ({n_par},), ({n_par}, {n_par}) or per subject ({n_sub}, {n_par}), "
+                         f"({n_sub}, {n_par}, {n_par}) to match qE {qE.shape}")
     if X.shape[0] != n_sub:
         raise ValueError(f"design has {X.shape[0]} rows for {n_sub} subjects")
     if not np.allclose(X[:, 0], 1.0):
         raise ValueError("the first design column must be ones (the group mean)")
-    if np.min(np.linalg.eigvalsh(pC)) <= 0:
+    shared = pE.ndim <= 1 and pC.ndim <= 2
+    ref_E = pEs[0] if shared else pEs.mean(axis=0)
+    ref_C = pCs[0] if shared else pCs.mean(axis=0)
+    if np.min(np.linalg.eigvalsh(ref_C)) <= 0:
         raise ValueError("pC must be positive definite: take only parameters with prior variance "
                          "to the second level")
-    return qE, qC, pE, pC, X
+    return qE, qC, np.ascontiguousarray(pEs), np.ascontiguousarray(pCs), ref_E, ref_C, X
+
+
+def _empirical_prior(pE_i, pC_i, rE, cov_r, prec):
+    """The empirical prior of a subject within its first-level free subspace.
+
+    Returns (rE_i, rC_i, Π_i): mean, covariance and (pseudo-inverse) precision. With a
+    full-rank first-level prior these are rE, cov_r and prec themselves.
+    """
+    vals, vecs = np.linalg.eigh((pC_i + pC_i.T) / 2)
+    free = vecs[:, vals > 1e-12 * max(vals.max(), np.finfo(float).tiny)]
+    if free.shape[1] == pC_i.shape[0]:
+        return rE, cov_r, prec
+    R = free @ free.T
+    rC_i = R @ cov_r @ R
+    Pi = free @ np.linalg.inv(free.T @ cov_r @ free) @ free.T
+    return pE_i + R @ (rE - pE_i), (rC_i + rC_i.T) / 2, (Pi + Pi.T) / 2
 
 
 @dataclass(frozen=True)
@@ -161,7 +203,7 @@ class PEBResult:
     between_covariance : (P, P) random-effects covariance Π(Eh)⁻¹.
     subject_means, subject_covariances : (N, P), (N, P, P) empirical-Bayes
         posteriors of each subject's parameters.
-    bE, bC : (K, P), (K·P, K·P) third-level prior; pE, pC: first-level prior;
+    bE, bC : (K, P), (K·P, K·P) third-level prior; pE, pC: first-level (reference) prior;
     X : (N, K) design; components : the Q_j; beta, alpha, hE, hC: settings.
     """
 
@@ -187,34 +229,36 @@ class PEBResult:
 def peb_conditional(qE, qC, pE, pC, X, gamma, components, *, alpha: float = 1.0):
     """Posterior of β given log-precisions ``gamma``, exact under BMR.
 
-    qE (N, P), qC (N, P, P): first-level posteriors; pE (P,), pC (P, P): their
-    prior; X (N, K); gamma (m,); components: list of m (P, P) matrices Q_j.
+    qE (N, P), qC (N, P, P): first-level posteriors; pE (P,) or (N, P), pC (P, P) or
+    (N, P, P): their prior(s); X (N, K); gamma (m,); components: list of m (P, P) matrices Q_j.
     Returns (Ep (K, P), Cp (K·P, K·P), F_gamma, subject means (N, P),
     subject covariances (N, P, P)), where F_gamma = log p(data | γ) relative to
     the first-level models (β integrated out exactly).
     """
-    qE, qC, pE, pC, X = _check_inputs(qE, qC, pE, pC, X)
+    qE, qC, pEs, pCs, ref_E, ref_C, X = _check_inputs(qE, qC, pE, pC, X)
     n_sub, n_par = qE.shape
     n_cov = X.shape[1]
     prec = sum(np.exp(g) * Q for g, Q in zip(np.atleast_1d(gamma), components))
     cov_r = np.linalg.inv(prec)
     bE = np.zeros((n_cov, n_par))
-    bE[0] = pE
-    b_prec = np.kron(np.eye(n_cov), np.linalg.inv(pC) * alpha)
+    bE[0] = ref_E
+    b_prec = np.kron(np.eye(n_cov), np.linalg.inv(ref_C) * alpha)
     beta0 = bE.ravel()
     grad = np.zeros(n_cov * n_par)
     curv = np.zeros((n_cov * n_par, n_cov * n_par))
     dF0 = 0.0
     sEs = np.zeros((n_sub, n_par))
     sCs = np.zeros((n_sub, n_par, n_par))
+    precs = []
     for i in range(n_sub):
         A = np.kron(X[i][None, :], np.eye(n_par))
-        rE = A @ beta0
-        dF, sE, sC = bayesian_model_reduction(qE[i], qC[i], pE, pC, rE, cov_r)
+        rE_i, rC_i, prec_i = _empirical_prior(pEs[i], pCs[i], A @ beta0, cov_r, prec)
+        dF, sE, sC = bayesian_model_reduction(qE[i], qC[i], pEs[i], pCs[i], rE_i, rC_i)
         dF0 += dF
-        grad += A.T @ prec @ (sE - rE)
-        curv += A.T @ (prec - prec @ sC @ prec) @ A
+        grad += A.T @ prec_i @ (sE - rE_i)
+        curv += A.T @ (prec_i - prec_i @ sC @ prec_i) @ A
         sEs[i], sCs[i] = sE, sC
+        precs.append(prec_i)
     post_prec = curv + b_prec
     post_cov = np.linalg.inv(post_prec)
     step = post_cov @ grad  # beta0 is the prior mean, so the prior gradient vanishes there
@@ -225,7 +269,7 @@ def peb_conditional(qE, qC, pE, pC, X, gamma, components, *, alpha: float = 1.0)
     # subject posteriors under the empirical prior at the posterior mean of β
     for i in range(n_sub):
         A = np.kron(X[i][None, :], np.eye(n_par))
-        sEs[i] = sEs[i] + sCs[i] @ prec @ A @ step
+        sEs[i] = sEs[i] + sCs[i] @ precs[i] @ A @ step
     return beta.reshape(n_cov, n_par), (post_cov + post_cov.T) / 2, float(F), sEs, sCs
 
 
@@ -234,14 +278,15 @@ def fit_peb(qE, qC, pE, pC, X, *, components: str | Sequence[Sequence[int]] = "s
     """Invert the PEB model (see module docstring).
 
     qE : (N, P) first-level posterior means; qC : (N, P, P) covariances;
-    pE, pC : first-level prior (P,), (P, P); X : (N, K) design, first column ones
-    (centre the other columns so that β[0] is the group mean).
+    pE, pC : first-level prior (P,), (P, P), or one per subject (N, P), (N, P, P);
+    X : (N, K) design, first column ones (centre the other columns so that β[0] is the
+    group mean).
     components, beta, alpha, hE, hC : SPM's between-subject precision
     components, within:between precision ratio, third-level prior shrinkage,
     and log-precision prior mean and variance.
     """
-    qE, qC, pE, pC, X = _check_inputs(qE, qC, pE, pC, X)
-    Qs = precision_components(pC, components, beta)
+    qE, qC, pE, pC, ref_E, ref_C, X = _check_inputs(qE, qC, pE, pC, X)
+    Qs = precision_components(ref_C, components, beta)
     m = len(Qs)
 
     def objective(g):
@@ -262,12 +307,12 @@ def fit_peb(qE, qC, pE, pC, X, *, components: str | Sequence[Sequence[int]] = "s
     _, logdet = np.linalg.slogdet(Ch / hC)
     F = F_g - 0.5 * np.sum((g_hat - hE) ** 2) / hC + 0.5 * logdet
     bE = np.zeros_like(Ep)
-    bE[0] = pE
+    bE[0] = ref_E
     prec = sum(np.exp(g) * Q for g, Q in zip(g_hat, Qs))
     return PEBResult(Ep=Ep, Cp=Cp, Eh=g_hat, Ch=(Ch + Ch.T) / 2, F=float(F),
                      between_covariance=np.linalg.inv(prec), subject_means=sEs,
-                     subject_covariances=sCs, bE=bE, bC=np.kron(np.eye(X.shape[1]), pC / alpha),
-                     pE=pE, pC=pC, X=X, components=tuple(Qs), hE=hE, hC=hC)
+                     subject_covariances=sCs, bE=bE, bC=np.kron(np.eye(X.shape[1]), ref_C / alpha),
+                     pE=ref_E, pC=ref_C, X=X, components=tuple(Qs), hE=hE, hC=hC)
 
 
 def _numerical_hessian(fun, x, step=1e-3):
@@ -308,11 +353,13 @@ class PEBReduction:
 
 
 def reduce_peb(peb: PEBResult, candidates: Sequence[int] | None = None,
-               max_search: int = 8) -> PEBReduction:
+               max_search: int = 8, search: str = "covariates") -> PEBReduction:
     """Greedy BMR over the second-level parameters, Pp and BMA.
 
-    candidates : flattened indices (k·P + p) that may be switched off (default
-    all); the others stay on in every model (Pp = 1).  Each pass ranks the
+    candidates : flattened indices (k·P + p) that may be switched off; the others stay
+    on in every model (Pp = 1).  Default from ``search``: "covariates" (every design
+    column but the first: the group mean is kept, see the module docstring), "mean"
+    (the group-mean parameters only) or "all".  Each pass ranks the
     candidates still on by the evidence for removing each alone, evaluates all
     2^k on/off combinations of the k = min(max_search, remaining) least evident
     ones, and switches off those the best combination removes; it stops when
@@ -323,7 +370,13 @@ def reduce_peb(peb: PEBResult, candidates: Sequence[int] | None = None,
     qE, qC = peb.Ep.ravel(), peb.Cp
     pE, pC = peb.bE.ravel(), peb.bC
     d = qE.size
-    cand = list(range(d)) if candidates is None else sorted(set(int(c) for c in candidates))
+    n_par = peb.Ep.shape[1]
+    if candidates is None:
+        ranges = {"covariates": range(n_par, d), "mean": range(n_par), "all": range(d)}
+        if search not in ranges:
+            raise ValueError(f"search must be one of {sorted(ranges)}, not {search!r}")
+        candidates = ranges[search]
+    cand = sorted(set(int(c) for c in candidates))
 
     def evidence(off: Sequence[int]):
         rC = pC.copy()
@@ -388,7 +441,8 @@ def peb_leave_one_out(qE, qC, pE, pC, X, column: int = 1, **peb_kwargs) -> PEBLe
     bᵀ(Π − Π sC Π)b + 1/v0 and mean from the gradient bᵀΠ(sE − rE), with b the
     column's effects (posterior mean of β plugged in).
     """
-    qE, qC, pE, pC, X = _check_inputs(qE, qC, pE, pC, X)
+    per_subject = np.ndim(pE) == 2 or np.ndim(pC) == 3
+    qE, qC, pE, pC, ref_E, ref_C, X = _check_inputs(qE, qC, pE, pC, X)
     if not 1 <= column < X.shape[1]:
         raise ValueError("column must index a between-subject variable (not the constant)")
     n_sub, n_par = qE.shape
@@ -399,15 +453,16 @@ def peb_leave_one_out(qE, qC, pE, pC, X, column: int = 1, **peb_kwargs) -> PEBLe
         centre = Xt[:, column].mean()
         prior_var = Xt[:, column].var(ddof=1)
         Xt[:, column] -= centre
-        peb = fit_peb(qE[train], qC[train], pE, pC, Xt, **peb_kwargs)
+        priors = (pE[train], pC[train]) if per_subject else (ref_E, ref_C)
+        peb = fit_peb(qE[train], qC[train], *priors, Xt, **peb_kwargs)
         prec = np.linalg.inv(peb.between_covariance)
         x_known = X[i].copy()
         x_known[column] = 0.0
-        c = x_known @ peb.Ep
         b = peb.Ep[column]
-        _, sE, sC = bayesian_model_reduction(qE[i], qC[i], pE, pC, c, peb.between_covariance)
-        grad = b @ prec @ (sE - c)
-        curv = b @ (prec - prec @ sC @ prec) @ b
+        c, rC, prec_i = _empirical_prior(pE[i], pC[i], x_known @ peb.Ep, peb.between_covariance, prec)
+        _, sE, sC = bayesian_model_reduction(qE[i], qC[i], pE[i], pC[i], c, rC)
+        grad = b @ prec_i @ (sE - c)
+        curv = b @ (prec_i - prec_i @ sC @ prec_i) @ b
         post_prec = curv + 1.0 / prior_var
         means[i] = centre + grad / post_prec
         sds[i] = np.sqrt(1.0 / post_prec)

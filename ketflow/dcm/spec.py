@@ -29,6 +29,10 @@ class DCMOptions:
         to the data's ``maxnodes`` principal modes (SPM12).
     use_acquisition_te : use ``DCMSpec.TE`` in the BOLD equation instead of
         SPM12's fixed 0.04 s.
+    m_step : update of the noise log-precisions in each variational Laplace
+        iteration: "fisher" (SPM12's scheme, the default) or "newton" (to
+        convergence; robust when the noise is far above its prior expectation),
+        see :func:`ketflow.dcm.vl.variational_laplace`.
     """
 
     centre: bool = False
@@ -37,6 +41,7 @@ class DCMOptions:
     maxit: int = 128
     maxnodes: int = 8
     use_acquisition_te: bool = False
+    m_step: str = "fisher"
 
 
 def preprocess_data(Y):

@@ -13,7 +13,12 @@ of SPM12's ``spm_nlsi_GN``:
   ``t = exp(v) / |H|^(1/k)``; ``v`` grows by 1/2 after an increase of F and
   drops by 2 (to at most -4) after a decrease, in which case the previous
   expansion point is restored;
-* M-step: up to 8 Fisher-scoring steps on h per iteration;
+* M-step: up to 8 Fisher-scoring steps on h per iteration, each clipped to ±1
+  (``m_step="fisher"``, SPM's), or Newton steps on the observed curvature until
+  converged (``m_step="newton"``);
+* a prediction or Jacobian that is not finite (an unstable parameter set makes
+  the integration overflow) rejects the step: shorter steps from the last
+  accepted point, then that point itself; NaN never propagates;
 * free energy ``F = L1 + L2 + L3``: accuracy, parameter complexity and
   hyperparameter complexity;
 * stop when the predicted increase of F has been below 0.1 four iterations
@@ -94,7 +99,7 @@ def _free_subspace(pC: np.ndarray) -> np.ndarray:
     return W[:, w > 1e-12 * max(w.max(), 0)]
 
 
-def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit=128):
+def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit=128, m_step="fisher"):
     """Invert ``y = predict(θ) + X0 β + e`` by variational Laplace.
 
     Parameters
@@ -110,11 +115,20 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     hE, hC : float or array (n_resp,)
         Prior mean and variance of the log precisions.
     maxit : int
+    m_step : {"fisher", "newton"}
+        Update of the log precisions in each iteration. "fisher": SPM12's at most 8
+        Fisher-scoring steps clipped to ±1 (with a tight hyperprior and noise far above
+        its prior expectation these oscillate between two values, and F, evaluated at
+        whichever one the last step lands on, can then reject every later parameter
+        step). "newton": Newton steps on the observed curvature of the (concave)
+        objective in h until they are below 1e-6, so F is evaluated at the optimum of h.
 
     Returns
     -------
     VLResult
     """
+    if m_step not in ("fisher", "newton"):
+        raise ValueError(f"m_step must be 'fisher' or 'newton', not {m_step!r}")
     y = np.asarray(y, dtype=float)
     ns, nr = y.shape
     ny = ns * nr
@@ -142,13 +156,16 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     region = np.repeat(np.arange(nr), ns)
 
     def evaluate(p_vec):
+        """Prediction and Jacobian at p_vec; ``bad`` when either is not finite or explodes."""
         Ep = pE + V @ p_vec[ip]
         batch = np.vstack([Ep[None, :], Ep[None, :] + FD_STEP * V.T])
+        # An unstable parameter set (or one of its finite-difference perturbations) makes the
+        # integration overflow; that is detected here and the step rejected, never propagated.
         with np.errstate(all="ignore"):
             out = predict(batch)
-        f = out[0].T.ravel()
-        dfdp = ((out[1:] - out[0][None]) / FD_STEP).transpose(0, 2, 1).reshape(n_p, ny).T
-        norm = np.abs(dfdp).sum(axis=1).max() if dfdp.size else 0.0
+            f = out[0].T.ravel()
+            dfdp = ((out[1:] - out[0][None]) / FD_STEP).transpose(0, 2, 1).reshape(n_p, ny).T
+            norm = np.abs(dfdp).sum(axis=1).max() if dfdp.size else 0.0
         bad = not (np.all(np.isfinite(f)) and np.isfinite(norm)) or norm > np.exp(32)
         return f, dfdp, bad
 
@@ -162,15 +179,19 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     k = 0
     for k in range(1, maxit + 1):
         f, dfdp, bad = evaluate(p)
-        if bad and k > 1:
+        if bad and best is not None:
+            # SPM-like step rejection: shorter steps from the last accepted point ...
             for _ in range(4):
                 v = min(v - 2, -4.0)
                 p = best["p"] + _regularised_step(dFdpp, dFdp, v)
                 f, dfdp, bad = evaluate(p)
                 if not bad:
                     break
+            if bad:  # ... and, failing those, the accepted point itself (known to be finite)
+                p = best["p"].copy()
+                f, dfdp, bad = evaluate(p)
         if bad:
-            raise RuntimeError("variational Laplace: the model prediction diverged (convergence failure)")
+            raise RuntimeError("variational Laplace: the model prediction is not finite at the prior mean")
 
         e = yv - f - dfdu @ p[iu]
         J = -np.hstack([dfdp, dfdu])
@@ -179,22 +200,30 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
         ee = np.array([e[region == r] @ e[region == r] for r in range(nr)])
         Je = np.stack([J[region == r].T @ e[region == r] for r in range(nr)])
 
-        # M-step: Fisher scoring on the log precisions
-        for _ in range(8):
+        # M-step on the log precisions
+        for _ in range(8 if m_step == "fisher" else 64):
             prec = np.exp(-32) + np.exp(h)
             Pp = np.einsum("r,rij->ij", prec, JJ)
             Cp = np.linalg.inv(Pp + ipC)
             w = np.exp(h) / prec  # trace(P_i S) / ns
-            dFdh = ns * w / 2 - np.exp(h) * ee / 2 - np.exp(h) * np.einsum("ij,rji->r", Cp, JJ) / 2
+            residual = ee + np.einsum("ij,rji->r", Cp, JJ)  # expected sum of squares per response
+            dFdh = ns * w / 2 - np.exp(h) * residual / 2
             dFdhh = np.diag(-ns * w**2 / 2)
             d = h - hE
             dFdh = dFdh - ihC @ d
             dFdhh = dFdhh - ihC
             Ch = np.linalg.inv(-dFdhh)
-            dh = np.clip(_regularised_step(dFdhh, dFdh, 4.0), -1.0, 1.0)
-            h = h + dh
-            if dFdh @ dh < 1e-2:
-                break
+            if m_step == "fisher":
+                dh = np.clip(_regularised_step(dFdhh, dFdh, 4.0), -1.0, 1.0)
+                h = h + dh
+                if dFdh @ dh < 1e-2:
+                    break
+            else:  # Newton on the observed curvature: the objective is concave in h, no overshoot
+                observed = np.diag(-np.exp(h) * residual / 2) - ihC
+                dh = np.clip(-np.linalg.solve(observed, dFdh), -1.0, 1.0)
+                h = h + dh
+                if np.max(np.abs(dh)) < 1e-6:
+                    break
 
         # accuracy (log|iS|/2 with iS = diag(prec) repeated over samples), complexities
         L1 = ns * np.log(prec).sum() / 2 - (prec * ee).sum() / 2 - ny * np.log(2 * np.pi) / 2

@@ -1,7 +1,21 @@
-"""Nipype interface: fit a deterministic DCM for fMRI to ROI time series.
+"""Nipype interfaces of the DCM path: VOI time series, then the DCM fit.
+
+:class:`ExtractVOI` prepares the regional series as SPM users prepare them
+(:mod:`ketflow.dcm.voi`): it reads the run's preprocessed BOLD once, volume by volume,
+scales the run to a grand mean of 100, adjusts every voxel of each DCM region for the
+confounds X0 (constant, cosine high-pass, the nuisance regressors and one indicator per
+censored volume, as SPM's adjustment for an effects-of-interest F-contrast does) and
+takes the first eigenvariate. It writes
+
+* ``desc-voi_timeseries.tsv``: one column per region, one row per acquired volume
+  (per cent of the grand mean);
+* ``desc-X0_regressors.tsv``: the confound matrix X0 without its constant, for the DCM's
+  observation model;
+* ``desc-voi_qc.json``: grand mean, scaling, censored volumes, voxels and variance
+  explained per region.
 
 :class:`FitDCM` reads the regions' time series (TSV, one column per region,
-one row per scan, e.g. first eigenvariates), the run's BIDS events, builds the
+one row per scan), the run's BIDS events, builds the
 inputs on the TR/16 micro-time grid (:func:`ketflow.dcm.inputs.inputs_from_events`),
 fits the model (:func:`ketflow.dcm.fit_dcm`) and writes into the working
 directory:
@@ -21,13 +35,15 @@ The model is a JSON object::
      "a": [[1, 1], [1, 1]],                 # [to][from]
      "b": [[[0, 0], [0, 0]], [[0, 1], [0, 0]]],   # [input][to][from]
      "c": [[0, 0], [1, 0]],                 # [to][input]
+     "d": [],                               # optional [modulating region][to][from]
      "delays": [0, 0],                      # optional, s after the reference
      "options": {"centre": false, "hE": 6, "hC": 0.0078125, "maxit": 128},
      "model_space": {"no_modulation": {"b": [[[0, 0], [0, 0]], [[0, 0], [0, 0]]]}}}
 
 ``inputs`` may also be a list of trial types (one input each). Because event
 onsets are shifted by ``start_time`` (time 0 = the first scan's acquisition
-reference), each region's sampling delay defaults to 0 s.
+reference), each region's sampling delay defaults to 0 s. Masks missing from a
+``model_space`` entry are the full model's.
 """
 
 from __future__ import annotations
@@ -50,7 +66,119 @@ from ..dcm import DCMSpec, fit_dcm
 from ..dcm.compare import score_model_space
 from ..dcm.inputs import inputs_from_events
 from ..dcm.plot import plot_dcm
+from ..dcm.voi import grand_mean_scale, spike_volumes, voi_eigenvariates
 from ..io.write import write_json, write_tsv
+from ..signal.denoise import cosine_regressors, design_basis
+
+
+def confound_matrix(confounds: pd.DataFrame, n_scans: int, source: str = "confounds") -> pd.DataFrame:
+    """Confound columns usable in a regression: n/a -> 0, constant columns dropped.
+
+    fMRIPrep's derivative columns start with n/a; a constant column duplicates the
+    intercept the models add themselves.
+    """
+    if len(confounds) != n_scans:
+        raise ValueError(f"{source}: {len(confounds)} rows, but the run has {n_scans} volumes")
+    table = confounds.apply(pd.to_numeric, errors="coerce").astype(float)
+    table = table.where(np.isfinite(table), 0.0)
+    return table.loc[:, table.std(axis=0) > 0]
+
+
+def read_voi_voxels(bold_file: str, brain_mask: np.ndarray, labels: np.ndarray, indices: list[int]):
+    """Per-volume in-mask mean intensity (T,) and each label's voxels [(T, n_voxels)].
+
+    Reads one volume at a time (a .nii.gz is decompressed once, front to back).
+    """
+    import nibabel as nib
+
+    img = nib.load(bold_file, keep_file_open=True)
+    if img.ndim != 4 or img.shape[:3] != brain_mask.shape:
+        raise ValueError(f"{os.path.basename(bold_file)}: shape {img.shape} does not match the brain mask "
+                         f"{brain_mask.shape}")
+    selectors = [labels == i for i in indices]
+    n = img.shape[3]
+    means = np.empty(n)
+    regions = [np.empty((n, int(sel.sum()))) for sel in selectors]
+    for t in range(n):
+        volume = np.asanyarray(img.dataobj[..., t], dtype=np.float64)
+        means[t] = volume[brain_mask].mean()
+        for out, sel in zip(regions, selectors):
+            out[t] = volume[sel]
+    return means, regions
+
+
+class _ExtractVOIInputSpec(BaseInterfaceInputSpec):
+    bold_file = File(exists=True, mandatory=True, desc="preprocessed 4-D BOLD (every acquired volume)")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
+    labels_file = File(exists=True, mandatory=True, desc="label image from BuildROIs")
+    labels_tsv = File(exists=True, mandatory=True, desc="labels TSV from BuildROIs (index, name)")
+    regions = traits.List(Str, minlen=1, mandatory=True, desc="DCM regions (label names), in model order")
+    repetition_time = traits.Float(mandatory=True, desc="TR (s)")
+    high_pass_s = traits.Either(None, traits.Float, default=128.0, usedefault=True,
+                                desc="cosine high-pass cut-off period (s) in X0; None: none")
+    confounds = File(exists=True, desc="nuisance regressors TSV with one indicator column per censored volume")
+
+
+class _ExtractVOIOutputSpec(TraitedSpec):
+    timeseries = File(exists=True, desc="desc-voi_timeseries.tsv (columns = regions)")
+    confounds_out = File(exists=True, desc="desc-X0_regressors.tsv (X0 without the constant)")
+    qc_json = File(exists=True, desc="desc-voi_qc.json")
+
+
+class ExtractVOI(SimpleInterface):
+    """SPM-style VOI series (grand-mean scaled, confound-adjusted first eigenvariates) for DCM."""
+
+    input_spec = _ExtractVOIInputSpec
+    output_spec = _ExtractVOIOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        inputs = self.inputs
+        mask = np.asanyarray(nib.load(inputs.brain_mask).dataobj) > 0
+        labels = np.asanyarray(nib.load(inputs.labels_file).dataobj).astype(np.int64)
+        table = pd.read_csv(inputs.labels_tsv, sep="\t")
+        index = dict(zip(table["name"].astype(str), table["index"].astype(int)))
+        missing = [r for r in inputs.regions if r not in index]
+        if missing:
+            raise ValueError(f"{os.path.basename(inputs.labels_tsv)}: DCM regions {missing} are not among the "
+                             f"ROIs {sorted(index)}")
+        means, voxels = read_voi_voxels(inputs.bold_file, mask, labels, [index[r] for r in inputs.regions])
+        n_scans = means.size
+        TR = inputs.repetition_time
+        columns = {}
+        if inputs.high_pass_s is not None:
+            cosines = cosine_regressors(n_scans, TR, inputs.high_pass_s)
+            columns.update({f"cosine{j + 1:02d}": cosines[:, j] for j in range(cosines.shape[1])})
+        X0 = pd.DataFrame(columns)
+        if inputs.confounds:
+            nuisance = confound_matrix(pd.read_csv(inputs.confounds, sep="\t", na_values="n/a"), n_scans,
+                                       os.path.basename(inputs.confounds))
+            X0 = pd.concat([X0, nuisance.reset_index(drop=True)], axis=1)
+        X0 = X0.reindex(range(n_scans)) if X0.empty else X0
+        censored = spike_volumes(X0.to_numpy()) if X0.shape[1] else np.zeros(n_scans, bool)
+        try:
+            scale = grand_mean_scale(means, ~censored)
+            voi = voi_eigenvariates(voxels, X0.to_numpy(dtype=float).reshape(n_scans, -1), scale)
+        except ValueError as err:
+            raise ValueError(f"{os.path.basename(inputs.bold_file)} with {os.path.basename(inputs.confounds or '')}: "
+                             f"{err}") from err
+
+        cwd = os.getcwd()
+        out_ts = write_tsv(os.path.join(cwd, "desc-voi_timeseries.tsv"),
+                           pd.DataFrame(voi.Y, columns=list(inputs.regions)))
+        out_x0 = write_tsv(os.path.join(cwd, "desc-X0_regressors.tsv"), X0)
+        qc = {
+            "GrandMean": 100.0 / scale,
+            "GrandMeanScaling": scale,
+            "CensoredVolumes": np.flatnonzero(censored).tolist(),
+            "ConfoundColumns": int(X0.shape[1]) + 1,
+            "Regions": {r: {"n_voxels": int(nv), "variance_explained": float(ve)}
+                        for r, nv, ve in zip(inputs.regions, voi.n_voxels, voi.variance_explained)},
+        }
+        out_qc = write_json(os.path.join(cwd, "desc-voi_qc.json"), qc)
+        self._results.update(timeseries=str(out_ts), confounds_out=str(out_x0), qc_json=str(out_qc))
+        return runtime
 
 
 class _FitDCMInputSpec(BaseInterfaceInputSpec):
@@ -87,12 +215,10 @@ def build_spec(timeseries: pd.DataFrame, events: pd.DataFrame, TR: float, start_
     U, dt = inputs_from_events(events, inputs, TR, n_scans, start_time=start_time)
     X0 = np.ones((n_scans, 1))
     if confounds is not None:
-        if len(confounds) != n_scans:
-            raise ValueError(f"confounds have {len(confounds)} rows, time series {n_scans}")
-        C = confounds.to_numpy(dtype=float)
-        C = np.where(np.isfinite(C), C, 0.0)  # fMRIPrep derivatives start with n/a
-        C = C[:, C.std(axis=0) > 0]
-        X0 = np.column_stack([X0, C])
+        # An orthonormal basis of [constant, confounds]: the same observation model (the confound
+        # coefficients have flat priors), but badly scaled columns (raw tissue means ~1000, squared
+        # motion ~1e-6) no longer distort the Gauss-Newton step sizes of the inversion.
+        X0 = design_basis(np.column_stack([X0, confound_matrix(confounds, n_scans).to_numpy()]))
     n = len(regions)
     return DCMSpec(
         Y=Y,

@@ -61,10 +61,40 @@ def _connectivity(path: Path, config: AnalysisConfig) -> list[dict]:
     return _rows(path, items)
 
 
-def _dcm(path: Path, config: AnalysisConfig) -> list[dict]:
-    result = json.loads(path.read_text())
+def _dcm_runs(path: Path) -> list[Path]:
+    """The DCM result files of every run of ``path``'s subject, session and task (same folder)."""
     task = _entities(path)["task"]
-    regions, inputs, ep = result["region_names"], result["input_names"], result["Ep"]
+    prefix = path.name[: path.name.index(f"task-{task}_") + len(f"task-{task}_")]
+    return sorted(p for p in path.parent.glob(f"{prefix}*_dcm.json") if "_desc-" not in p.name)
+
+
+def _dcm(path: Path, config: AnalysisConfig) -> list[dict]:
+    """DCM posterior means of the session, combined over its runs by Bayesian parameter averaging.
+
+    Every run of the same subject, session and task is read and the runs' posteriors are
+    combined by Bayesian parameter averaging (Kasess et al. 2010, NeuroImage 49:3065;
+    :func:`ketflow.dcm.average.bayesian_parameter_average`): precision-weighted, so a
+    run whose parameters are poorly determined counts less, rather than a plain average of
+    posterior means. Each run's file returns the same session-level values, so the
+    per-measure mean in :func:`collect_measures` is that average and ``n_runs`` counts
+    the runs.
+    """
+    from ..dcm.average import bayesian_parameter_average
+    from ..dcm.model import ParameterLayout
+
+    results = [json.loads(p.read_text()) for p in _dcm_runs(path)] or [json.loads(path.read_text())]
+    first = results[0]
+    if any(r["param_names"] != first["param_names"] for r in results):
+        raise ValueError(f"{path.parent}: the runs of task {_entities(path)['task']} were fitted with different DCMs")
+    task = _entities(path)["task"]
+    regions, inputs = first["region_names"], first["input_names"]
+    E, _ = bayesian_parameter_average(np.array([r["Ep_vector"] for r in results], dtype=float),
+                                      np.array([r["Cp"] for r in results], dtype=float),
+                                      np.array([r["prior_mean"] for r in results], dtype=float),
+                                      np.array([r["prior_cov"] for r in results], dtype=float))
+    layout = ParameterLayout(len(regions), len(inputs), len(first["Ep"].get("D") or []))
+    ep = layout.unpack(E)
+    free = layout.unpack(np.diag(np.asarray(first["prior_cov"], dtype=float)) > 0)
     items = []
     for to, row in enumerate(ep["A"]):
         for frm, value in enumerate(row):
@@ -72,11 +102,11 @@ def _dcm(path: Path, config: AnalysisConfig) -> list[dict]:
     for k, matrix in enumerate(ep["B"]):
         for to, row in enumerate(matrix):
             for frm, value in enumerate(row):
-                if value != 0:
+                if free["B"][k, to, frm]:
                     items.append((f"dcm_{task}_B_{regions[frm]}-to-{regions[to]}_{inputs[k]}", value))
     for to, row in enumerate(ep["C"]):
         for k, value in enumerate(row):
-            if value != 0:
+            if free["C"][to, k]:
                 items.append((f"dcm_{task}_C_{inputs[k]}-to-{regions[to]}", value))
     return _rows(path, items)
 

@@ -19,7 +19,7 @@ from ..config import AnalysisConfig
 from ..interfaces.bids import DerivativesSink
 from ..interfaces.confounds import SelectConfounds
 from ..interfaces.connectivity import Connectivity
-from ..interfaces.dcm import FitDCM
+from ..interfaces.dcm import ExtractVOI, FitDCM
 from ..interfaces.denoise import Denoise
 from ..interfaces.glm import FirstLevelGLM
 from ..interfaces.ppi import GPPI
@@ -52,18 +52,37 @@ def task_config_json(config: AnalysisConfig, task: str) -> str:
 
 
 def dcm_model_json(config: AnalysisConfig) -> str:
-    """The DCM of the configuration in the FitDCM interface's layout ([to][from] masks)."""
+    """The DCM of the configuration in the FitDCM interface's layout.
+
+    Masks are [to][from]; b is [input][to][from], c [to][input], d [region][to][from] (all
+    regions when any is given); ``model_space`` maps each nested model's name to its masks
+    in the same layout (masks a model does not give are the full model's).
+    """
     dcm = config.dcm
     n = len(dcm.regions)
     inputs = list(dcm.inputs)
     zeros = [[0] * n for _ in range(n)]
-    return json.dumps({
-        "regions": dcm.regions,
-        "inputs": dcm.inputs,
-        "a": dcm.a or [[1] * n for _ in range(n)],
-        "b": [dcm.b.get(name, zeros) for name in inputs],
-        "c": [[dcm.c.get(name, [0] * n)[region] for name in inputs] for region in range(n)],
-    }, sort_keys=True)
+
+    def layout(a, b, c, d):
+        out = {"a": a, "b": [b[name] for name in inputs],
+               "c": [[c[name][region] for name in inputs] for region in range(n)]}
+        if d:
+            out["d"] = [d.get(name, zeros) for name in dcm.regions]
+        return out
+
+    full = dcm.full_masks()
+    model = {"regions": dcm.regions, "inputs": dcm.inputs, **layout(**full),
+             "delays": dcm.delays if dcm.delays is not None else [0.0] * n,
+             "options": dcm.options.model_dump()}
+    if dcm.model_space:
+        model["model_space"] = {
+            m.name: layout(m.a or full["a"], {**full["b"], **(m.b or {})}, {**full["c"], **(m.c or {})},
+                           {**full["d"], **(m.d or {})} if (full["d"] or m.d) else {})
+            for m in dcm.model_space}
+        if not full["d"]:  # a nested model cannot add nonlinear terms
+            for masks in model["model_space"].values():
+                masks.pop("d", None)
+    return json.dumps(model, sort_keys=True)
 
 
 class _Sinks:
@@ -227,20 +246,44 @@ def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
         sinks.add("ppi_maps", ppi, "seed_maps", "statmap", ".nii.gz", entities={"model": "gppi"},
                   from_filename=True, metadata=ppi_meta, meta_from=ppi_from)
     if config.measures.dcm and run.task == config.dcm.task:
-        eigen = pe.Node(ExtractROISignals(denoised_file=run.bold, brain_mask=run.mask, method="eigenvariate"),
-                        name="dcm_signals", mem_gb=bold_memory_gb(run, 1.5))
-        workflow.connect(rois, "labels_file", eigen, "labels_file")
-        workflow.connect(rois, "labels_tsv", eigen, "labels_tsv")
-        dcm = pe.Node(FitDCM(events=run.events, repetition_time=run.tr, start_time=run.start_time,
-                             model=dcm_model_json(config)), name="dcm", mem_gb=0.5)
+        # SPM-style VOIs from the undenoised series (grand-mean scaled, adjusted for X0, first
+        # eigenvariate); X0 (constant, cosines, nuisance, censoring spikes) enters the DCM too.
+        voi = pe.Node(ExtractVOI(bold_file=run.bold, brain_mask=run.mask, regions=config.dcm.regions,
+                                 repetition_time=run.tr, high_pass_s=config.glm.high_pass_s),
+                      name="dcm_voi", mem_gb=0.5)
         workflow.connect([
-            (eigen, dcm, [("timeseries", "timeseries")]),
-            (confounds, dcm, [("regressors_tsv", "confounds")]),
+            (rois, voi, [("labels_file", "labels_file"), ("labels_tsv", "labels_tsv")]),
+            (confounds, voi, [("regressors_tsv", "confounds")]),
         ])
-        dcm_meta = {"Model": json.loads(dcm_model_json(config)), "RepetitionTime": run.tr}
+        model_json = dcm_model_json(config)
+        dcm = pe.Node(FitDCM(events=run.events, repetition_time=run.tr, start_time=run.start_time,
+                             model=model_json), name="dcm", mem_gb=0.5)
+        workflow.connect([
+            (voi, dcm, [("timeseries", "timeseries"), ("confounds_out", "confounds")]),
+        ])
+        dcm_meta = {"Model": json.loads(model_json), "RepetitionTime": run.tr}
+        sinks.add("dcm_voi", voi, "timeseries", "timeseries", ".tsv",
+                  entities={"atlas": config.circuit.name, "stat": "eigenvariate", "desc": "voi"},
+                  meta_from=(voi, "qc_json"),
+                  metadata={"RepetitionTime": run.tr, "StartTime": run.start_time,
+                            "Units": "percent of the run's grand mean (grand-mean scaled to 100)",
+                            "Description": "DCM regions' first eigenvariates of the preprocessed BOLD after "
+                                           "grand-mean scaling and adjustment for confounds (constant, cosine "
+                                           "high-pass, nuisance regressors, censored volumes); one row per "
+                                           "acquired volume"})
         sinks.add("dcm_json", dcm, "out_json", "dcm", ".json", entities={"atlas": config.circuit.name},
                   sidecar=False)
         sinks.add("dcm_params", dcm, "out_params", "dcm", ".tsv",
                   entities={"atlas": config.circuit.name, "desc": "parameters"}, metadata=dcm_meta)
         sinks.add("dcm_figure", dcm, "out_figure", "dcm", ".svg", entities={"desc": "dcm"}, datatype="figures",
                   sidecar=False)
+        if config.dcm.model_space:
+            sinks.add("dcm_model_space", dcm, "out_model_space", "dcm", ".tsv",
+                      entities={"atlas": config.circuit.name, "desc": "modelspace"},
+                      metadata=dict(dcm_meta, Description="nested DCMs scored by Bayesian model reduction of "
+                                                          "the fitted full model (Friston et al. 2016)",
+                                    Columns={"model": "model name ('full' = the fitted model)",
+                                             "F": "free energy, approximate log evidence (nats)",
+                                             "dF": "F minus the full model's F (nats)",
+                                             "posterior_probability": "posterior model probability in this "
+                                                                      "run (uniform model prior)"}))

@@ -18,7 +18,7 @@ from ..config import AnalysisConfig
 from ..interfaces.bids import DerivativesSink
 from ..group.features import build_feature_table
 from ..interfaces.group import PredictClinicalChange
-from ..interfaces.peb import FitPEB
+from ..interfaces.peb import CompareDCMModels, FitPEB
 from ..io.bids import InputError
 from ..io.clinical import ClinicalDataError, read_participants, read_scores
 from ..io.collect import collect_measures, read_exclusions
@@ -169,6 +169,17 @@ def init_group_wf(files: dict[str, str], config: AnalysisConfig, opts) -> pe.Wor
         sink("peb_json", peb, "result_json", "summary", ".json", entities=ent, sidecar=False)
         sink("peb_figure", peb, "figure", "figure", ".svg", entities=dict(ent, desc="parameters"), sidecar=False,
              datatype="figures")
+    if config.measures.dcm and config.dcm.model_space:
+        bms = pe.Node(CompareDCMModels(out_dir=str(opts.output_dir), task=config.dcm.task,
+                                       sessions=[config.sessions.baseline, config.sessions.followup]),
+                      name="dcm_model_comparison")
+        workflow.connect(features, "features_tsv", bms, "features_tsv")
+        sink("bms_table", bms, "comparison_tsv", "bms", ".tsv", entities={"model": "dcm"},
+             metadata={"Description": "DCM model space compared over subjects: fixed effects (summed free "
+                                      "energies, Penny et al. 2004) and random effects (Stephan et al. 2009; "
+                                      "protected exceedance probabilities, Rigoux et al. 2014)"})
+        sink("bms_json", bms, "summary_json", "bms", ".json", entities={"model": "dcm", "desc": "subjects"},
+             sidecar=False)
     return workflow
 
 
