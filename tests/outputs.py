@@ -9,7 +9,9 @@ import numpy as np
 
 
 def output_files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """Files under ``root`` (relative POSIX paths), without the time-stamped run logs of ``logs/``."""
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    return {f for f in files if not (f.startswith("logs/ketflow-") and f.endswith(".log"))}
 
 
 def tree_differences(a: Path, b: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -76,7 +77,9 @@ def _fake_run(out, inputs, subject="01"):
     # an output of another resolution of the same run must not be taken for this run's
     (func / f"sub-{subject}_ses-pre_task-rest_space-MNI152NLin2009cAsym_res-1_desc-censoring_timeseries.tsv"
      ).write_text("x")
-    (out / "dataset_description.json").write_text(json.dumps({"DatasetLinks": {"fmriprep": inputs.as_uri()}}))
+    # relative to the output folder, as ketflow writes DatasetLinks
+    link = os.path.relpath(inputs, out)
+    (out / "dataset_description.json").write_text(json.dumps({"DatasetLinks": {"fmriprep": link}}))
 
 
 def test_find_runs_reads_provenance(tmp_path):

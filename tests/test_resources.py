@@ -113,8 +113,8 @@ def test_nodes_carry_memory_estimates_that_scale_with_the_data(tiny_bids, tmp_pa
     in_mask = int((np.asanyarray(nb.load(faces.mask).dataobj) > 0).sum())
     held_gb = 4 * bold.shape[3] * in_mask / 1e9  # the (time, voxels) float32 matrix a BOLD node holds
     heavy = [n for name, n in nodes.items() if "task_faces" in name
-             and name.rsplit(".", 1)[-1] in ("denoise", "activation", "gppi", "signals", "raw_signals", "dcm_signals")]
-    assert len(heavy) == 6
+             and name.rsplit(".", 1)[-1] in ("denoise", "activation", "gppi", "signals")]
+    assert len(heavy) == 4
     for node in heavy:
         assert node.mem_gb >= held_gb
         assert node.mem_gb > 0.2  # more than Nipype's default guess

@@ -67,7 +67,8 @@ from ..dcm.compare import score_model_space
 from ..dcm.inputs import inputs_from_events
 from ..dcm.plot import plot_dcm
 from ..dcm.voi import grand_mean_scale, spike_volumes, voi_eigenvariates
-from ..io.write import write_json, write_tsv
+from ..io.write import write_json, write_text, write_tsv
+from ..reports.svg import figure_to_svg
 from ..signal.denoise import cosine_regressors, design_basis
 
 
@@ -258,7 +259,7 @@ class FitDCM(SimpleInterface):
         out_figure = os.path.join(cwd, "dcm.svg")
         write_json(out_json, result.to_dict())
         write_tsv(out_params, result.parameter_table())
-        plot_dcm(result).savefig(out_figure, format="svg", metadata={"Date": None})
+        write_text(out_figure, figure_to_svg(plot_dcm(result)))
         self._results.update(out_json=out_json, out_params=out_params, out_figure=out_figure,
                              free_energy=float(result.F))
         if model.get("model_space"):

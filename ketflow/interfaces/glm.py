@@ -48,7 +48,8 @@ from nipype.interfaces.base import (
 )
 
 from ..io.derivatives import bids_label
-from ..io.write import write_json, write_nifti, write_tsv
+from ..io.write import write_json, write_nifti, write_text, write_tsv
+from ..reports.svg import figure_to_svg
 from ..signal.design import DRIFT_PREFIX, TaskDesign, contrast_vector, make_task_design
 from ..signal.extract import extract
 from ..signal.glm import compute_contrast, fit_glm, fixed_effects, roi_contrasts
@@ -162,7 +163,7 @@ def plot_design(matrix: pd.DataFrame, path: Path) -> Path:
     from nilearn.plotting import plot_design_matrix
 
     ax = plot_design_matrix(matrix)
-    ax.figure.savefig(path, format="svg", bbox_inches="tight")
+    write_text(path, figure_to_svg(ax.figure, bbox_inches="tight"))
     plt.close(ax.figure)
     return path
 

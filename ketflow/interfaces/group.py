@@ -13,7 +13,6 @@ bootstrap selection frequencies, the out-of-sample predictions and SVG figures
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..group.config import spec_from_config
 from ..group.predict import evaluate
 from ..io.clinical import read_bids_tsv
 from ..io.write import write_json, write_text, write_tsv
+from ..reports.svg import figure_to_svg
 
 class _PredictInputSpec(BaseInterfaceInputSpec):
     features_tsv = File(exists=True, mandatory=True, desc="feature table (ketflow.group.features.build_feature_table)")
@@ -91,13 +91,8 @@ class PredictClinicalChange(SimpleInterface):
             figures["selection_frequencies.svg"] = plots.selection_frequency_bars(report.selection)
         paths = []
         for name, fig in figures.items():
-            paths.append(str(write_text(cwd / name, _svg_text(fig))))
+            paths.append(str(write_text(cwd / name, figure_to_svg(fig))))
         self._results.update({k: str(v) for k, v in out.items()})
         self._results["figures"] = paths
         return runtime
 
-
-def _svg_text(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
-    return buf.getvalue()

@@ -24,7 +24,6 @@ effects (Stephan et al. 2009; protected exceedance probabilities, Rigoux et al. 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..dcm.compare import group_model_comparison
 from ..dcm.peb import between_subject_design, fit_peb, peb_leave_one_out, reduce_peb
 from ..group.plots import peb_parameter_bars
 from ..io.write import write_json, write_text, write_tsv
+from ..reports.svg import figure_to_svg
 
 #: DCM parameter families taken to the second level (connectivity, not hemodynamics).
 SECOND_LEVEL_FIELDS = ("A_", "B_", "C_")
@@ -187,12 +187,10 @@ class FitPEB(SimpleInterface):
                                      "r": loo.r, "p": loo.p, "variable": inputs.outcome}}
         figure = peb_parameter_bars(reduced.Ep, reduced.Cp, covariate_names=columns, parameter_names=names,
                                     Pp=Pp)
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
         self._results.update(
             parameters_tsv=str(write_tsv(cwd / "peb_parameters.tsv", pd.DataFrame.from_records(records))),
             result_json=str(write_json(cwd / "peb.json", summary)),
-            figure=str(write_text(cwd / "peb.svg", buffer.getvalue())),
+            figure=str(write_text(cwd / "peb.svg", figure_to_svg(figure))),
         )
         return runtime
 

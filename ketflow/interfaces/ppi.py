@@ -47,8 +47,9 @@ from nipype.interfaces.base import (
 )
 
 from ..io.derivatives import bids_label
-from ..io.write import write_json, write_nifti, write_tsv
+from ..io.write import write_json, write_nifti, write_text, write_tsv
 from ..signal.extract import first_eigenvariate, roi_means
+from ..reports.svg import figure_to_svg
 from ..signal.glm import column_space
 from ..signal.gppi import (
     gppi_contrasts,
@@ -135,7 +136,7 @@ def plot_ppi(design: pd.DataFrame, matrix: pd.DataFrame, title: str, path: Path)
     ax2.set_title(title)
     fig.colorbar(im, ax=ax2)
     fig.tight_layout()
-    fig.savefig(path, format="svg")
+    write_text(path, figure_to_svg(fig))
     plt.close(fig)
     return path
 

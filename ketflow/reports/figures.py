@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..io.write import atomic_path
+from .svg import figure_to_svg
 
 #: |z| threshold of the activation and PPI glass brains (p < 0.001 one-sided, as nilearn's GLM reports).
 Z_THRESHOLD = 3.09
@@ -41,8 +42,8 @@ RELMAT_ORDER = ("pearsoncorrelation", "fisherz", "partialcorrelation", "ledoitwo
 def save_svg(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as SVG atomically and deterministically (``svg.hashsalt``, no date)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context({"svg.hashsalt": "ketflow"}), atomic_path(path) as tmp:
-        fig.savefig(tmp, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(figure_to_svg(fig, bbox_inches="tight"), encoding="utf-8")
     return path
 
 

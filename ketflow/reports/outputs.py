@@ -54,12 +54,17 @@ def resolve_uri(uri: str, links: dict[str, str]) -> Path | None:
 
 
 def dataset_links(out_dir: Path) -> dict[str, str]:
-    """``DatasetLinks`` of the output's ``dataset_description.json`` (empty if absent)."""
+    """``DatasetLinks`` of the output's ``dataset_description.json`` (empty if absent).
+
+    Links given as relative paths (as ketflow writes them) are resolved against ``out_dir``.
+    """
     path = Path(out_dir) / "dataset_description.json"
     try:
-        return dict(json.loads(path.read_text()).get("DatasetLinks", {}))
+        links = dict(json.loads(path.read_text()).get("DatasetLinks", {}))
     except (OSError, ValueError):
         return {}
+    return {name: link if ":" in link else str((Path(out_dir) / link).resolve())
+            for name, link in links.items()}
 
 
 @dataclass
