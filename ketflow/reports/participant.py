@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -143,7 +142,7 @@ def build_subject_report(out_dir: Path, subject: str, config: AnalysisConfig) ->
     crashes = subject_crashes(out_dir, subject)
     context = {
         "subject": subject, "version": __version__, "config_name": config.name, "config_hash": config.digest(),
-        "out_dir": os.fspath(out_dir), "css_href": css.relative_to(out_dir).as_posix(),
+        "css_href": css.relative_to(out_dir).as_posix(),
         "methods_html": described.html(), "methods_markdown": described.markdown(),
         "figure_errors": figure_errors, "crashes": crashes, "n_errors": len(figure_errors) + len(crashes),
     }

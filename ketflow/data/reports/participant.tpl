@@ -39,8 +39,8 @@ pre.traceback { font-size: .75rem; background: var(--bs-light); padding: .5rem; 
 
 <main class="container-fluid px-4">
 <p class="text-body-secondary small mt-2 mb-0">ketflow {{ version|e }} &middot; configuration
-  &lsquo;{{ config_name|e }}&rsquo; (SHA-256 <code>{{ config_hash[:12]|e }}</code>) &middot; outputs in
-  <code>{{ out_dir|e }}</code></p>
+  &lsquo;{{ config_name|e }}&rsquo; (SHA-256 <code>{{ config_hash[:12]|e }}</code>; resolved
+  configuration in <a href="logs/config.json">logs/config.json</a>)</p>
 
 {% for sub_report in sections %}
 <section id="{{ sub_report.name|e }}">
