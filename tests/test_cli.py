@@ -213,7 +213,8 @@ def test_bids_filter_file_selects_bold_and_warns_on_unused_keys(tiny_bids, tmp_p
     filters.write_text(json.dumps({"bold": {"session": "post", "task": "rest"}, "t1w": {"acquisition": "mprage"}}))
     proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--bids-filter-file", filters, *SELECT)
     assert proc.returncode == 0, proc.stderr
-    assert "found 2 run(s) of 2 subject(s)" in proc.stdout  # rest of ses-post, both subjects
+    # rest of ses-post, both subjects; the tasks and sessions the filter leaves out are not "absent"
+    assert "found 2 run(s) of 2 subject(s); 0 excluded before processing" in proc.stdout
     assert "['t1w'] are not used" in proc.stdout
 
 

@@ -167,10 +167,16 @@ def init_run_wf(run: RunInputs, ctx: dict) -> pe.Workflow:
     return workflow
 
 
+def fc_measures(config: AnalysisConfig) -> list[str]:
+    """The configured connectivity measures plus ``fisher_z``, which the group level reads."""
+    return list(dict.fromkeys([*config.connectivity.measures, "fisher_z"]))
+
+
 def _add_connectivity(workflow, sinks, run, ctx, denoise, signals) -> None:
     config: AnalysisConfig = ctx["config"]
     seeds = config.connectivity.seeds if config.connectivity.seed_to_voxel else []
-    conn = pe.Node(Connectivity(brain_mask=run.mask, seeds=seeds), name="connectivity",
+    conn = pe.Node(Connectivity(brain_mask=run.mask, seeds=seeds, connectivity_measures=fc_measures(config)),
+                   name="connectivity",
                    mem_gb=bold_memory_gb(run, 2))
     if config.tasks[run.task].type == "task":  # task-residual connectivity (Cole et al. 2019)
         conn.inputs.events_file = run.events
