@@ -2,10 +2,11 @@
 
 :class:`ExtractVOI` prepares the regional series as SPM users prepare them
 (:mod:`ketflow.dcm.voi`): it reads the run's in-mask BOLD cache (:mod:`ketflow.io.boldcache`;
-made from a 4-D NIfTI ``bold_file`` when no ``bold_cache`` is given), scales the run to a grand mean of 100, adjusts every voxel of each DCM region for the
-confounds X0 (constant, cosine high-pass, the nuisance regressors and one indicator per
-censored volume, as SPM's adjustment for an effects-of-interest F-contrast does) and
-takes the first eigenvariate. It writes
+made from a 4-D NIfTI ``bold_file`` when no ``bold_cache`` is given), scales the run to a
+grand mean of 100, adjusts every voxel of each DCM region for the confounds X0 (constant,
+cosine high-pass, the nuisance regressors and one indicator per censored volume, as SPM's
+adjustment for an effects-of-interest F-contrast does) and takes the first eigenvariate. It
+writes
 
 * ``desc-voi_timeseries.tsv``: one column per region, one row per acquired volume
   (per cent of the grand mean);

@@ -31,7 +31,14 @@ import numpy as np
 import pandas as pd
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ..io.boldcache import masked_volumes, open_bold_cache, read_mask, volume_blocks, voxel_chunks
+from ..io.boldcache import (
+    masked_volumes,
+    open_bold_cache,
+    read_mask,
+    volume_blocks,
+    voxel_chunks,
+    voxel_columns,
+)
 from ..io.confounds import ConfoundStrategy, load_confounds
 from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.connectivity import dvars, qc_metrics
@@ -73,7 +80,7 @@ def read_denoised(path: str | os.PathLike, mask: np.ndarray, columns: np.ndarray
     """
     if str(path).endswith(".npy"):
         data = open_bold_cache(path, mask)
-        return np.array(data if columns is None else data[:, columns])
+        return np.array(data) if columns is None else voxel_columns(path, columns)
     data = read_masked_bold(path, mask)
     return data if columns is None else data[:, columns]
 

@@ -131,12 +131,14 @@ def open_bold_cache(path: str | os.PathLike, mask: np.ndarray | None = None) -> 
     return data
 
 
-def voxel_chunks(path: str | os.PathLike, size: int = CHUNK_VOXELS) -> Iterator[tuple[slice, np.ndarray]]:
-    """(columns, data (time, columns) float32 copy) for consecutive blocks of ``size`` voxels.
+def voxel_chunks(path: str | os.PathLike, size: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """(columns, data (time, columns) float32 copy) for consecutive blocks of ``size`` voxels
+    (default :data:`CHUNK_VOXELS`).
 
     Each block is copied out of its own mapping of the file, which is closed before the next
     block: the process holds one block, not the pages of the whole file.
     """
+    size = size or CHUNK_VOXELS
     n_voxels = open_bold_cache(path).shape[1]
     for start in range(0, max(n_voxels, 1), size):  # one empty block for an empty mask
         columns = slice(start, min(start + size, n_voxels))
@@ -144,8 +146,18 @@ def voxel_chunks(path: str | os.PathLike, size: int = CHUNK_VOXELS) -> Iterator[
 
 
 def voxel_columns(path: str | os.PathLike, index: np.ndarray) -> np.ndarray:
-    """Columns ``index`` (int or bool over voxels) of the cache, (time, len) float32 copy."""
-    return _copy(path, (slice(None), np.asarray(index)))
+    """Columns ``index`` (int or bool over voxels) of the cache, (time, len) float32 copy.
+
+    Read by blocks of volumes: the voxels of a few ROIs are scattered over every page of a
+    row, so reading their columns at once would keep the pages of the whole file mapped.
+    """
+    data = open_bold_cache(path)
+    index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.intp)
+    out = np.empty((data.shape[0], index.size), dtype=np.float32)
+    del data
+    for start, rows in volume_blocks(path):
+        out[start:start + rows.shape[0]] = rows[:, index]
+    return out
 
 
 def volume_blocks(path: str | os.PathLike, size: int = 16) -> Iterator[tuple[int, np.ndarray]]:

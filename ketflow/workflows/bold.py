@@ -34,6 +34,14 @@ def run_wf_name(run: RunInputs) -> str:
     return "_".join(parts + ["wf"]).replace("-", "")
 
 
+#: Peak memory of the nodes that read voxel data, in copies of the run's (time, in-mask voxels)
+#: float32 matrix on top of the Python process, measured on a full-size run (docs/performance.md):
+#: the cache node holds one volume; denoising its output and blocks; the GLM and gPPI the
+#: percent-scaled data and the fits; connectivity the denoised data and the seed maps.
+MEMORY_COPIES = {"bold_cache": 0.1, "denoise": 1.8, "signals": 0.3, "connectivity": 2.2, "activation": 2.2,
+                 "gppi": 2.6}
+
+
 def bold_memory_gb(run: RunInputs, copies: float) -> float:
     """Memory estimate (GB) of a node holding ``copies`` float32 (time, in-mask voxels) matrices
     of the run, plus 0.25 GB for the Python process and its libraries."""
@@ -133,16 +141,16 @@ def init_run_wf(run: RunInputs, ctx: dict) -> pe.Workflow:
     circuit = config.circuit.name
 
     cache = pe.Node(CacheBOLD(bold_file=run.bold, brain_mask=run.mask), name="bold_cache",
-                    mem_gb=bold_memory_gb(run, 0))
+                    mem_gb=bold_memory_gb(run, MEMORY_COPIES["bold_cache"]))
     rois = pe.Node(BuildROIs(bold_ref=run.boldref or run.mask, brain_mask=run.mask,
                              roi_definition=ctx["specs"]["rois"]), name="rois", mem_gb=0.5)
     denoise = pe.Node(Denoise(brain_mask=run.mask, confounds_tsv=run.confounds,
                               strategy_json=ctx["specs"]["denoise_rest" if kind == "rest" else "denoise_task"],
-                              tr=run.tr), name="denoise", mem_gb=bold_memory_gb(run, 1.2))
+                              tr=run.tr), name="denoise", mem_gb=bold_memory_gb(run, MEMORY_COPIES["denoise"]))
     if run.confounds_json:
         denoise.inputs.confounds_json = run.confounds_json
     signals = pe.Node(ExtractROISignals(brain_mask=run.mask, method=config.circuit.signal), name="signals",
-                      mem_gb=bold_memory_gb(run, 0))
+                      mem_gb=bold_memory_gb(run, MEMORY_COPIES["signals"]))
     workflow.connect([
         (cache, denoise, [("bold_cache", "bold_cache")]),
         (denoise, signals, [("denoised_file", "denoised_file")]),
@@ -178,7 +186,7 @@ def _add_connectivity(workflow, sinks, run, ctx, denoise, signals) -> None:
     config: AnalysisConfig = ctx["config"]
     seeds = config.connectivity.seeds if config.connectivity.seed_to_voxel else []
     conn = pe.Node(Connectivity(brain_mask=run.mask, seeds=seeds), name="connectivity",
-                   mem_gb=bold_memory_gb(run, 2))
+                   mem_gb=bold_memory_gb(run, MEMORY_COPIES["connectivity"]))
     if config.tasks[run.task].type == "task":  # task-residual connectivity (Cole et al. 2019)
         conn.inputs.events_file = run.events
         conn.inputs.tr = run.tr
@@ -211,7 +219,7 @@ def _add_task_models(workflow, sinks, run, ctx, rois, cache) -> None:
     if config.measures.activation:
         glm = pe.Node(FirstLevelGLM(brain_mask=run.mask, events_file=run.events, tr=run.tr,
                                     start_time=run.start_time, task_config=task_json),
-                      name="activation", mem_gb=bold_memory_gb(run, 2))
+                      name="activation", mem_gb=bold_memory_gb(run, MEMORY_COPIES["activation"]))
         workflow.connect([
             (cache, glm, [("bold_cache", "bold_cache")]),
             (confounds, glm, [("regressors_tsv", "confounds_file")]),
@@ -235,7 +243,7 @@ def _add_task_models(workflow, sinks, run, ctx, rois, cache) -> None:
                            events_file=run.events, tr=run.tr, start_time=run.start_time, task_config=task_json,
                            seeds=config.ppi.seeds, voxel_seeds=config.ppi.seeds,
                            deconvolve=config.ppi.deconvolve, symmetrize=config.ppi.symmetrize),
-                      name="gppi", mem_gb=bold_memory_gb(run, 2))
+                      name="gppi", mem_gb=bold_memory_gb(run, MEMORY_COPIES["gppi"]))
         workflow.connect([
             (cache, ppi, [("bold_cache", "bold_cache")]),
             (rois, ppi, [("labels_file", "labels_file"), ("labels_tsv", "labels_tsv")]),
