@@ -239,7 +239,7 @@ class Group(_Strict):
     n_alphas: int = Field(default=100, ge=2)
     refit_inner_folds: int | None = Field(default=None, ge=2)
     inner_folds: int | None = Field(default=5, ge=2)
-    outer_folds: int | None = Field(default=5, ge=2)
+    outer_folds: int | None = Field(default=10, ge=2)
     outer_repeats: int = Field(default=1, ge=1)
     n_permutations: int = Field(default=100, ge=0)
     permutation_early_stop: int | None = Field(default=10, ge=1)

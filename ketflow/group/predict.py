@@ -387,7 +387,7 @@ def nested_cv_predictions(design: Design, spec: ModelSpec, *, y: np.ndarray | No
     y = design.y if y is None else np.asarray(y, dtype=float)
     splits = _outer_splits(len(y), outer_folds, outer_repeats, seed)
     n_rep = 1 + max(rep for rep, _, _ in splits)
-    preds = Parallel(n_jobs=n_jobs)(
+    preds = Parallel(n_jobs=n_jobs, max_nbytes=None)(
         delayed(_fit_predict)(spec, design, design.X, y, tr, te, seed) for _, tr, te in splits)
     out = np.full((n_rep, len(y)), np.nan)
     for (rep, _, te), p in zip(splits, preds):
@@ -467,7 +467,7 @@ def permutation_null(design: Design, spec: ModelSpec, *, n_permutations: int = 1
     batch = n_permutations if early_stop is None else PERMUTATION_BATCH
     rows: list[dict] = []
     for start in range(0, n_permutations, batch):
-        rows += Parallel(n_jobs=n_jobs)(
+        rows += Parallel(n_jobs=n_jobs, max_nbytes=None)(
             delayed(_null_scores)(design, spec, yp, outer_folds, outer_repeats, seed)
             for yp in ys[start:start + batch])
         if early_stop is not None and all(
@@ -515,7 +515,7 @@ def selection_frequencies(design: Design, spec: ModelSpec, *, n_bootstrap: int =
     rng = np.random.default_rng(seed)
     n = len(design.y)
     draws = [np.sort(rng.integers(0, n, n)) for _ in range(n_bootstrap)]
-    coefs = np.array(Parallel(n_jobs=n_jobs)(
+    coefs = np.array(Parallel(n_jobs=n_jobs, max_nbytes=None)(
         delayed(_bootstrap_fit)(spec, design, idx, seed + b) for b, idx in enumerate(draws)))
     nonzero = coefs != 0
     with np.errstate(invalid="ignore", divide="ignore"):

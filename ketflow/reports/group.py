@@ -357,8 +357,9 @@ the clinical change."""
 
 ## References
 
-- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.
 - Freedman D, Lane D (1983). A nonstochastic interpretation of reported significance levels. J Bus Econ Stat 1:292-298.
 - Meinshausen N, Bühlmann P (2010). Stability selection. J R Stat Soc B 72:417-473.
 """
+    if g.permutation_early_stop:
+        text += "- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.\n"
     return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou"))

@@ -232,7 +232,7 @@ def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> GroupInputs:
     if not (models["status"] == "run").any():
         raise InputError(["no group model can be fitted:",
                           *[f"  model {r.model}: {r.reason}" for r in models.itertuples()],
-                          "Subjects and what they lack (see the missing-data table below):",
+                          "Missing values and their reasons:",
                           *_missing_lines(result)])
     inputs.files = {
         "features": str(write_tsv(work / "features.tsv", result.table)),
