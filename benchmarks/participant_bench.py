@@ -34,9 +34,8 @@ PSS, which counts a page shared by several processes once; CPU time from the ker
 
 Run (about 15 minutes on 2 cores; 4 GB free memory; simulating the data adds ~5 min once)::
 
-    cd /work/wt/cache && PYTHONPATH=$PWD NIPYPE_NO_ET=1 MPLBACKEND=Agg \\
-        /work/main/.venv/bin/python benchmarks/participant_bench.py --workdir /tmp/cache/bench \\
-        [--bids /tmp/rel/full] [--steps read ketflow nilearn] [--repeat 1]
+    NIPYPE_NO_ET=1 MPLBACKEND=Agg .venv/bin/python benchmarks/participant_bench.py --workdir /tmp/ketflow-bench \\
+        [--bids EXISTING_FULL_SIZE_BIDS] [--steps read ketflow nilearn] [--repeat 1]
 
 Prints a Markdown table and appends every measurement to ``WORKDIR/results.jsonl``.
 """

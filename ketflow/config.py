@@ -496,6 +496,19 @@ def _format_errors(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+#: Group-level resampling under ``--sloppy`` (upper bounds; smaller configured values are kept).
+SLOPPY_GROUP = {"n_permutations": 20, "n_bootstrap": 20, "n_alphas": 20}
+
+
+def sloppy_config(config: AnalysisConfig) -> AnalysisConfig:
+    """A copy of ``config`` with the group resampling cut to :data:`SLOPPY_GROUP` (testing only).
+
+    The copy has its own digest, so its outputs are told apart from the full analysis's.
+    """
+    group = config.group.model_copy(update={k: min(getattr(config.group, k), v) for k, v in SLOPPY_GROUP.items()})
+    return config.model_copy(update={"group": group})
+
+
 def load_config(path: Path | str | None = None) -> AnalysisConfig:
     """Load and validate an analysis configuration (YAML or JSON); ``None`` loads the default.
 

@@ -12,7 +12,8 @@ DEMO=${DEMO_DIR:-demo}
 rm -rf "$DEMO/bids"
 .venv/bin/ketflow-simulate "$DEMO/bids" --subjects 6 --seed 1
 .venv/bin/ketflow "$DEMO/bids" "$DEMO/out" participant -w "$DEMO/work" --nprocs 2
-.venv/bin/ketflow "$DEMO/bids" "$DEMO/out" group -w "$DEMO/work" --nprocs 2
+# --sloppy: 20 permutations and bootstraps instead of the configured 100 (a 6-subject demo; testing only)
+.venv/bin/ketflow "$DEMO/bids" "$DEMO/out" group -w "$DEMO/work" --nprocs 2 --sloppy
 echo
 echo "Demo finished. Simulated dataset (with ground_truth.json): $DEMO/bids"
 echo "Participant outputs and reports: $DEMO/out (open $DEMO/out/sub-01.html)"

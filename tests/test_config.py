@@ -124,3 +124,16 @@ def test_digest_changes_with_content(tmp_path):
     raw = default_raw()
     raw["denoising"]["fd_threshold"] = 0.3
     assert load_config(write_config(tmp_path, raw)).digest() != load_config().digest()
+
+
+def test_sloppy_caps_the_group_resampling_and_changes_the_digest():
+    from ketflow.config import SLOPPY_GROUP, load_config, sloppy_config
+
+    config = load_config()
+    config.group.n_bootstrap = 5  # a smaller configured value is kept
+    sloppy = sloppy_config(config)
+    assert sloppy.group.n_permutations == min(config.group.n_permutations, SLOPPY_GROUP["n_permutations"])
+    assert sloppy.group.n_alphas == SLOPPY_GROUP["n_alphas"] < config.group.n_alphas
+    assert sloppy.group.n_bootstrap == 5
+    assert sloppy.digest() != config.digest() and config.group.n_alphas == 100  # the original is untouched
+    assert sloppy.tasks == config.tasks

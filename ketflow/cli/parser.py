@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
+from ..config import SLOPPY_GROUP
 
 #: Keys of a ``--bids-filter-file`` that ketflow reads (companion files follow the BOLD's entities).
 USED_FILTER_KEYS = ("bold",)
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only rebuild the HTML reports from existing outputs")
     other.add_argument("--boilerplate-only", "--boilerplate_only", action="store_true",
                        help="only write the methods boilerplate (logs/CITATION.md)")
+    other.add_argument("--sloppy", action="store_true",
+                       help="TESTING ONLY (as fMRIPrep's --sloppy): at the group level, cut the resampling to "
+                            f"at most {SLOPPY_GROUP['n_permutations']} permutations, "
+                            f"{SLOPPY_GROUP['n_bootstrap']} bootstraps and {SLOPPY_GROUP['n_alphas']} penalties "
+                            "per mixing value, so that a demo runs in minutes; p-values and selection "
+                            "frequencies are then too coarse to report")
     other.add_argument("-v", "--verbose", action="count", default=0,
                        help="more log output (-v, -vv)")
     return parser

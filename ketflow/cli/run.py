@@ -18,7 +18,7 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from .. import __version__  # noqa: E402
-from ..config import ConfigError, load_config  # noqa: E402
+from ..config import SLOPPY_GROUP, ConfigError, load_config, sloppy_config  # noqa: E402
 from ..io.bids import InputError  # noqa: E402
 from .parser import USED_FILTER_KEYS, parse_args  # noqa: E402
 
@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(opts.config)
     except ConfigError as err:
         return _fail(str(err), 2)
+    if opts.sloppy:
+        config = sloppy_config(config)
+        LOGGER.warning("--sloppy: group resampling cut to %s (testing only: do not report these p-values and "
+                       "selection frequencies)", SLOPPY_GROUP)
     unknown_tasks = sorted(set(opts.task or []) - set(config.tasks))
     if unknown_tasks:
         return _fail(f"--task {unknown_tasks}: not in the configuration's tasks {sorted(config.tasks)}", 2)
