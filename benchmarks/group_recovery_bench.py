@@ -3,7 +3,7 @@
 Run (about 10–15 minutes on one core):
 
     NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
-        /work/venv/bin/python benchmarks/group_recovery_bench.py [n_seeds]
+        /work/main/.venv/bin/python benchmarks/group_recovery_bench.py [n_seeds]
 
 Prints, for the elastic net (60 subjects, 20 imaging change features, drivers
 f00 (+) and f01 (−), arm × f02 interaction present or absent, null outcome):

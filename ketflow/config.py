@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -292,16 +293,43 @@ class Measures(_Strict):
 class GroupModel(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9-]+$")
     predictors: Literal["change", "baseline"] = "change"
+    measures: list[Literal["activation", "ppi", "fc", "dcm"]] | None = Field(default=None, min_length=1)
+    predictor_pattern: str | None = None
     interaction: bool = False
     covariates: list[str] = Field(default_factory=list)
     per_arm: bool = False
 
+    @field_validator("predictor_pattern")
+    @classmethod
+    def _valid_regex(cls, pattern):
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"predictor_pattern {pattern!r} is not a valid regular expression ({err})") from err
+        return pattern
+
+    @model_validator(mode="after")
+    def _per_arm_has_no_arm_terms(self):
+        if self.per_arm and self.interaction:
+            raise ValueError(f"model {self.name!r}: a per_arm model is fitted within each arm and has no "
+                             "arm interaction; set interaction: false")
+        return self
+
 
 class Group(_Strict):
-    models: list[GroupModel] = Field(default_factory=lambda: [GroupModel(name="change")])
+    models: list[GroupModel] = Field(default_factory=lambda: [GroupModel(name="change")], min_length=1)
     l1_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9, 1.0], min_length=1)
-    n_permutations: int = Field(default=1000, ge=0)
-    n_bootstrap: int = Field(default=500, ge=0)
+    n_alphas: int = Field(default=100, ge=2)
+    refit_inner_folds: int | None = Field(default=None, ge=2)
+    inner_folds: int | None = Field(default=5, ge=2)
+    outer_folds: int | None = Field(default=10, ge=2)
+    outer_repeats: int = Field(default=1, ge=1)
+    n_permutations: int = Field(default=100, ge=0)
+    permutation_early_stop: int | None = Field(default=10, ge=1)
+    n_bootstrap: int = Field(default=100, ge=0)
+    max_missing_fraction: float = Field(default=0.25, ge=0, le=1)
+    min_subjects: int = Field(default=6, ge=4)
     seed: int = 0
 
     @field_validator("l1_ratios")
@@ -311,6 +339,16 @@ class Group(_Strict):
         if bad:
             raise ValueError(f"l1_ratios must lie in (0, 1], got {bad}")
         return ratios
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.outer_repeats > 1 and self.outer_folds is None:
+            raise ValueError("outer_repeats > 1 needs outer_folds (leave-one-out cannot be repeated)")
+        names = [m.name for m in self.models]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"group model names must be unique, repeated: {duplicated}")
+        return self
 
 
 class AnalysisConfig(_Strict):

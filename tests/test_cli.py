@@ -213,7 +213,8 @@ def test_bids_filter_file_selects_bold_and_warns_on_unused_keys(tiny_bids, tmp_p
     filters.write_text(json.dumps({"bold": {"session": "post", "task": "rest"}, "t1w": {"acquisition": "mprage"}}))
     proc = run_cli(tiny_bids, tmp_path / "out", "participant", "--bids-filter-file", filters, *SELECT)
     assert proc.returncode == 0, proc.stderr
-    assert "found 2 run(s) of 2 subject(s)" in proc.stdout  # rest of ses-post, both subjects
+    # rest of ses-post, both subjects; the tasks and sessions the filter leaves out are not "absent"
+    assert "found 2 run(s) of 2 subject(s); 0 excluded before processing" in proc.stdout
     assert "['t1w'] are not used" in proc.stdout
 
 
@@ -244,24 +245,21 @@ def test_unexpected_error_is_a_message_and_exit_1(tiny_bids, tmp_path, monkeypat
     assert ("rerun with -v" in err) != verbose
 
 
-def damage_mask(bids: Path, task: str) -> Path:
-    """Cut the brain mask of sub-01/ses-pre/<task> at z = 0 mm, leaving the amygdala, the
-    hippocampus and the vmPFC outside the field of view: that run's ROI node fails."""
-    import nibabel as nb
-    import numpy as np
-
-    path = next(bids.glob(f"derivatives/fmriprep/sub-01/ses-pre/func/*task-{task}_*desc-brain_mask.nii.gz"))
-    img = nb.load(path)
-    data = np.asanyarray(img.dataobj).copy()
-    ijk = np.indices(data.shape).reshape(3, -1).T
-    z = (ijk @ img.affine[:3, :3].T + img.affine[:3, 3])[:, 2].reshape(data.shape)
-    data[z < 0] = 0
-    nb.Nifti1Image(data, img.affine, img.header).to_filename(path)
+def corrupt_bold_crc(bids: Path, task: str) -> Path:
+    """Rewrite the gzip CRC-32 of the preprocessed BOLD of sub-01/ses-pre/<task> (the deflate data
+    and the length trailer stay intact): bit rot that the length check before the run cannot
+    see. The run's BOLD cache node, which reads the stream to its end, fails; so would any node
+    decompressing the whole file. Returns the BOLD path."""
+    path = next(bids.glob(f"derivatives/fmriprep/sub-01/ses-pre/func/*task-{task}_*desc-preproc_bold.nii.gz"))
+    payload = bytearray(path.read_bytes())
+    crc = int.from_bytes(payload[-8:-4], "little")
+    payload[-8:-4] = (crc ^ 0xFFFFFFFF).to_bytes(4, "little")
+    path.write_bytes(bytes(payload))
     return path
 
 
 def test_failed_node_exits_1_naming_run_and_crash_file(tiny_bids_copy, tmp_path):
-    damage_mask(tiny_bids_copy, "rest")
+    bold = corrupt_bold_crc(tiny_bids_copy, "rest")
     out = tmp_path / "out"
     proc = run_cli(tiny_bids_copy, out, "participant", "-w", tmp_path / "work", "--nprocs", "2",
                    "--participant-label", "01", "--session-label", "pre", "--task", "rest", "conflict",
@@ -270,19 +268,24 @@ def test_failed_node_exits_1_naming_run_and_crash_file(tiny_bids_copy, tmp_path)
     assert "Traceback" not in proc.stderr
     crash_files = sorted((out / "logs" / "crash").glob("crash-*.txt"))
     assert len(crash_files) == 1
-    assert "single_subject_01_wf.ses_pre_task_rest_wf.rois" in crash_files[0].read_text()
+    crash = crash_files[0].read_text()
+    assert "single_subject_01_wf.ses_pre_task_rest_wf.bold_cache" in crash
+    assert bold.name in crash and "CRC" in crash
     summary = proc.stdout[proc.stdout.index("ketflow participant level:"):]
     assert "1 run(s) processed, 1 failed" in summary
     assert "sub-01 ses-pre task-conflict: processed" in summary
     assert "sub-01 ses-pre task-rest: FAILED" in summary
-    assert f"crash file: {crash_files[0]}" in summary and "ValueError" in summary
-    assert "FAILED sub-01 ses-pre task-rest: rois" in proc.stdout  # the progress log
+    assert f"crash file: {crash_files[0]}" in summary
+    assert "CorruptImageError" in summary and f"{bold.name}: corrupt BOLD image" in summary
+    assert "FAILED sub-01 ses-pre task-rest: bold_cache" in proc.stdout  # the progress log
     assert list(out.glob("sub-01/ses-pre/func/*task-conflict*_timeseries.tsv"))
+    assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_timeseries.tsv"))  # nothing after the cache ran
+    assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_relmat.tsv"))
 
 
 def test_stop_on_first_crash(tiny_bids_copy, tmp_path):
     for task in ("rest", "conflict"):
-        damage_mask(tiny_bids_copy, task)
+        corrupt_bold_crc(tiny_bids_copy, task)
     args = [tiny_bids_copy, tmp_path / "out", "participant", "--nprocs", "1", "--participant-label", "01",
             "--session-label", "pre", "--task", "rest", "conflict", "--config", TINY_CONFIG, "--skip-bids-validation",
             "--stop-on-first-crash"]
@@ -290,6 +293,7 @@ def test_stop_on_first_crash(tiny_bids_copy, tmp_path):
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     crash_files = sorted((tmp_path / "out" / "logs" / "crash").glob("crash-*.txt"))
     assert len(crash_files) == 1  # both runs would fail; it stopped at the first
+    assert ".bold_cache" in crash_files[0].read_text()
     assert f"crash file: {crash_files[0]}" in proc.stdout
     assert "unfinished (stopped at the first crash)" in proc.stdout
 

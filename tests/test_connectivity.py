@@ -106,3 +106,15 @@ def test_constant_series_rejected():
     ts[:, 2] = 3.0
     with pytest.raises(ValueError, match=r"\[2\] are constant"):
         cx.pearson(ts)
+
+
+def test_only_the_requested_measures_are_computed():
+    ts = _ts()
+    every = cx.connectivity_matrices(ts)
+    assert set(every) == {s for stats in cx.MEASURE_STATS.values() for s in stats}
+    some = cx.connectivity_matrices(ts, ["fisher_z", "ledoit_wolf"])
+    assert set(some) == {"fisherz", "ledoitwolfcovariance", "ledoitwolfcorrelation", "ledoitwolfpartialcorrelation"}
+    for name, matrix in some.items():
+        np.testing.assert_array_equal(matrix, every[name])
+    with pytest.raises(ValueError, match="unknown connectivity measure"):
+        cx.connectivity_matrices(ts, ["spearman"])

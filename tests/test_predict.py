@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ketflow.group.predict import (
+    PERMUTATION_BATCH,
     ModelSpec,
     PartiallyPenalisedElasticNet,
     design_matrix,
@@ -22,6 +23,7 @@ from ketflow.group.predict import (
     permutation_null,
     prediction_scores,
     selection_frequencies,
+    sequential_p_value,
 )
 from ketflow.group.synthetic import ARMS, synthetic_change_table as synthetic_table
 
@@ -194,3 +196,40 @@ def test_spec_and_design_validation(table):
                                        arm_levels=ARMS, arm_coding="dummy"))
     assert set(d.X[:, 1]) == {0.0, 1.0}
     assert d.X[table["arm"].to_numpy() == "ketamine", 1].min() == 1.0
+
+
+def test_sequential_p_value_follows_besag_clifford():
+    null = np.array([0.1, 0.5, 0.2, 0.6, 0.7, 0.0, 0.9])
+    assert sequential_p_value(null, 0.55, n_permutations=7) == pytest.approx((1 + 3) / 8)
+    # the 2nd exceedance (0.7 >= 0.55) is the 5th permutation: p = h / L
+    assert sequential_p_value(null, 0.55, n_permutations=1000, early_stop=2) == pytest.approx(2 / 5)
+    # fewer than h exceedances among all permutations: the ordinary estimate over all n
+    assert sequential_p_value(null, 0.8, n_permutations=7, early_stop=2) == pytest.approx(2 / 8)
+
+
+def test_permutations_stop_early_only_when_the_observed_score_is_unremarkable():
+    table = synthetic_table(n=30, p=5, seed=2)
+    spec = _cheap(table)
+    design = design_matrix(table, spec)
+    strong = permutation_null(design, spec, n_permutations=25, outer_folds=3, seed=0,
+                              observed={"r2": 0.9, "r": 0.95}, early_stop=5)
+    assert len(strong) == 25
+    weak = permutation_null(design, spec, n_permutations=200, outer_folds=3, seed=0,
+                            observed={"r2": -1.0, "r": -1.0}, early_stop=5, n_jobs=2)
+    assert len(weak) == PERMUTATION_BATCH  # every permuted score beats -1 at once
+    pd.testing.assert_frame_equal(weak, strong.iloc[:PERMUTATION_BATCH])  # same stream, whatever n_jobs
+
+
+def test_resampling_penalty_search_is_separate_from_the_reported_fit():
+    table = synthetic_table(n=20, p=4, seed=4)
+    spec = ModelSpec(OUTCOME, _features(table), l1_ratios=(0.5, 1.0), n_alphas=10)
+    same = evaluate(table, spec, outer_folds=5, n_permutations=0, n_bootstrap=10, n_selection_bootstrap=0)
+    kfold = evaluate(table, spec, inner_folds=3, outer_folds=5, n_permutations=0, n_bootstrap=10,
+                     n_selection_bootstrap=0)
+    pd.testing.assert_frame_equal(same.fit.coefficients, kfold.fit.coefficients)  # LOO refit either way
+    assert same.settings["inner_cv"] == "leave-one-out" and kfold.settings["inner_cv"].startswith("3-fold")
+    assert not np.allclose(same.predictions, kfold.predictions)
+    # outer K >= n is leave-one-out
+    small, cheap = table.iloc[:12], dataclasses.replace(spec, inner_folds=3)
+    loo = nested_cv_predictions(design_matrix(small, cheap), cheap, outer_folds=50)
+    np.testing.assert_allclose(loo, nested_cv_predictions(design_matrix(small, cheap), cheap, outer_folds=None))

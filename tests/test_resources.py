@@ -1,6 +1,6 @@
 """Resource limits: ``--nprocs`` and ``--mem-gb`` reach Nipype's MultiProc scheduler, which then
 never runs more work at once than they allow, and every node of the participant workflow
-carries a memory estimate that scales with its run's data.
+carries a memory estimate that scales with its run's in-mask data.
 
 (Peak memory of a full-size participant run is measured by a benchmark, not here.)
 """
@@ -20,7 +20,7 @@ from ketflow.cli.parser import parse_args
 from ketflow.config import load_config
 from ketflow.io.bids import discover
 from ketflow.workflows.base import init_ketflow_wf
-from ketflow.workflows.bold import bold_memory_gb
+from ketflow.workflows.bold import MEMORY_COPIES, bold_memory_gb
 from ketflow.workflows.execution import plugin_settings, run_workflow
 from ketflow.workflows.participant import selected_tasks, source_links
 
@@ -101,6 +101,19 @@ def _header_only_bold(path: Path, shape: tuple) -> Path:
     return path
 
 
+def _mask_filling(path: Path, shape: tuple, fraction: float) -> int:
+    """A brain mask of ``shape`` with the first ``fraction`` of its voxels set; their number."""
+    data = np.zeros(int(np.prod(shape)), np.uint8)
+    data[: int(fraction * data.size)] = 1
+    nb.Nifti1Image(data.reshape(shape), np.eye(4)).to_filename(path)
+    return int(data.sum())
+
+
+#: Copies of the run's (time, in-mask voxels) float32 matrix a node holds by construction: the
+#: denoised output; the percent-scaled data (GLM, gPPI); the denoised data (connectivity).
+HOLDS_THE_RUN = {"denoise": 1, "activation": 1, "gppi": 1, "connectivity": 1}
+
+
 def test_nodes_carry_memory_estimates_that_scale_with_the_data(tiny_bids, tmp_path):
     config = load_config(TINY_CONFIG)
     opts = options(tiny_bids, tmp_path, "--participant-label", "01", "--session-label", "pre")
@@ -109,23 +122,27 @@ def test_nodes_carry_memory_estimates_that_scale_with_the_data(tiny_bids, tmp_pa
     workflow = init_ketflow_wf(found.runs, config, opts, source_links(opts))
     nodes = {node.fullname: node for node in workflow._get_all_nodes()}
     faces = next(r for r in found.runs if r.task == "faces")
-    bold = nb.load(faces.bold)
     in_mask = int((np.asanyarray(nb.load(faces.mask).dataobj) > 0).sum())
-    held_gb = 4 * bold.shape[3] * in_mask / 1e9  # the (time, voxels) float32 matrix a BOLD node holds
-    heavy = [n for name, n in nodes.items() if "task_faces" in name
-             and name.rsplit(".", 1)[-1] in ("denoise", "activation", "gppi", "signals")]
-    assert len(heavy) == 4
-    for node in heavy:
-        assert node.mem_gb >= held_gb
-        assert node.mem_gb > 0.2  # more than Nipype's default guess
+    held_gb = 4 * nb.load(faces.bold).shape[3] * in_mask / 1e9  # the run's (time, in-mask voxels) float32 matrix
+    for name, copies in HOLDS_THE_RUN.items():
+        found_nodes = [n for full, n in nodes.items() if full.rsplit(".", 1)[-1] == name]
+        assert found_nodes, name
+        for node in found_nodes:
+            assert node.mem_gb >= 0.25 + copies * held_gb  # the Python process and what the node holds
+    assert set(MEMORY_COPIES) <= {full.rsplit(".", 1)[-1] for full in nodes}
     assert all(0 < n.mem_gb < 1 for n in nodes.values())  # 6 mm, 80 volumes: small
 
-    # A full-size run (2 mm MNI grid, 200 volumes): estimates grow with the data, and every
-    # node still fits the 4 GiB target of a participant run, so --mem-gb 4 can schedule it.
-    full = _header_only_bold(tmp_path / "bold.nii", (97, 115, 97, 200))
-    run = faces.__class__(**{**faces.to_dict(), "bold": str(full), "n_volumes": 200})
-    held_full = 4 * 200 * int(0.22 * 97 * 115 * 97) / 1e9  # an MNI brain mask fills ~22% of the grid
-    for copies in (1.5, 2, 4):
-        grown = bold_memory_gb(run, copies) - bold_memory_gb(faces, copies)
-        assert grown >= held_full - held_gb
-        assert bold_memory_gb(run, copies) <= 4 * GIB
+    # A full-size run (2 mm MNI grid, 200 volumes, a brain mask filling 22% of the grid): the
+    # estimates count its in-mask voxels, cover what each node holds, and the two largest fit
+    # in 2 GB beside the main process (0.3 GB), so --mem-gb 2 runs two runs' nodes at once.
+    shape = (97, 115, 97)
+    full_bold = _header_only_bold(tmp_path / "bold.nii", shape + (200,))
+    n_full = _mask_filling(tmp_path / "mask.nii.gz", shape, 0.22)
+    run = faces.__class__(**{**faces.to_dict(), "bold": str(full_bold), "mask": str(tmp_path / "mask.nii.gz"),
+                             "n_volumes": 200})
+    held_full = 4 * 200 * n_full / 1e9
+    estimates = {name: bold_memory_gb(run, copies) for name, copies in MEMORY_COPIES.items()}
+    for name, estimate in estimates.items():
+        assert estimate == pytest.approx(0.25 + MEMORY_COPIES[name] * held_full, abs=0.01)
+        assert estimate >= 0.25 + HOLDS_THE_RUN.get(name, 0) * held_full
+    assert sum(sorted(estimates.values())[-2:]) + 0.3 <= 2.0

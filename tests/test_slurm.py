@@ -131,9 +131,9 @@ def test_job_array_and_dependent_group_job(cluster, reference, tiny_bids, tmp_pa
 
 def test_slurmgraph_failed_node_is_reported_and_its_dependents_cancelled(cluster, tiny_bids_copy, tmp_path,
                                                                          monkeypatch):
-    from test_cli import damage_mask
+    from test_cli import corrupt_bold_crc
 
-    damage_mask(tiny_bids_copy, "rest")  # the resting run's ROI node fails
+    corrupt_bold_crc(tiny_bids_copy, "rest")  # the resting run's BOLD cache node fails on the CRC
     for name, value in cluster.env.items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "out"
@@ -141,7 +141,7 @@ def test_slurmgraph_failed_node_is_reported_and_its_dependents_cancelled(cluster
                    "--plugin-args", REPO / "scripts" / "slurm_plugin_args.yml", *SELECTION)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     crash_files = sorted((out / "logs" / "crash").glob("crash-*.txt"))
-    assert len(crash_files) == 1 and ".ses_pre_task_rest_wf.rois" in crash_files[0].read_text()
+    assert len(crash_files) == 1 and ".ses_pre_task_rest_wf.bold_cache" in crash_files[0].read_text()
     assert "sub-01 ses-pre task-rest: FAILED" in proc.stdout and f"crash file: {crash_files[0]}" in proc.stdout
-    assert "that wait for a failed job" in proc.stdout  # the ROI node's dependents could never run
+    assert "that wait for a failed job" in proc.stdout  # the cache node's dependents could never run
     assert cluster.run("squeue", "-h").stdout.strip() == ""

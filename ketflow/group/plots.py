@@ -30,11 +30,26 @@ def _height(n: int) -> float:
     return max(2.5, 0.28 * n + 1.2)
 
 
+#: Most predictors listed in one bar chart (the rest are counted in the title).
+MAX_ROWS = 40
+
+
+def _largest(values: pd.Series, max_rows: int) -> tuple[pd.Series, int]:
+    """The ``max_rows`` entries of largest magnitude, sorted by value; and how many were left out."""
+    if len(values) <= max_rows:
+        return values.sort_values(), 0
+    keep = values.abs().sort_values(ascending=False).index[:max_rows]
+    return values.loc[keep].sort_values(), len(values) - max_rows
+
+
 def coefficient_plot(coefficients: pd.DataFrame, column: str = "coef_std",
-                     title: str = "Elastic-net coefficients") -> Figure:
-    """Horizontal bars of ``coefficients[column]`` (index = predictor names),
-    sorted; predictors set to zero by the penalty are listed in grey at zero."""
-    values = coefficients[column].astype(float).sort_values()
+                     title: str = "Elastic-net coefficients", max_rows: int = MAX_ROWS) -> Figure:
+    """Horizontal bars of ``coefficients[column]`` (index = predictor names), sorted;
+    predictors set to zero by the penalty are listed in grey at zero.  At most
+    ``max_rows`` predictors, those of largest magnitude, are shown."""
+    values, hidden = _largest(coefficients[column].astype(float), max_rows)
+    if hidden:
+        title += f" ({hidden} further zero or smaller coefficients not shown)"
     fig = Figure(figsize=(6.5, _height(len(values))), layout="constrained")
     ax = fig.add_subplot()
     colours = [_GREY if v == 0 else (_POS if v > 0 else _NEG) for v in values]
@@ -42,7 +57,7 @@ def coefficient_plot(coefficients: pd.DataFrame, column: str = "coef_std",
     ax.set_yticks(np.arange(len(values)), values.index, fontsize=7)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("coefficient per predictor SD (outcome units)" if column == "coef_std" else column)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     return fig
 
 
@@ -91,10 +106,13 @@ def permutation_histogram(null: np.ndarray, observed: float, *, p_value: float |
     return fig
 
 
-def selection_frequency_bars(selection: pd.DataFrame, *, threshold: float | None = None) -> Figure:
+def selection_frequency_bars(selection: pd.DataFrame, *, threshold: float | None = None,
+                             max_rows: int = MAX_ROWS) -> Figure:
     """Bars of bootstrap selection frequency (``selection['frequency']``), coloured
-    by the majority sign (``selection['positive']``), optional threshold line."""
-    sel = selection.sort_values("frequency")
+    by the majority sign (``selection['positive']``), optional threshold line; at most
+    ``max_rows`` predictors, the most often selected."""
+    order, hidden = _largest(selection["frequency"].astype(float), max_rows)
+    sel = selection.loc[order.index]
     fig = Figure(figsize=(6.5, _height(len(sel))), layout="constrained")
     ax = fig.add_subplot()
     pos = sel["positive"].fillna(0.5).to_numpy()
@@ -105,6 +123,8 @@ def selection_frequency_bars(selection: pd.DataFrame, *, threshold: float | None
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=0.8)
     ax.set_xlabel("bootstrap selection frequency (red: mostly positive, blue: mostly negative)")
+    if hidden:
+        ax.set_title(f"{hidden} less often selected predictors not shown", fontsize=9)
     return fig
 
 

@@ -14,12 +14,16 @@ covariates, per-arm models (:func:`evaluate_per_arm`).
 
 Honest performance (:func:`evaluate`): nested cross-validation (outer
 leave-one-out or repeated K-fold; the whole pipeline, scaler and penalty search
-included, is refitted inside every outer training set) gives out-of-sample R²
+included, is refitted inside every outer training set; the penalty search
+inside the resampling may be K-fold rather than leave-one-out to make it
+affordable, while the reported model keeps the leave-one-out search) gives out-of-sample R²
 and the prediction–observation correlation, with percentile bootstrap intervals
 over subjects; a seeded permutation test repeats the whole nested CV on
 permuted outcomes (Ojala & Garriga 2010, JMLR 11:1833; with forced covariates
 the residuals of the outcome on the covariates are permuted, Freedman & Lane
-1983, J Bus Econ Stat 1:292); bootstrap selection frequencies refit the model
+1983, J Bus Econ Stat 1:292), optionally stopping early once the observed score
+is clearly unremarkable (sequential Monte Carlo p-value, Besag & Clifford 1991,
+Biometrika 78:301); bootstrap selection frequencies refit the model
 on resampled subjects (Bach 2008; Meinshausen & Bühlmann 2010, J R Stat Soc B
 72:417).
 
@@ -80,6 +84,8 @@ __all__ = [
     "prediction_scores",
     "bootstrap_score_intervals",
     "permutation_null",
+    "sequential_p_value",
+    "inner_splitter",
     "selection_frequencies",
     "evaluate",
     "evaluate_per_arm",
@@ -271,15 +277,23 @@ class PartiallyPenalisedElasticNet(RegressorMixin, BaseEstimator):
         return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
 
 
-def make_estimator(spec: ModelSpec, design: Design, cv=None, n_jobs=None, seed: int = 0):
+def inner_splitter(spec: ModelSpec, n_train: int, seed: int = 0):
+    """Penalty-search CV for ``n_train`` subjects: leave-one-out (``inner_folds=None``, or
+    ``inner_folds >= n_train``) or seeded shuffled K-fold."""
+    if spec.inner_folds is None or spec.inner_folds >= n_train:
+        return LeaveOneOut()
+    return KFold(spec.inner_folds, shuffle=True, random_state=seed)
+
+
+def make_estimator(spec: ModelSpec, design: Design, cv=None, n_jobs=None, seed: int = 0,
+                   n_train: int | None = None):
     """Unfitted estimator for ``spec``.
 
-    cv : splitter or list of (train, test) splits for the penalty search;
-    default LeaveOneOut (``inner_folds=None``) or seeded shuffled KFold.
+    cv : splitter or list of (train, test) splits for the penalty search; default
+    :func:`inner_splitter` for ``n_train`` subjects (default: all of ``design``).
     """
     if cv is None:
-        cv = LeaveOneOut() if spec.inner_folds is None else KFold(spec.inner_folds, shuffle=True,
-                                                                   random_state=seed)
+        cv = inner_splitter(spec, len(design.y) if n_train is None else n_train, seed)
     steps = []
     if design.interaction_indices:
         steps.append(("interactions", ArmInteractions(design.arm_index, design.interaction_indices)))
@@ -349,15 +363,15 @@ def fit_model(table: pd.DataFrame, spec: ModelSpec, *, seed: int = 0, n_jobs=Non
 
 
 def _outer_splits(n: int, outer_folds: int | None, outer_repeats: int, seed: int):
-    """List of (repeat, train, test)."""
-    if outer_folds is None:
+    """List of (repeat, train, test); K >= n folds is leave-one-out (one repeat)."""
+    if outer_folds is None or outer_folds >= n:
         return [(0, tr, te) for tr, te in LeaveOneOut().split(np.zeros(n))]
     rkf = RepeatedKFold(n_splits=outer_folds, n_repeats=outer_repeats, random_state=seed)
     return [(k // outer_folds, tr, te) for k, (tr, te) in enumerate(rkf.split(np.zeros(n)))]
 
 
 def _fit_predict(spec, design, X, y, train, test, seed):
-    est = _quiet_fit(make_estimator(spec, design, seed=seed), X[train], y[train])
+    est = _quiet_fit(make_estimator(spec, design, seed=seed, n_train=len(train)), X[train], y[train])
     return est.predict(X[test])
 
 
@@ -367,13 +381,13 @@ def nested_cv_predictions(design: Design, spec: ModelSpec, *, y: np.ndarray | No
     """Out-of-sample predictions, shape (n_repeats, n_subjects).
 
     Each outer training set gets its own scaler, interactions, residualisation
-    and inner penalty search.  outer_folds None = leave-one-out (one repeat).
+    and inner penalty search.  outer_folds None (or >= n) = leave-one-out (one repeat).
     ``y`` replaces ``design.y`` (used by the permutation test).
     """
     y = design.y if y is None else np.asarray(y, dtype=float)
     splits = _outer_splits(len(y), outer_folds, outer_repeats, seed)
-    n_rep = 1 if outer_folds is None else outer_repeats
-    preds = Parallel(n_jobs=n_jobs)(
+    n_rep = 1 + max(rep for rep, _, _ in splits)
+    preds = Parallel(n_jobs=n_jobs, max_nbytes=None)(
         delayed(_fit_predict)(spec, design, design.X, y, tr, te, seed) for _, tr, te in splits)
     out = np.full((n_rep, len(y)), np.nan)
     for (rep, _, te), p in zip(splits, preds):
@@ -432,19 +446,55 @@ def _null_scores(design, spec, y_perm, outer_folds, outer_repeats, seed):
     return prediction_scores(y_perm, pred)
 
 
+#: Permutations evaluated between two checks of the sequential stopping rule.
+PERMUTATION_BATCH = 20
+
+
 def permutation_null(design: Design, spec: ModelSpec, *, n_permutations: int = 1000,
                      outer_folds: int | None = None, outer_repeats: int = 1, seed: int = 0,
-                     n_jobs: int = 1) -> pd.DataFrame:
-    """Nested-CV scores (columns r2, r) of ``n_permutations`` permuted outcomes."""
+                     n_jobs: int = 1, observed: dict | None = None,
+                     early_stop: int | None = None) -> pd.DataFrame:
+    """Nested-CV scores (columns r2, r) of permuted outcomes, in permutation order.
+
+    Without ``early_stop`` every one of the ``n_permutations`` is evaluated.  With
+    ``early_stop=h`` and the ``observed`` scores, permutations are evaluated in batches
+    of :data:`PERMUTATION_BATCH` until both scores have been reached or exceeded ``h``
+    times (Besag & Clifford 1991, Biometrika 78:301), at most ``n_permutations``; see
+    :func:`sequential_p_value`.  The permuted outcomes are drawn up front, so the result
+    depends on ``seed`` only (not on ``n_jobs``).
+    """
     ys = _permuted_outcomes(design, n_permutations, seed)
-    rows = Parallel(n_jobs=n_jobs)(
-        delayed(_null_scores)(design, spec, yp, outer_folds, outer_repeats, seed) for yp in ys)
+    batch = n_permutations if early_stop is None else PERMUTATION_BATCH
+    rows: list[dict] = []
+    for start in range(0, n_permutations, batch):
+        rows += Parallel(n_jobs=n_jobs, max_nbytes=None)(
+            delayed(_null_scores)(design, spec, yp, outer_folds, outer_repeats, seed)
+            for yp in ys[start:start + batch])
+        if early_stop is not None and all(
+                sum(row[k] >= observed[k] for row in rows) >= early_stop for k in ("r2", "r")):
+            break
     return pd.DataFrame(rows, columns=["r2", "r"])
+
+
+def sequential_p_value(null: np.ndarray, observed: float, n_permutations: int,
+                       early_stop: int | None = None) -> float:
+    """Monte Carlo permutation p-value, sequential when ``early_stop`` is given.
+
+    Plain: (1 + #{null >= observed}) / (1 + n).  Sequential (Besag & Clifford 1991): if the
+    ``early_stop``-th null score >= observed occurs at permutation L, p = early_stop / L;
+    otherwise p = (1 + #{null >= observed}) / (1 + n_permutations) over all of them.
+    Both are valid p-values; the sequential one stops early only when p is large.
+    """
+    hits = np.asarray(null, dtype=float) >= observed
+    if early_stop is not None and hits.sum() >= early_stop:
+        stop = int(np.flatnonzero(hits)[early_stop - 1]) + 1
+        return float(early_stop / stop)
+    return float((1 + hits.sum()) / (1 + n_permutations))
 
 
 def _bootstrap_fit(spec, design, idx, seed):
     groups = idx
-    if spec.inner_folds is None:
+    if spec.inner_folds is None or spec.inner_folds >= len(np.unique(idx)):
         cv = list(LeaveOneGroupOut().split(idx, groups=groups))
     else:
         cv = list(GroupKFold(spec.inner_folds, shuffle=True, random_state=seed).split(idx, groups=groups))
@@ -465,7 +515,7 @@ def selection_frequencies(design: Design, spec: ModelSpec, *, n_bootstrap: int =
     rng = np.random.default_rng(seed)
     n = len(design.y)
     draws = [np.sort(rng.integers(0, n, n)) for _ in range(n_bootstrap)]
-    coefs = np.array(Parallel(n_jobs=n_jobs)(
+    coefs = np.array(Parallel(n_jobs=n_jobs, max_nbytes=None)(
         delayed(_bootstrap_fit)(spec, design, idx, seed + b) for b, idx in enumerate(draws)))
     nonzero = coefs != 0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -481,8 +531,8 @@ class PredictionReport:
     fit : the model refitted on all subjects.
     predictions : (n_repeats, n) nested-CV out-of-sample predictions; observed : (n,).
     scores : {'r2', 'r'}; intervals : {'r2': (lo, hi), 'r': (lo, hi)}.
-    null : DataFrame of permuted nested-CV scores; p_values : {'r2', 'r'}
-        = (1 + #null >= observed) / (1 + n_permutations).
+    null : DataFrame of permuted nested-CV scores; p_values : {'r2', 'r'}, see
+        :func:`sequential_p_value`.
     selection : bootstrap selection frequencies (empty if not requested).
     settings : the resampling settings used (JSON-ready).
     """
@@ -512,38 +562,54 @@ class PredictionReport:
         }
 
 
-def evaluate(table: pd.DataFrame, spec: ModelSpec, *, outer_folds: int | None = None,
-             outer_repeats: int = 1, n_permutations: int = 1000, n_bootstrap: int = 2000,
+def evaluate(table: pd.DataFrame, spec: ModelSpec, *, inner_folds: int | None | str = "refit",
+             outer_folds: int | None = None, outer_repeats: int = 1, n_permutations: int = 1000,
+             permutation_early_stop: int | None = None, n_bootstrap: int = 2000,
              n_selection_bootstrap: int = 500, level: float = 0.95, seed: int = 0,
              n_jobs: int = 1) -> PredictionReport:
     """Fit, nested-CV performance, permutation p-values and selection frequencies.
 
-    Deterministic given ``seed`` (whatever ``n_jobs``).  Cost ≈ (1 + number of
-    outer folds × (1 + n_permutations) + n_selection_bootstrap) penalty searches;
-    a leave-one-out search with 7 l1_ratios × 100 alphas on 60 subjects × 40
-    predictors takes ~3 s on one core, a 5-fold one ~0.06 s.
+    The reported model is refitted on all subjects with ``spec`` (its ``inner_folds``:
+    None = leave-one-out penalty search, the reference method).  ``inner_folds`` sets the
+    penalty search used inside the resampling (every nested-CV outer fold, every
+    permutation, every selection bootstrap): "refit" = the same as the reported model, or
+    K-fold / None (leave-one-out).  The permutation null always repeats exactly the
+    procedure whose observed score it is compared with.
+
+    Deterministic given ``seed`` (whatever ``n_jobs``).  Cost ≈ 1 refit + (outer fits) ×
+    (1 + permutations evaluated) + n_selection_bootstrap penalty searches; measured
+    timings are in docs/group.md.
     """
     design = design_matrix(table, spec)
     fitted = fit_model(table, spec, seed=seed, n_jobs=n_jobs)
-    preds = nested_cv_predictions(design, spec, outer_folds=outer_folds, outer_repeats=outer_repeats,
+    resampled = spec if inner_folds == "refit" else dataclasses.replace(spec, inner_folds=inner_folds)
+    preds = nested_cv_predictions(design, resampled, outer_folds=outer_folds, outer_repeats=outer_repeats,
                                   seed=seed, n_jobs=n_jobs)
     scores = prediction_scores(design.y, preds)
     intervals = bootstrap_score_intervals(design.y, preds, n_bootstrap=n_bootstrap, level=level,
                                           seed=seed)
     if n_permutations:
-        null = permutation_null(design, spec, n_permutations=n_permutations, outer_folds=outer_folds,
-                                outer_repeats=outer_repeats, seed=seed, n_jobs=n_jobs)
-        p_values = {k: float((1 + np.sum(null[k].to_numpy() >= scores[k])) / (1 + len(null)))
-                    for k in ("r2", "r")}
+        null = permutation_null(design, resampled, n_permutations=n_permutations, outer_folds=outer_folds,
+                                outer_repeats=outer_repeats, seed=seed, n_jobs=n_jobs, observed=scores,
+                                early_stop=permutation_early_stop)
+        p_values = {k: sequential_p_value(null[k].to_numpy(), scores[k], n_permutations,
+                                          permutation_early_stop) for k in ("r2", "r")}
     else:
         null, p_values = pd.DataFrame(columns=["r2", "r"]), {}
-    selection = (selection_frequencies(design, spec, n_bootstrap=n_selection_bootstrap, seed=seed,
+    selection = (selection_frequencies(design, resampled, n_bootstrap=n_selection_bootstrap, seed=seed,
                                        n_jobs=n_jobs)
                  if n_selection_bootstrap else pd.DataFrame(columns=["frequency", "positive"]))
-    settings = {"outer_cv": "leave-one-out" if outer_folds is None
-                else f"{outer_repeats} x repeated {outer_folds}-fold",
-                "inner_cv": "leave-one-out" if spec.inner_folds is None else f"{spec.inner_folds}-fold",
-                "n_subjects": int(len(design.y)), "n_permutations": int(n_permutations),
+    n = len(design.y)
+    loo_outer = outer_folds is None or outer_folds >= n
+
+    settings = {"outer_cv": "leave-one-out" if loo_outer else f"{outer_repeats} x repeated {outer_folds}-fold",
+                "inner_cv": "leave-one-out" if resampled.inner_folds is None
+                else f"{resampled.inner_folds}-fold (leave-one-out in training sets of <= {resampled.inner_folds})",
+                "refit_inner_cv": "leave-one-out" if spec.inner_folds is None or spec.inner_folds >= n
+                else f"{spec.inner_folds}-fold",
+                "n_subjects": int(n), "n_permutations": int(n_permutations),
+                "n_permutations_run": int(len(null)),
+                "permutation_early_stop": permutation_early_stop,
                 "n_bootstrap": int(n_bootstrap), "n_selection_bootstrap": int(n_selection_bootstrap),
                 "interval_level": level, "seed": int(seed),
                 "permutation_scheme": "Freedman-Lane (covariate residuals)" if design.unpenalised_indices

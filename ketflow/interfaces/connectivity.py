@@ -2,7 +2,7 @@
 
 Writes into the working directory:
 
-* ``stat-<measure>_relmat.tsv`` for every measure of
+* ``stat-<measure>_relmat.tsv`` for every requested measure of
   :func:`ketflow.signal.connectivity.connectivity_matrices` (``Node`` column + one column
   per ROI, XCP-D's relmat layout); ``measures`` lists the measure names in the same order;
 * ``seed-<ROI>_stat-z_boldmap.nii.gz``: Fisher z map of each requested seed ROI
@@ -37,6 +37,7 @@ from nipype.interfaces.base import (
 
 from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.connectivity import (
+    MEASURE_STATS,
     connectivity_matrices,
     fir_task_regressors,
     seed_to_voxel_z,
@@ -53,6 +54,8 @@ class _ConnectivityInputSpec(BaseInterfaceInputSpec):
     denoised_file = File(exists=True, desc="denoised data, needed for seed-to-voxel maps")
     brain_mask = File(exists=True, desc="brain mask of the denoised data, needed for seed maps")
     seeds = InputMultiObject(Str, desc="ROI names to make seed-to-voxel maps for")
+    connectivity_measures = InputMultiObject(
+        Str, desc="measures to write (keys of ketflow.signal.connectivity.MEASURE_STATS; default all)")
     events_file = File(exists=True, desc="BIDS events TSV: regress FIR task responses out first")
     censoring_tsv = File(exists=True, desc="Denoise censoring TSV (retained volumes), with events_file")
     tr = traits.Float(desc="repetition time (s), with events_file")
@@ -87,7 +90,8 @@ class Connectivity(SimpleInterface):
             series = task_residual_timeseries(series, events, self.inputs.tr, self.inputs.n_fir_delays, keep)
         cwd = Path(os.getcwd())
         relmats, measures = [], []
-        for measure, matrix in connectivity_matrices(series).items():
+        wanted = self.inputs.connectivity_measures or list(MEASURE_STATS)
+        for measure, matrix in connectivity_matrices(series, wanted).items():
             frame = pd.DataFrame(matrix, index=pd.Index(names, name="Node"), columns=names)
             relmats.append(str(write_tsv(cwd / f"stat-{measure}_relmat.tsv", frame, index=True)))
             measures.append(measure)

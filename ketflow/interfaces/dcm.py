@@ -1,11 +1,12 @@
 """Nipype interfaces of the DCM path: VOI time series, then the DCM fit.
 
 :class:`ExtractVOI` prepares the regional series as SPM users prepare them
-(:mod:`ketflow.dcm.voi`): it reads the run's preprocessed BOLD once, volume by volume,
-scales the run to a grand mean of 100, adjusts every voxel of each DCM region for the
-confounds X0 (constant, cosine high-pass, the nuisance regressors and one indicator per
-censored volume, as SPM's adjustment for an effects-of-interest F-contrast does) and
-takes the first eigenvariate. It writes
+(:mod:`ketflow.dcm.voi`): it reads the run's in-mask BOLD cache (:mod:`ketflow.io.boldcache`;
+made from a 4-D NIfTI ``bold_file`` when no ``bold_cache`` is given), scales the run to a
+grand mean of 100, adjusts every voxel of each DCM region for the confounds X0 (constant,
+cosine high-pass, the nuisance regressors and one indicator per censored volume, as SPM's
+adjustment for an effects-of-interest F-contrast does) and takes the first eigenvariate. It
+writes
 
 * ``desc-voi_timeseries.tsv``: one column per region, one row per acquired volume
   (per cent of the grand mean);
@@ -67,9 +68,11 @@ from ..dcm.compare import score_model_space
 from ..dcm.inputs import inputs_from_events
 from ..dcm.plot import plot_dcm
 from ..dcm.voi import grand_mean_scale, spike_volumes, voi_eigenvariates
+from ..io.boldcache import read_mask, volume_means, voxel_columns
 from ..io.write import write_json, write_text, write_tsv
 from ..reports.svg import figure_to_svg
 from ..signal.denoise import cosine_regressors, design_basis
+from .bold import cache_of, source_name
 
 
 def confound_matrix(confounds: pd.DataFrame, n_scans: int, source: str = "confounds") -> pd.DataFrame:
@@ -85,31 +88,23 @@ def confound_matrix(confounds: pd.DataFrame, n_scans: int, source: str = "confou
     return table.loc[:, table.std(axis=0) > 0]
 
 
-def read_voi_voxels(bold_file: str, brain_mask: np.ndarray, labels: np.ndarray, indices: list[int]):
-    """Per-volume in-mask mean intensity (T,) and each label's voxels [(T, n_voxels)].
-
-    Reads one volume at a time (a .nii.gz is decompressed once, front to back).
-    """
-    import nibabel as nib
-
-    img = nib.load(bold_file, keep_file_open=True)
-    if img.ndim != 4 or img.shape[:3] != brain_mask.shape:
-        raise ValueError(f"{os.path.basename(bold_file)}: shape {img.shape} does not match the brain mask "
-                         f"{brain_mask.shape}")
-    selectors = [labels == i for i in indices]
-    n = img.shape[3]
-    means = np.empty(n)
-    regions = [np.empty((n, int(sel.sum()))) for sel in selectors]
-    for t in range(n):
-        volume = np.asanyarray(img.dataobj[..., t], dtype=np.float64)
-        means[t] = volume[brain_mask].mean()
-        for out, sel in zip(regions, selectors):
-            out[t] = volume[sel]
-    return means, regions
+def read_voi_voxels(cache: str, brain_mask: np.ndarray, labels: np.ndarray, indices: list[int]):
+    """Per-volume in-mask mean intensity (T,) and each label's voxels [(T, n_voxels)], float64,
+    from a BOLD cache; ``labels`` is the label image (3-D), whose ROIs lie in ``brain_mask``."""
+    if labels.shape != brain_mask.shape:
+        raise ValueError(f"label image {labels.shape} and brain mask {brain_mask.shape} differ in shape")
+    outside = sorted({int(i) for i in indices if np.any((labels == i) & ~brain_mask)})
+    if outside:
+        raise ValueError(f"labels {outside} have voxels outside the brain mask")
+    in_mask = labels[brain_mask]
+    regions = [voxel_columns(cache, np.flatnonzero(in_mask == i)).astype(np.float64) for i in indices]
+    return volume_means(cache), regions
 
 
 class _ExtractVOIInputSpec(BaseInterfaceInputSpec):
-    bold_file = File(exists=True, mandatory=True, desc="preprocessed 4-D BOLD (every acquired volume)")
+    bold_cache = File(exists=True, mandatory=True, xor=["bold_file"],
+                      desc="in-mask BOLD cache from CacheBOLD (every acquired volume)")
+    bold_file = File(exists=True, mandatory=True, xor=["bold_cache"], desc="or the preprocessed 4-D BOLD")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
     labels_file = File(exists=True, mandatory=True, desc="label image from BuildROIs")
     labels_tsv = File(exists=True, mandatory=True, desc="labels TSV from BuildROIs (index, name)")
@@ -136,7 +131,7 @@ class ExtractVOI(SimpleInterface):
         import nibabel as nib
 
         inputs = self.inputs
-        mask = np.asanyarray(nib.load(inputs.brain_mask).dataobj) > 0
+        mask = read_mask(inputs.brain_mask)
         labels = np.asanyarray(nib.load(inputs.labels_file).dataobj).astype(np.int64)
         table = pd.read_csv(inputs.labels_tsv, sep="\t")
         index = dict(zip(table["name"].astype(str), table["index"].astype(int)))
@@ -144,7 +139,8 @@ class ExtractVOI(SimpleInterface):
         if missing:
             raise ValueError(f"{os.path.basename(inputs.labels_tsv)}: DCM regions {missing} are not among the "
                              f"ROIs {sorted(index)}")
-        means, voxels = read_voi_voxels(inputs.bold_file, mask, labels, [index[r] for r in inputs.regions])
+        with cache_of(inputs, mask) as cache:
+            means, voxels = read_voi_voxels(cache, mask, labels, [index[r] for r in inputs.regions])
         n_scans = means.size
         TR = inputs.repetition_time
         columns = {}
@@ -162,7 +158,7 @@ class ExtractVOI(SimpleInterface):
             scale = grand_mean_scale(means, ~censored)
             voi = voi_eigenvariates(voxels, X0.to_numpy(dtype=float).reshape(n_scans, -1), scale)
         except ValueError as err:
-            raise ValueError(f"{os.path.basename(inputs.bold_file)} with {os.path.basename(inputs.confounds or '')}: "
+            raise ValueError(f"{source_name(inputs)} with {os.path.basename(inputs.confounds or '')}: "
                              f"{err}") from err
 
         cwd = os.getcwd()

@@ -1,8 +1,10 @@
 """Nipype interface: denoise one BOLD run (confounds + cosine filter + censoring).
 
-Loads the BOLD once, volume by volume, into an in-mask (time, voxels) float32 matrix,
-selects confounds (:mod:`ketflow.io.confounds`), calls :func:`ketflow.signal.denoise.denoise`
-and writes into the working directory:
+Reads the run's in-mask (time, voxels) float32 BOLD cache (:mod:`ketflow.io.boldcache`; made
+from ``bold_file`` when no ``bold_cache`` is given) in blocks of voxels, selects confounds
+(:mod:`ketflow.io.confounds`), calls :func:`ketflow.signal.denoise.denoise` on each block (every
+voxel is fitted on its own, so the blocks give the whole-matrix result) and writes into the
+working directory:
 
 * ``desc-denoised_bold.npy`` (retained volumes x in-mask voxels, float32, voxels in
   C order of the mask) or ``desc-denoised_bold.nii.gz`` (float32, retained volumes only);
@@ -29,10 +31,19 @@ import numpy as np
 import pandas as pd
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
+from ..io.boldcache import (
+    masked_volumes,
+    open_bold_cache,
+    read_mask,
+    volume_blocks,
+    voxel_chunks,
+    voxel_columns,
+)
 from ..io.confounds import ConfoundStrategy, load_confounds
 from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.connectivity import dvars, qc_metrics
 from ..signal.denoise import MIN_DOF, MIN_VOLUMES, denoise
+from .bold import cache_of
 
 DEFAULTS = {
     "strategy": "36P",
@@ -48,35 +59,39 @@ DEFAULTS = {
 }
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Boolean 3-D brain mask."""
-    return np.asanyarray(nib.load(path).dataobj) > 0
-
-
 def read_masked_bold(path: str | os.PathLike, mask: np.ndarray) -> np.ndarray:
     """In-mask voxels of a 4-D BOLD file as a (time, voxels) float32 matrix.
 
-    Reads one volume at a time through one open file handle (volumes are contiguous on
-    disk, so a .nii.gz is decompressed once, front to back) to avoid holding the full 4-D
-    array.
+    Decompresses the file once, front to back, one volume in memory besides the output
+    (:func:`ketflow.io.boldcache.masked_volumes`, which also checks the gzip CRC).
     """
-    img = nib.load(path, keep_file_open=True)
-    if img.shape[:3] != mask.shape:
-        raise ValueError(f"{Path(path).name}: grid {img.shape[:3]} differs from the brain mask {mask.shape}")
-    out = np.empty((img.shape[3], int(mask.sum())), dtype=np.float32)
-    for t in range(img.shape[3]):
-        out[t] = np.asanyarray(img.dataobj[..., t], dtype=np.float32)[mask]
+    shape = nib.load(path).shape
+    out = np.empty((shape[-1] if len(shape) == 4 else 0, int(mask.sum())), dtype=np.float32)
+    for t, values in enumerate(masked_volumes(path, mask)):  # raises first if not 4-D on the mask's grid
+        out[t] = values
     return out
 
 
-def read_denoised(path: str | os.PathLike, mask: np.ndarray) -> np.ndarray:
-    """Denoised (retained volumes, in-mask voxels) float32 matrix from .npy or NIfTI."""
+def read_denoised(path: str | os.PathLike, mask: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """Denoised (retained volumes, in-mask voxels) float32 matrix from .npy or NIfTI.
+
+    columns : optional index over the in-mask voxels: read only those (from a ``.npy``, only
+        the pages holding them are read).
+    """
     if str(path).endswith(".npy"):
-        data = np.load(path)
-        if data.shape[1] != int(mask.sum()):
-            raise ValueError(f"{Path(path).name}: {data.shape[1]} voxels but the mask has {int(mask.sum())}")
-        return data
-    return read_masked_bold(path, mask)
+        data = open_bold_cache(path, mask)
+        return np.array(data) if columns is None else voxel_columns(path, columns)
+    data = read_masked_bold(path, mask)
+    return data if columns is None else data[:, columns]
+
+
+def cache_dvars(cache: str | os.PathLike) -> np.ndarray:
+    """:func:`~ketflow.signal.connectivity.dvars` of a BOLD cache (T-1,), read in blocks of volumes."""
+    parts, previous = [], None
+    for _, block in volume_blocks(cache):
+        parts.append(dvars(block if previous is None else np.concatenate([previous, block])))
+        previous = block[-1:]
+    return np.concatenate(parts)
 
 
 def strategy_settings(path: str | None) -> dict:
@@ -112,7 +127,8 @@ def _finite_or_none(value):
 
 
 class _DenoiseInputSpec(BaseInterfaceInputSpec):
-    bold_file = File(exists=True, mandatory=True, desc="preprocessed 4-D BOLD (fMRIPrep)")
+    bold_cache = File(exists=True, mandatory=True, xor=["bold_file"], desc="in-mask BOLD cache from CacheBOLD")
+    bold_file = File(exists=True, mandatory=True, xor=["bold_cache"], desc="or the preprocessed 4-D BOLD (fMRIPrep)")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
     confounds_tsv = File(exists=True, mandatory=True, desc="fMRIPrep desc-confounds_timeseries.tsv")
     confounds_json = File(exists=True, desc="its JSON (CompCor metadata)")
@@ -136,31 +152,36 @@ class Denoise(SimpleInterface):
     def _run_interface(self, runtime):
         settings = strategy_settings(self.inputs.strategy_json or None)
         mask = read_mask(self.inputs.brain_mask)
-        data = read_masked_bold(self.inputs.bold_file, mask)
-        confounds = load_confounds(
-            self.inputs.confounds_tsv, self.inputs.confounds_json or None, confound_strategy(settings),
-            n_volumes=data.shape[0],
-        )
-        high_pass_s, low_pass_hz = filter_cutoffs(settings)
-        result = denoise(
-            data,
-            confounds.regressors.to_numpy(),
-            self.inputs.tr,
-            keep=confounds.keep,
-            high_pass_s=high_pass_s,
-            low_pass_hz=low_pass_hz,
-            standardize=settings["standardize"],
-            min_volumes=settings["min_volumes"],
-            min_dof=settings["min_dof"],
-        )
+        with cache_of(self.inputs, mask) as cache:
+            n_volumes, n_voxels = open_bold_cache(cache).shape
+            confounds = load_confounds(
+                self.inputs.confounds_tsv, self.inputs.confounds_json or None, confound_strategy(settings),
+                n_volumes=n_volumes,
+            )
+            high_pass_s, low_pass_hz = filter_cutoffs(settings)
+            denoised = np.empty((int(confounds.keep.sum()), n_voxels), dtype=np.float32)
+            for columns, block in voxel_chunks(cache):
+                result = denoise(
+                    block,
+                    confounds.regressors.to_numpy(),
+                    self.inputs.tr,
+                    keep=confounds.keep,
+                    high_pass_s=high_pass_s,
+                    low_pass_hz=low_pass_hz,
+                    standardize=settings["standardize"],
+                    min_volumes=settings["min_volumes"],
+                    min_dof=settings["min_dof"],
+                )
+                denoised[:, columns] = result.data
+            raw_dvars = cache_dvars(cache)
         cwd = Path(os.getcwd())
         if self.inputs.output_format == "npy":
             out = cwd / "desc-denoised_bold.npy"
-            np.save(out, result.data)
+            np.save(out, denoised)
         else:
             ref = nib.load(self.inputs.brain_mask)
-            volume = np.zeros(mask.shape + (result.data.shape[0],), dtype=np.float32)
-            volume[mask] = result.data.T
+            volume = np.zeros(mask.shape + (denoised.shape[0],), dtype=np.float32)
+            volume[mask] = denoised.T
             out = write_nifti(cwd / "desc-denoised_bold.nii.gz", nib.Nifti1Image(volume, ref.affine))
         censoring = pd.DataFrame(
             {
@@ -171,7 +192,7 @@ class Denoise(SimpleInterface):
             }
         )
         censoring_tsv = write_tsv(cwd / "desc-censoring_timeseries.tsv", censoring)
-        qc = qc_metrics(confounds.framewise_displacement, confounds.keep, dvars(data), dvars(result.data))
+        qc = qc_metrics(confounds.framewise_displacement, confounds.keep, raw_dvars, dvars(denoised))
         qc.update(
             {
                 "strategy": settings,

@@ -1,7 +1,8 @@
 """Nipype interfaces: first-level task GLM of one run, and fixed effects across runs.
 
-:class:`FirstLevelGLM` reads a preprocessed BOLD run, its brain mask, BIDS events and the
-selected confound regressors, builds the design (:func:`ketflow.signal.design.make_task_design`),
+:class:`FirstLevelGLM` reads a preprocessed BOLD run (its in-mask cache,
+:mod:`ketflow.io.boldcache`, or a 4-D NIfTI), its brain mask, BIDS events and the selected
+confound regressors, builds the design (:func:`ketflow.signal.design.make_task_design`),
 fits the voxelwise GLM (:func:`ketflow.signal.glm.fit_glm`, data scaled to percent signal
 change of each voxel's mean unless ``signal_scaling`` is false) and writes into the
 working directory:
@@ -53,7 +54,8 @@ from ..reports.svg import figure_to_svg
 from ..signal.design import DRIFT_PREFIX, TaskDesign, contrast_vector, make_task_design
 from ..signal.extract import extract
 from ..signal.glm import compute_contrast, fit_glm, fixed_effects, roi_contrasts
-from .denoise import read_mask, read_masked_bold
+from ..io.boldcache import open_bold_cache, read_mask, voxel_chunks
+from .bold import cache_of
 
 TASK_DEFAULTS = {
     "type": "task",
@@ -192,16 +194,24 @@ def read_labels(labels_file: str, labels_tsv: str, mask: np.ndarray) -> tuple[np
     return labels[mask], table["name"].astype(str).tolist()
 
 
-def scaled_bold(bold_file: str, mask: np.ndarray, settings: dict) -> np.ndarray:
-    """In-mask (time, voxels) data, in percent of each voxel's mean when ``signal_scaling``."""
-    data = read_masked_bold(bold_file, mask)
-    if settings["signal_scaling"]:
-        data, _ = mean_scaling(data)
+def scaled_bold(cache: str, settings: dict) -> np.ndarray:
+    """In-mask (time, voxels) float32 data of a BOLD cache, in percent of each voxel's mean when
+    ``signal_scaling`` (nilearn's ``mean_scaling``, applied block by block: it is per voxel)."""
+    data = np.empty(open_bold_cache(cache).shape, dtype=np.float32)
+    for columns, block in voxel_chunks(cache):
+        data[:, columns] = mean_scaling(block)[0] if settings["signal_scaling"] else block
     return data
 
 
+def roi_voxels(labels: np.ndarray) -> np.ndarray:
+    """Indices of the in-mask voxels that belong to an ROI (label > 0)."""
+    return np.flatnonzero(labels > 0)
+
+
 class _FirstLevelGLMInputSpec(BaseInterfaceInputSpec):
-    bold_file = File(exists=True, mandatory=True, desc="preprocessed (denoising-ready) 4-D BOLD")
+    bold_cache = File(exists=True, mandatory=True, xor=["bold_file"], desc="in-mask BOLD cache from CacheBOLD")
+    bold_file = File(exists=True, mandatory=True, xor=["bold_cache"],
+                     desc="or the preprocessed (denoising-ready) 4-D BOLD")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
     events_file = File(exists=True, mandatory=True, desc="BIDS events TSV")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
@@ -234,7 +244,8 @@ class FirstLevelGLM(SimpleInterface):
         settings = task_settings(self.inputs.task_config)
         mask_img = nib.load(self.inputs.brain_mask)
         mask = read_mask(self.inputs.brain_mask)
-        data = scaled_bold(self.inputs.bold_file, mask, settings)
+        with cache_of(self.inputs, mask) as cache:
+            data = scaled_bold(cache, settings)
         confounds = self.inputs.confounds_file if self.inputs.confounds_file else None
         design = load_task_design(
             self.inputs.events_file, self.inputs.tr, data.shape[0], self.inputs.start_time, confounds, settings
@@ -268,7 +279,8 @@ class FirstLevelGLM(SimpleInterface):
         )
         if self.inputs.labels_file and self.inputs.labels_tsv and vectors:
             labels, rois = read_labels(self.inputs.labels_file, self.inputs.labels_tsv, mask)
-            signals = pd.DataFrame(extract(data, labels, len(rois), "mean"), columns=rois)
+            inside = roi_voxels(labels)
+            signals = pd.DataFrame(extract(data[:, inside], labels[inside], len(rois), "mean"), columns=rois)
             table = roi_contrasts(signals, x, vectors, settings["noise_model"])
             self._results["roi_tsv"] = str(write_tsv(cwd / "desc-roi_contrasts.tsv", table))
         return runtime

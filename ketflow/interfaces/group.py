@@ -1,12 +1,14 @@
-"""Nipype interfaces of the group level.
+"""Nipype interface of the group-level prediction models.
 
 The feature table itself is built before the workflow starts
-(:func:`ketflow.workflows.group.prepare_inputs`), so that too few complete subjects is an
-input error reported before anything is written.
+(:func:`ketflow.workflows.group.prepare_inputs`), so that bad clinical inputs, or no model
+being able to run, are input errors reported before anything is written.
 
-:class:`PredictClinicalChange` reads ``features.tsv`` / ``features.json`` and a
-model configuration JSON (keys in :mod:`ketflow.group.config`) and writes the
-refitted coefficients, the nested-CV performance, the permutation null, the
+:class:`PredictClinicalChange` reads ``features.tsv`` / ``features.json`` (every subject,
+``n/a`` where missing) and a model configuration JSON (keys in :mod:`ketflow.group.config`),
+selects the complete cases on exactly the model's columns
+(:func:`ketflow.group.models.select_model_data`) and writes who was included or left out
+and why, the refitted coefficients, the nested-CV performance, the permutation null, the
 bootstrap selection frequencies, the out-of-sample predictions and SVG figures
 (:func:`ketflow.group.predict.evaluate`, :mod:`ketflow.group.plots`).
 """
@@ -18,6 +20,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from joblib.externals.loky import get_reusable_executor
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -28,11 +31,12 @@ from nipype.interfaces.base import (
 )
 
 from ..group import plots
-from ..group.config import spec_from_config
+from ..group.models import select_model_data
 from ..group.predict import evaluate
 from ..io.clinical import read_bids_tsv
 from ..io.write import write_json, write_text, write_tsv
 from ..reports.svg import figure_to_svg
+
 
 class _PredictInputSpec(BaseInterfaceInputSpec):
     features_tsv = File(exists=True, mandatory=True, desc="feature table (ketflow.group.features.build_feature_table)")
@@ -42,8 +46,9 @@ class _PredictInputSpec(BaseInterfaceInputSpec):
 
 
 class _PredictOutputSpec(TraitedSpec):
-    coefficients_tsv = File(exists=True, desc="refitted coefficients (all subjects)")
-    performance_json = File(exists=True, desc="nested-CV scores, intervals, p-values, settings")
+    subjects_tsv = File(exists=True, desc="every subject: included in the model or why not")
+    coefficients_tsv = File(exists=True, desc="refitted coefficients (all included subjects)")
+    performance_json = File(exists=True, desc="nested-CV scores, intervals, p-values, settings, subjects")
     null_tsv = File(exists=True, desc="permutation null of the nested-CV scores")
     selection_tsv = File(exists=True, desc="bootstrap selection frequencies")
     predictions_tsv = File(exists=True, desc="observed outcome and out-of-sample predictions")
@@ -51,7 +56,11 @@ class _PredictOutputSpec(TraitedSpec):
 
 
 class PredictClinicalChange(SimpleInterface):
-    """Elastic-net prediction of clinical change with honest (nested-CV) performance."""
+    """Elastic-net prediction of clinical change with honest (nested-CV) performance.
+
+    Raises ValueError when the model cannot be fitted (too few complete cases, no
+    predictor); the group workflow only runs models that can.
+    """
 
     input_spec = _PredictInputSpec
     output_spec = _PredictOutputSpec
@@ -59,19 +68,25 @@ class PredictClinicalChange(SimpleInterface):
     def _run_interface(self, runtime):
         dictionary = json.loads(Path(self.inputs.dictionary_json).read_text())
         config = json.loads(Path(self.inputs.model_config).read_text())
-        spec, kwargs, arm_subset = spec_from_config(config, dictionary)
-        table = read_bids_tsv(self.inputs.features_tsv)
-        if arm_subset is not None:
-            if spec.arm is None or spec.arm not in table.columns:
-                raise ValueError("'arm_subset' needs the 'arm' column in the configuration")
-            table = table[table[spec.arm] == str(arm_subset)].reset_index(drop=True)
-        report = evaluate(table, spec, n_jobs=self.inputs.n_jobs, **kwargs)
+        data = select_model_data(config, read_bids_tsv(self.inputs.features_tsv), dictionary)
+        if not data.can_run:
+            raise ValueError(f"{self.inputs.model_config}: model not fitted: {data.skip_reason}")
+        spec = data.config.spec
+        try:
+            report = evaluate(data.table, spec, n_jobs=self.inputs.n_jobs, **data.config.evaluate_kwargs)
+        finally:  # joblib keeps idle workers alive for 5 min, which would hold up the workflow's exit
+            get_reusable_executor().shutdown(wait=True)
 
         cwd = Path(os.getcwd())
-        coefs = report.fit.coefficients.reset_index()
+        excluded = data.subjects[~data.subjects["included"]]
+        summary = report.summary()
+        summary["subjects"] = {"n_included": int(data.subjects["included"].sum()), "n_excluded": len(excluded),
+                               "excluded": excluded[["subject", "reason"]].to_dict("records")}
+        summary["arm_subset"] = data.config.arm_subset
         out = {
-            "coefficients_tsv": write_tsv(cwd / "coefficients.tsv", coefs),
-            "performance_json": write_json(cwd / "performance.json", report.summary()),
+            "subjects_tsv": write_tsv(cwd / "subjects.tsv", data.subjects),
+            "coefficients_tsv": write_tsv(cwd / "coefficients.tsv", report.fit.coefficients.reset_index()),
+            "performance_json": write_json(cwd / "performance.json", summary),
             "null_tsv": write_tsv(cwd / "permutation_null.tsv", report.null),
             "selection_tsv": write_tsv(cwd / "selection_frequencies.tsv", report.selection.reset_index()),
         }
@@ -89,10 +104,7 @@ class PredictClinicalChange(SimpleInterface):
                 report.null["r2"].to_numpy(), report.scores["r2"], p_value=report.p_values["r2"])
         if len(report.selection):
             figures["selection_frequencies.svg"] = plots.selection_frequency_bars(report.selection)
-        paths = []
-        for name, fig in figures.items():
-            paths.append(str(write_text(cwd / name, figure_to_svg(fig))))
         self._results.update({k: str(v) for k, v in out.items()})
-        self._results["figures"] = paths
+        self._results["figures"] = [str(write_text(cwd / name, figure_to_svg(fig))) for name, fig in figures.items()]
         return runtime
 

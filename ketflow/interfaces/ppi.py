@@ -1,6 +1,7 @@
 """Nipype interface: generalized PPI of one task run (ROI-to-ROI and seed-to-voxel).
 
-:class:`GPPI` reads the run's preprocessed BOLD once, scales every voxel to percent signal
+:class:`GPPI` reads the run's preprocessed BOLD (its in-mask cache, :mod:`ketflow.io.boldcache`,
+or a 4-D NIfTI) once, scales every voxel to percent signal
 change of its temporal mean (as :class:`ketflow.interfaces.glm.FirstLevelGLM`), builds the
 task design the same way, takes each ROI's signal from the scaled voxels (``signal``:
 ``mean`` over the ROI's voxels, or the SPM-style first ``eigenvariate`` of the ROI's
@@ -59,13 +60,15 @@ from ..signal.gppi import (
     seed_to_voxel_gppi,
     symmetrize,
 )
-from .denoise import read_mask
+from ..io.boldcache import read_mask
+from .bold import cache_of
 from .glm import (
     contrast_files,
     design_description,
     load_task_design,
     map_to_image,
     read_labels,
+    roi_voxels,
     scaled_bold,
     task_settings,
 )
@@ -142,7 +145,9 @@ def plot_ppi(design: pd.DataFrame, matrix: pd.DataFrame, title: str, path: Path)
 
 
 class _GPPIInputSpec(BaseInterfaceInputSpec):
-    bold_file = File(exists=True, mandatory=True, desc="preprocessed 4-D BOLD (every volume, not denoised)")
+    bold_cache = File(exists=True, mandatory=True, xor=["bold_file"],
+                      desc="in-mask BOLD cache from CacheBOLD (every volume, not denoised)")
+    bold_file = File(exists=True, mandatory=True, xor=["bold_cache"], desc="or the preprocessed 4-D BOLD")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
     labels_file = File(exists=True, mandatory=True, desc="ROI label image on the BOLD grid")
     labels_tsv = File(exists=True, mandatory=True, desc="ROI labels TSV (index, name)")
@@ -178,14 +183,16 @@ class GPPI(SimpleInterface):
         settings = task_settings(self.inputs.task_config)
         mask_img = nib.load(self.inputs.brain_mask)
         mask = read_mask(self.inputs.brain_mask)
-        data = scaled_bold(self.inputs.bold_file, mask, settings)
+        with cache_of(self.inputs, mask) as cache:
+            data = scaled_bold(cache, settings)
         confounds = self.inputs.confounds_file if self.inputs.confounds_file else None
         design = load_task_design(
             self.inputs.events_file, self.inputs.tr, data.shape[0], self.inputs.start_time, confounds, settings
         )
         labels, names = read_labels(self.inputs.labels_file, self.inputs.labels_tsv, mask)
         nuisance = design.matrix[nuisance_columns(design)].to_numpy()
-        rois = ppi_roi_signals(data, labels, names, self.inputs.signal, nuisance)
+        inside = roi_voxels(labels)
+        rois = ppi_roi_signals(data[:, inside], labels[inside], names, self.inputs.signal, nuisance)
         seeds = list(self.inputs.seeds) if self.inputs.seeds else names
         unknown = sorted(set(seeds) | set(self.inputs.voxel_seeds or []))
         unknown = [s for s in unknown if s not in names]

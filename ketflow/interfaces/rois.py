@@ -126,12 +126,14 @@ class ExtractROISignals(SimpleInterface):
 
     def _run_interface(self, runtime):
         mask = read_mask(self.inputs.brain_mask)
-        data = read_denoised(self.inputs.denoised_file, mask)
         table = pd.read_csv(self.inputs.labels_tsv, sep="\t")
         labels = np.asanyarray(nib.load(self.inputs.labels_file).dataobj).astype(np.int64)
         if labels.shape != mask.shape:
             raise ValueError(f"label image {labels.shape} and brain mask {mask.shape} differ in shape")
-        series = extract(data, labels[mask], len(table), self.inputs.method)
+        labels = labels[mask]
+        inside = np.flatnonzero(labels > 0)  # only the ROIs' voxels are read
+        data = read_denoised(self.inputs.denoised_file, mask, inside)
+        series = extract(data, labels[inside], len(table), self.inputs.method)
         cwd = Path(os.getcwd())
         timeseries = write_tsv(
             cwd / f"stat-{self.inputs.method}_timeseries.tsv", pd.DataFrame(series, columns=table["name"].tolist())

@@ -174,7 +174,7 @@ def discover(
             run = _check_run(bold, raw, deriv, tasks, problems)
             if run is not None:
                 runs.append(run)
-        skipped += _absent_tasks(raw, subject, sessions, tasks, found)
+        skipped += _absent_tasks(raw, subject, sessions, tasks, found, bold_filters)
     if problems:
         raise InputError(problems)
     runs.sort(key=lambda r: (r.subject, r.session or "", r.task, r.run or ""))
@@ -222,15 +222,29 @@ def _check_raw_runs_preprocessed(raw, deriv, subject, tasks, sessions, filters, 
             )
 
 
-def _absent_tasks(raw, subject, sessions, tasks, found) -> list[dict]:
-    """Configured tasks with no preprocessed BOLD in a session the raw dataset has."""
+def _filter_values(filters: dict, entity: str) -> set[str] | None:
+    """Values a ``--bids-filter-file`` BOLD filter allows for ``entity`` (None: no restriction)."""
+    if entity not in filters or filters[entity] is None:
+        return None
+    value = filters[entity]
+    return {str(v) for v in value} if isinstance(value, (list, tuple)) else {str(value)}
+
+
+def _absent_tasks(raw, subject, sessions, tasks, found, filters) -> list[dict]:
+    """Configured tasks with no preprocessed BOLD in a session the raw dataset has (within
+    the sessions and tasks that ``--session-label`` and the BOLD filters select)."""
     present = {(f.entities.get("session"), f.entities["task"]) for f in found}
     subject_sessions = raw.get_sessions(subject=subject) or [None]
+    filter_sessions, filter_tasks = _filter_values(filters, "session"), _filter_values(filters, "task")
     absent = []
     for session in sorted(subject_sessions, key=str):
         if sessions and session not in sessions:
             continue
+        if filter_sessions is not None and session not in filter_sessions:
+            continue
         for task in sorted(tasks):
+            if filter_tasks is not None and task not in filter_tasks:
+                continue
             if (session, task) not in present:
                 absent.append({"subject": subject, "session": session, "task": task,
                                "reason": "no BOLD run of this task in this session"})

@@ -60,6 +60,19 @@ def read_participants(bids_dir: Path | str, arm_column: str, covariates: list[st
     return table
 
 
+def check_arms(participants: pd.DataFrame, arm_column: str, arms: list[str], path: Path | str) -> None:
+    """Every non-missing arm label of ``participants`` (indexed by subject) is one of ``arms``.
+
+    A missing (``n/a``) arm is allowed: that subject only leaves the models that use the arm.
+    """
+    labels = participants[arm_column]
+    bad = labels.notna() & ~labels.astype(str).str.strip().isin(arms)
+    if bad.any():
+        listed = ", ".join(f"sub-{s} ({labels[s]!r})" for s in labels.index[bad][:10])
+        raise ClinicalDataError(f"{path}: column '{arm_column}' has value(s) not among clinical.arms {arms} of "
+                                f"the configuration: {listed}")
+
+
 def read_scores(bids_dir: Path | str, subjects: list[str], sessions: list[str], scores: list[str]) -> pd.DataFrame:
     """Long table (subject, session, *scores) of clinical scores; NaN where a score is absent."""
     bids_dir = Path(bids_dir)

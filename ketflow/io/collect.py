@@ -1,7 +1,7 @@
 """Collect participant-level outputs into one long table of scalar measures.
 
 Reads ketflow's own derivatives (found with pybids' entity parsing rules, by name) and
-returns rows ``subject, session, measure, value`` with measure names:
+returns rows ``subject, session, task, measure, value, n_runs`` with measure names:
 
 * ``activation_<task>_<contrast>_<roi>``: ROI contrast estimate (``*_stat-effect_contrasts.tsv``);
 * ``ppi_<task>_<contrast>_<seed>-to-<target>``: gPPI estimate of a configured contrast
@@ -121,7 +121,7 @@ READERS = {
 
 
 def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list[str] | None = None) -> pd.DataFrame:
-    """Long table (subject, session, measure, value, n_runs) of every scalar measure found."""
+    """Long table (subject, session, task, measure, value, n_runs) of every scalar measure found."""
     out_dir = Path(out_dir)
     wanted = {
         "activation": config.measures.activation,
@@ -138,12 +138,12 @@ def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list
                 continue
             if subjects is None or _entities(path).get("sub") in subjects:
                 rows += reader(path, config)
-    columns = ["subject", "session", "measure", "value", "n_runs"]
+    columns = ["subject", "session", "task", "measure", "value", "n_runs"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame.from_records(rows)
     table = table[np.isfinite(table["value"])]
-    grouped = table.groupby(["subject", "session", "measure"], dropna=False)["value"]
+    grouped = table.groupby(["subject", "session", "task", "measure"], dropna=False)["value"]
     return grouped.agg(value="mean", n_runs="size").reset_index()[columns]
 
 

@@ -50,6 +50,10 @@ REFERENCES = {
                   "NeuroImage 34:220-234.",
     "friston_peb": "Friston KJ, et al. (2016). Bayesian model reduction and empirical Bayes for group (DCM) "
                    "studies. NeuroImage 128:413-431.",
+    "stephan_bms": "Stephan KE, et al. (2009). Bayesian model selection for group studies. NeuroImage "
+                   "46:1004-1017.",
+    "rigoux": "Rigoux L, et al. (2014). Bayesian model selection for group studies - revisited. NeuroImage "
+              "84:971-985.",
     "zou": "Zou H, Hastie T (2005). Regularization and variable selection via the elastic net. J R Stat Soc B "
            "67:301-320.",
     "norbury": "Norbury A, et al. (2021). Neuroimaging correlates and predictors of response to repeated-dose "
@@ -137,11 +141,18 @@ def _roi_paragraph(config: AnalysisConfig) -> str:
 def _connectivity_paragraph(config: AnalysisConfig, fc_tasks: list[str]) -> tuple[str, list[str]]:
     cited = ["ledoit"]
     task = [t for t in fc_tasks if config.tasks[t].type == "task"]
+    measures = set(config.connectivity.measures) | {"fisher_z"}
+    described = [text for key, text in (
+        ("pearson", "Pearson correlation"), ("fisher_z", "the Fisher z transform of the Pearson correlation"),
+        ("partial", "partial correlation"),
+        ("ledoit_wolf", "Ledoit-Wolf shrinkage covariance with the correlation and partial correlation derived "
+                        "from it (Ledoit & Wolf 2004)")) if key in measures]
+    if "ledoit_wolf" not in measures:
+        cited = []
     text = (
         f"In the runs of task(s) {', '.join(fc_tasks)}, ROI-to-ROI connectivity was computed from the denoised "
-        "ROI signals of the retained volumes as Pearson correlation (and its Fisher z transform), partial "
-        "correlation, and Ledoit-Wolf shrinkage covariance with the correlation and partial correlation derived "
-        "from it (Ledoit & Wolf 2004)"
+        f"ROI signals of the retained volumes as {', '.join(described[:-1]) + ' and ' if len(described) > 1 else ''}"
+        f"{described[-1]}"
     )
     if task:
         cited.append("cole")
@@ -218,6 +229,9 @@ def methods(config: AnalysisConfig, tasks: list[str] | None = None, *,
         ))
         if derived:
             used.append("etkin")
+        paragraphs[-1] = (paragraphs[-1][0], paragraphs[-1][1]
+                          + " Runs of the same task within a session were combined by fixed effects "
+                            "(inverse-variance weighting).")
     ppi_tasks = [t for t in config.ppi.tasks if t in tasks]
     if config.measures.ppi and ppi_tasks:
         used += ["mclaren"] + (["gitelman"] if config.ppi.deconvolve else [])
@@ -243,9 +257,18 @@ def methods(config: AnalysisConfig, tasks: list[str] | None = None, *,
             "Dynamic causal modelling",
             f"A deterministic bilinear DCM (Friston et al. 2003) of regions {', '.join(config.dcm.regions)} with "
             f"inputs {', '.join(config.dcm.inputs)} in task '{config.dcm.task}' was inverted with variational "
-            "Laplace (Friston et al. 2007) under SPM12's priors and hemodynamic model (Stephan et al. 2007); "
-            "region signals were first eigenvariates."
+            "Laplace (Friston et al. 2007) under SPM12's priors and hemodynamic model (Stephan et al. 2007). "
+            "Region signals were first eigenvariates of the grand-mean scaled BOLD after adjustment for the "
+            "confounds (cosine high-pass, nuisance regressors and one regressor per censored volume), which also "
+            "entered the DCM's confound matrix, as SPM's volume-of-interest extraction does"
+            + (f"; models {', '.join(m.name for m in config.dcm.model_space)} were scored against the full "
+               "model by Bayesian model reduction (Friston et al. 2016) and compared across subjects by "
+               "random-effects Bayesian model selection (Stephan et al. 2009; Rigoux et al. 2014)"
+               if config.dcm.model_space else "")
+            + ". Several runs of a session were combined by Bayesian parameter averaging."
         ))
+        if config.dcm.model_space:
+            used += ["friston_peb", "stephan_bms", "rigoux"]
     if group:
         paragraphs.append((
             "Group level",

@@ -1,8 +1,11 @@
-"""The group HTML report (``output_dir/group.html``), built from ``output_dir/group/``.
+"""The group HTML report (``output_dir/group.html``), built from ``output_dir/group/`` only.
 
-Sections: the feature table (subjects included and excluded, with reasons), one section per
-prediction model (out-of-sample performance with intervals and permutation p-values,
-retained features, figures), PEB over DCM, and links to every participant's report.
+Sections: clinical scores per arm; the feature table (per measure family and arm: subjects,
+missing values, mean change ± SD; columns too often missing to be used; every missing value
+with its reason); the models (fitted or skipped, subjects included and left out); one
+section per fitted model (out-of-sample performance with intervals and permutation
+p-values, retained features, figures); PEB over DCM; links to every participant's report.
+Also the group-level methods text (``logs/CITATION_group.md``).
 """
 
 from __future__ import annotations
@@ -12,62 +15,257 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
 from ..config import AnalysisConfig
 from ..io.write import write_text
+from .boilerplate import REFERENCES
 from .participant import _STYLE
 
 LOGGER = logging.getLogger("ketflow")
 
+#: Figures every fitted elastic-net model has (the null and selection figures when requested).
+MODEL_FIGURES = ("coefficients", "predictedVsObserved", "permutationNull", "selectionFrequencies")
 
-def _table(path: Path, columns: list[str] | None = None, rows: int | None = None) -> str:
-    if not path.is_file():
-        return f'<p class="warning">Missing: {html.escape(path.name)}</p>'
-    table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a"])
-    if columns:
-        table = table[[c for c in columns if c in table.columns]]
-    if rows:
-        table = table.head(rows)
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a"], dtype={"subject": str})
+
+
+def _html_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "<p>None.</p>"
     return table.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0, na_rep="n/a")
 
 
-def _figures(out_dir: Path, pattern: str) -> str:
+def _table(path: Path, columns: list[str] | None = None, rows: int | None = None) -> str:
+    if not path.is_file():
+        return f'<p class="warning">Missing: {html.escape(path.name)}</p>'
+    table = _read(path)
+    if columns:
+        table = table[[c for c in columns if c in table.columns]]
+    if rows:
+        table = table.head(rows)
+    return _html_table(table)
+
+
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
+
+
+def _num(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3g}"
+
+
+def _mean_sd(values) -> str:
+    values = pd.Series(values, dtype=float).dropna()
+    if values.empty:
+        return "n/a"
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.3g} ± {_num(sd)} (n={len(values)})"
+
+
+def _arms(table: pd.DataFrame, arm: str) -> list[tuple[str, pd.DataFrame]]:
+    groups = [("all", table)]
+    if arm in table.columns:
+        labels = table[arm].fillna("n/a").astype(str)
+        groups += [(f"{arm} {lvl}", table[labels == lvl]) for lvl in sorted(labels.unique())]
+    return groups
+
+
+def clinical_summary(table: pd.DataFrame, dictionary: dict, arm: str) -> pd.DataFrame:
+    """Per clinical score, session/change and arm: mean ± SD (n)."""
+    rows = []
+    for col, meta in dictionary.items():
+        if not meta["role"].startswith("clinical"):
+            continue
+        row = {"column": col}
+        for label, part in _arms(table, arm):
+            row[label] = _mean_sd(part[col])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def family_summary(table: pd.DataFrame, dictionary: dict, arm: str) -> pd.DataFrame:
+    """Per imaging measure family and arm: measures, subjects complete on the family's change
+    columns, missing change values, and mean ± SD over subjects of each subject's mean change
+    over the family's measures."""
+    families: dict[str, list[str]] = {}
+    for col, meta in dictionary.items():
+        if meta["role"] == "imaging_change":
+            families.setdefault(meta.get("family", col.split("_", 1)[0]), []).append(col)
+    rows = []
+    for family, cols in sorted(families.items()):
+        unusable = sum(bool(dictionary[c].get("excluded_from_models")) for c in cols)
+        for label, part in _arms(table, arm):
+            values = part[cols].astype(float)
+            n_cells = values.size
+            rows.append({"family": family, "measures": len(cols), "not used (too often missing)": unusable,
+                         "group": label, "subjects": len(part),
+                         "subjects complete": int(values.notna().all(axis=1).sum()),
+                         "missing values": f"{int(values.isna().sum().sum())} of {n_cells}"
+                                           f" ({100 * values.isna().sum().sum() / max(n_cells, 1):.0f}%)",
+                         "mean change ± SD": _mean_sd(values.mean(axis=1, skipna=True))})
+    return pd.DataFrame(rows)
+
+
+def measure_summary(table: pd.DataFrame, dictionary: dict, arm: str) -> pd.DataFrame:
+    """Per imaging change column: missing count, use in models and mean ± SD per arm."""
+    rows = []
+    for col, meta in dictionary.items():
+        if meta["role"] != "imaging_change":
+            continue
+        row = {"column": col, "missing": meta.get("n_missing", int(table[col].isna().sum())),
+               "used": "no: " + meta["excluded_from_models"] if meta.get("excluded_from_models") else "yes"}
+        for label, part in _arms(table, arm):
+            row[label] = _mean_sd(part[col])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _feature_section(group: Path, config: AnalysisConfig) -> list[str]:
+    features, dictionary_path = group / "features.tsv", group / "features.json"
+    if not features.is_file() or not dictionary_path.is_file():
+        return ['<p class="warning">The feature table (group/features.tsv, features.json) is missing.</p>']
+    table = _read(features)
+    dictionary = json.loads(dictionary_path.read_text())
+    arm = config.clinical.arm_column
+    counts = table[arm].fillna("n/a").astype(str).value_counts().to_dict() if arm in table.columns else {}
+    missing = _read(group / "missing.tsv") if (group / "missing.tsv").is_file() else pd.DataFrame()
+    unusable = [c for c, m in dictionary.items() if m.get("excluded_from_models")]
+    parts = [
+        "<h2>Clinical scores</h2>", _html_table(clinical_summary(table, dictionary, arm)),
+        "<h2>Feature table</h2>",
+        f"<p>{len(table)} subjects ({html.escape(', '.join(f'{k}: {v}' for k, v in counts.items()))}), "
+        f"{table.shape[1]} columns (<a href=\"group/features.tsv\">features.tsv</a>, data dictionary "
+        "<a href=\"group/features.json\">features.json</a>). Every subject keeps a row with what it has; "
+        "each model uses the subjects complete on its own columns. "
+        f"{len(unusable)} imaging column(s) are missing in more than "
+        f"{100 * config.group.max_missing_fraction:.0f}% of subjects and are not used as predictors.</p>",
+        "<h3>Imaging change per measure family</h3>",
+        "<p>Mean change ± SD: over subjects, of each subject's mean change over the family's measures "
+        f"({html.escape(config.sessions.followup)} minus {html.escape(config.sessions.baseline)}).</p>",
+        _html_table(family_summary(table, dictionary, arm)),
+        _details("Every imaging change column", _html_table(measure_summary(table, dictionary, arm))),
+        "<h3>Missing data</h3>",
+        f"<p>{len(missing)} entries (<a href=\"group/missing.tsv\">missing.tsv</a>), one per subject, session "
+        "and item, with the reason.</p>",
+        _details("Missing values and their reasons", _html_table(missing)) if len(missing) else "",
+    ]
+    return parts
+
+
+def _figures(out_dir: Path, label: str) -> str:
+    """HTML embedding every figure of model ``label``."""
     parts = []
-    for figure in sorted((out_dir / "group" / "figures").glob(pattern)):
+    for figure in sorted((out_dir / "group" / "figures").glob(f"model-{label}_*.svg")):
         rel = figure.relative_to(out_dir).as_posix()
         parts.append(f'<div class="figure"><object type="image/svg+xml" data="{rel}"></object>'
-                     f'<div class="caption">{html.escape(figure.name)}</div></div>')
+                     f'<div class="caption"><a href="{rel}">{html.escape(figure.name)}</a></div></div>')
     return "\n".join(parts)
 
 
-def _performance(path: Path) -> str:
-    if not path.is_file():
-        return '<p class="warning">This model was not fitted (see the crash files in logs/crash/).</p>'
-    perf = json.loads(path.read_text())
+def _expected_figures(perf: dict) -> list[str]:
+    settings = perf["settings"]
+    return [f for f, wanted in zip(MODEL_FIGURES, (True, True, settings.get("n_permutations_run", 0) > 0,
+                                                   settings["n_selection_bootstrap"] > 0)) if wanted]
+
+
+def _performance(perf: dict) -> str:
     rows = []
     for key, label in (("r2", "out-of-sample R²"), ("r", "prediction-observation r")):
         item = perf["out_of_sample"][key]
         low, high = item["interval"]
-        p = item.get("p_permutation")
         rows.append(f"<tr><td>{label}</td><td>{_num(item['estimate'])}</td><td>[{_num(low)}, {_num(high)}]</td>"
-                    f"<td>{_num(p)}</td></tr>")
-    refit = perf["refit"]
-    settings = perf["settings"]
-    return (f"<p>Outcome <code>{html.escape(perf['outcome'])}</code>; {settings['n_subjects']} subjects; outer "
-            f"CV {html.escape(settings['outer_cv'])}, inner CV {html.escape(settings['inner_cv'])}; "
-            f"{settings['n_permutations']} permutations. Refit on all subjects: alpha {_num(refit['alpha'])}, "
-            f"l1_ratio {_num(refit['l1_ratio'])}; retained: "
-            f"{html.escape(', '.join(refit['retained']) or 'none')}.</p>"
-            "<table><tr><th>score</th><th>estimate</th><th>95% interval</th><th>permutation p</th></tr>"
+                    f"<td>{_num(item.get('p_permutation'))}</td></tr>")
+    refit, settings = perf["refit"], perf["settings"]
+    level = int(round(100 * settings.get("interval_level", 0.95)))
+    return (f"<p>Outcome <code>{html.escape(perf['outcome'])}</code>; {settings['n_subjects']} subjects"
+            + (f" of arm {html.escape(str(perf['arm_subset']))}" if perf.get("arm_subset") else "")
+            + f". Reported model: penalty by {html.escape(settings.get('refit_inner_cv', settings['inner_cv']))} "
+            f"CV, alpha {_num(refit['alpha'])}, l1_ratio {_num(refit['l1_ratio'])}; retained: "
+            f"{html.escape(', '.join(refit['retained'][:40]) or 'none')}"
+            + (f" and {len(refit['retained']) - 40} more" if len(refit["retained"]) > 40 else "")
+            + f". Nested CV: outer {html.escape(settings['outer_cv'])}, inner {html.escape(settings['inner_cv'])}; "
+            f"{settings.get('n_permutations_run', settings['n_permutations'])} of at most "
+            f"{settings['n_permutations']} permutations ({html.escape(settings['permutation_scheme'])}"
+            + (f", stopped after {settings['permutation_early_stop']} permuted scores reached the observed one"
+               if settings.get("permutation_early_stop") and settings.get("n_permutations_run", 0)
+               < settings["n_permutations"] else "")
+            + f"); {settings['n_selection_bootstrap']} selection bootstraps.</p>"
+            f"<table><tr><th>score</th><th>estimate</th><th>{level}% interval</th><th>permutation p</th></tr>"
             + "".join(rows) + "</table>")
 
 
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+def _model_section(out_dir: Path, row) -> list[str]:
+    group = out_dir / "group"
+    label = row.label
+    parts = [f"<h2>Model: {html.escape(row.model)}</h2>"]
+    subjects = group / f"model-{label}_subjects.tsv"
+    excluded = _read(subjects) if subjects.is_file() else None
+    if excluded is not None:
+        excluded = excluded[~excluded["included"].astype(str).str.lower().isin(["true", "1"])]
+    if row.status == "skipped":
+        parts.append(f'<p class="warning">Not fitted: {html.escape(str(row.reason))}</p>')
+    perf_path = group / f"model-{label}_performance.json"
+    if row.status == "run" and not perf_path.is_file():
+        parts.append('<p class="warning">This model was not fitted (see the crash files in logs/crash/).</p>')
+    perf = json.loads(perf_path.read_text()) if row.status == "run" and perf_path.is_file() else None
+    if perf is not None:
+        parts.append(_performance(perf))
+    if excluded is not None:
+        parts.append(f"<p>{row.n_included} subject(s) included, {len(excluded)} left out "
+                     f"(<a href=\"group/{subjects.name}\">{subjects.name}</a>).</p>")
+        if len(excluded):
+            parts.append(_details("Subjects left out and why", _html_table(excluded[["subject", "reason"]])))
+    if perf is not None:
+        coefs = _read(group / f"model-{label}_coefficients.tsv")
+        kept = coefs[coefs["retained"].astype(str).str.lower().isin(["true", "1"])]
+        kept = kept.reindex(kept["coef_std"].abs().sort_values(ascending=False).index).head(40)
+        parts += ["<h3>Retained predictors (standardised coefficients, largest 40)</h3>", _html_table(kept)]
+        absent = [f for f in _expected_figures(perf)
+                  if not (group / "figures" / f"model-{label}_desc-{f}_figure.svg").is_file()]
+        if absent:
+            parts.append(f'<p class="warning">Missing figure(s): {html.escape(", ".join(absent))}</p>')
+        parts.append(_figures(out_dir, label))
+    return parts
+
+
+def _peb_section(out_dir: Path, row) -> list[str]:
+    group = out_dir / "group"
+    parts = ["<h2>Parametric Empirical Bayes over DCM</h2>"]
+    subjects = group / "model-peb_subjects.tsv"
+    if row.status == "skipped":
+        parts.append(f'<p class="warning">Not fitted: {html.escape(str(row.reason))}</p>')
+    peb = group / "model-peb_parameters.tsv"
+    summary_path = group / "model-peb_summary.json"
+    if row.status == "run" and not (peb.is_file() and summary_path.is_file()):
+        parts.append('<p class="warning">PEB was not fitted (see the crash files in logs/crash/).</p>')
+    elif row.status == "run":
+        summary = json.loads(summary_path.read_text())
+        loo = summary["leave_one_out"]
+        strong = _read(peb)
+        strong = strong[strong["Pp"] > 0.95]
+        parts += [f"<p>{len(summary['subjects'])} subjects' ses-{html.escape(summary['session'])} DCMs; design "
+                  f"{html.escape(', '.join(summary['design_columns']))}; free energy {_num(summary['F'])}. "
+                  f"Leave-one-out prediction of {html.escape(loo['variable'])}: r = {_num(loo['r'])} "
+                  f"(p = {_num(loo['p'])}).</p>",
+                  "<h3>Effects with posterior probability &gt; 0.95</h3>", _html_table(strong)]
+        figures = sorted((group / "figures").glob("model-peb_*.svg"))
+        if not figures:
+            parts.append('<p class="warning">Missing figure: PEB parameters</p>')
+        parts += [f'<div class="figure"><object type="image/svg+xml" data="{f.relative_to(out_dir).as_posix()}">'
+                  f'</object><div class="caption">{html.escape(f.name)}</div></div>' for f in figures]
+    if subjects.is_file():
+        table = _read(subjects)
+        left = table[~table["included"].astype(str).str.lower().isin(["true", "1"])]
+        parts.append(f"<p>{len(table) - len(left)} subject(s) included, {len(left)} left out "
+                     f"(<a href=\"group/{subjects.name}\">{subjects.name}</a>).</p>")
+        if len(left):
+            parts.append(_details("Subjects left out and why", _html_table(left[["subject", "reason"]])))
+    return parts
 
 
 def group_report(out_dir: Path, config: AnalysisConfig) -> str:
@@ -76,37 +274,16 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
     parts = [f"<h1>ketflow group report: {html.escape(config.name)}</h1>",
              f"<p>ketflow {__version__}; configuration SHA-256 {config.digest()[:12]}. Change scores are "
              f"{html.escape(config.sessions.followup)} minus {html.escape(config.sessions.baseline)}; the outcome is "
-             f"the change in <code>{html.escape(config.clinical.outcome)}</code>.</p>"]
-    features = group / "features.tsv"
-    if features.is_file():
-        table = pd.read_csv(features, sep="\t")
-        arm = config.clinical.arm_column
-        counts = table[arm].value_counts().to_dict() if arm in table.columns else {}
-        parts.append(f"<h2>Feature table</h2><p>{len(table)} subjects included "
-                     f"({html.escape(', '.join(f'{k}: {v}' for k, v in counts.items()))}), "
-                     f"{table.shape[1]} columns (<a href=\"group/features.tsv\">features.tsv</a>, data dictionary "
-                     "<a href=\"group/features.json\">features.json</a>).</p>")
-    parts += ["<h3>Excluded subjects</h3>", _table(group / "exclusions.tsv")]
-    for model in sorted(p.name.split("_")[0][len("model-"):] for p in group.glob("model-*_performance.json")):
-        parts += [f"<h2>Model: {html.escape(model)}</h2>", _performance(group / f"model-{model}_performance.json"),
-                  "<h3>Coefficients (standardised)</h3>",
-                  _table(group / f"model-{model}_coefficients.tsv", rows=40),
-                  _figures(out_dir, f"model-{model}_*.svg")]
-    peb = group / "model-peb_parameters.tsv"
-    if peb.is_file():
-        summary = json.loads((group / "model-peb_summary.json").read_text())
-        loo = summary["leave_one_out"]
-        strong = pd.read_csv(peb, sep="\t")
-        strong = strong[strong["Pp"] > 0.95]
-        parts += ["<h2>Parametric Empirical Bayes over DCM</h2>",
-                  f"<p>{len(summary['subjects'])} subjects' ses-{html.escape(summary['session'])} DCMs; design "
-                  f"{html.escape(', '.join(summary['design_columns']))}; free energy {_num(summary['F'])}. "
-                  f"Leave-one-out prediction of {html.escape(loo['variable'])}: r = {_num(loo['r'])} "
-                  f"(p = {_num(loo['p'])}).</p>",
-                  "<h3>Effects with posterior probability &gt; 0.95</h3>",
-                  strong.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0) if len(strong)
-                  else "<p>None.</p>",
-                  _figures(out_dir, "model-peb_*.svg")]
+             f"the change in <code>{html.escape(config.clinical.outcome)}</code>. Methods: "
+             "<a href=\"logs/CITATION_group.md\">logs/CITATION_group.md</a>.</p>"]
+    parts += _feature_section(group, config)
+    models = _read(group / "models.tsv") if (group / "models.tsv").is_file() else None
+    if models is None:
+        parts.append('<p class="warning">group/models.tsv is missing: no model outputs to report.</p>')
+    else:
+        parts += ["<h2>Models</h2>", "<p><a href=\"group/models.tsv\">models.tsv</a></p>", _html_table(models)]
+        for row in models.itertuples(index=False):
+            parts += _peb_section(out_dir, row) if row.label == "peb" else _model_section(out_dir, row)
     reports = sorted(out_dir.glob("sub-*.html"))
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in reports)
     parts += ["<h2>Participant reports</h2>", f"<ul>{links}</ul>" if links else "<p>None found.</p>"]
@@ -122,3 +299,67 @@ def build_group_report(out_dir: Path, config: AnalysisConfig) -> int:
         LOGGER.error("the group report failed: %s", err)
         return 1
     return 0
+
+
+def group_methods_text(config: AnalysisConfig) -> str:
+    """Markdown methods boilerplate of the group level, from the configuration."""
+    g, c = config.group, config.clinical
+
+    def cv(folds):
+        return "leave-one-out" if folds is None else f"{folds}-fold"
+
+    models = "; ".join(
+        f"*{m.name}*: {m.predictors} measures"
+        + (f" of families {', '.join(m.measures)}" if m.measures else "")
+        + (f" matching `{m.predictor_pattern}`" if m.predictor_pattern else "")
+        + (", with arm and arm × imaging interaction terms" if m.interaction else "")
+        + (", fitted within each arm" if m.per_arm else "")
+        + (f", covariates {', '.join(m.covariates)}" if m.covariates else "")
+        for m in g.models)
+    outer = cv(g.outer_folds) + (f" repeated {g.outer_repeats} times" if g.outer_repeats > 1 else "")
+    text = f"""# Group-level methods
+
+Generated by ketflow {__version__} from the analysis configuration (SHA-256 {config.digest()[:12]}).
+
+Imaging measures and clinical scores were assembled into one table per subject; change scores
+were {config.sessions.followup} minus {config.sessions.baseline}. Missing values were kept as
+missing, with the reason recorded for each subject, session and measure group; imaging columns
+missing in more than {100 * g.max_missing_fraction:.0f}% of subjects were not used as predictors,
+and each model was fitted on the subjects with complete data on exactly its outcome, predictors,
+arm and covariates (models with fewer than {g.min_subjects} such subjects were not fitted).
+
+Change in {c.outcome} was predicted with elastic-net regression (Zou & Hastie 2005) of
+standardised imaging predictors, standardisation learned within each training set. As in
+Norbury et al. (2021), the penalty (alpha, {g.n_alphas} values per mixing parameter, mixing
+parameter from {g.l1_ratios}) was chosen at the minimum {cv(g.refit_inner_folds)} cross-validated
+error and the model refitted on all subjects. Models: {models}. Arm terms used effect coding
+({c.arms[0]} +0.5, {c.arms[-1]} −0.5).
+
+Out-of-sample performance (R² and prediction–observation correlation) was estimated by nested
+cross-validation ({outer} outer folds; penalty search by {cv(g.inner_folds)} cross-validation
+within each training set), with {int(100 * 0.95)}% percentile bootstrap intervals over subjects
+(Varoquaux 2018). Its significance was assessed by a permutation test repeating the whole
+nested cross-validation on up to {g.n_permutations} permutations of the outcome (Freedman–Lane
+residual permutation with covariates; seed {g.seed})"""
+    if g.permutation_early_stop:
+        text += (f", stopped once {g.permutation_early_stop} permuted scores reached the observed one "
+                 "(sequential p-value, Besag & Clifford 1991)")
+    text += f""". Feature stability was summarised by selection frequencies over {g.n_bootstrap}
+bootstrap refits (Meinshausen & Bühlmann 2010)."""
+    if config.measures.dcm:
+        text += f"""
+
+Baseline ({config.sessions.baseline}) DCM connectivity parameters were analysed with Parametric
+Empirical Bayes (Friston et al. 2016; design: mean, arm, change in {c.outcome}, their interaction),
+with Bayesian model reduction over the second-level parameters and leave-one-out prediction of
+the clinical change."""
+    text += """
+
+## References
+
+- Freedman D, Lane D (1983). A nonstochastic interpretation of reported significance levels. J Bus Econ Stat 1:292-298.
+- Meinshausen N, Bühlmann P (2010). Stability selection. J R Stat Soc B 72:417-473.
+"""
+    if g.permutation_early_stop:
+        text += "- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.\n"
+    return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou"))

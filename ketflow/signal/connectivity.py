@@ -85,18 +85,35 @@ def ledoit_wolf_covariance(ts: np.ndarray) -> np.ndarray:
     return LedoitWolf(store_precision=False).fit(_zscore(ts)).covariance_
 
 
-def connectivity_matrices(ts: np.ndarray) -> dict[str, np.ndarray]:
-    """All ROI-to-ROI measures, keyed by XCP-D-style ``stat-`` names."""
-    r = pearson(ts)
-    lw = ledoit_wolf_covariance(ts)
-    return {
-        "pearsoncorrelation": r,
-        "fisherz": fisher_z(r),
-        "partialcorrelation": partial_correlation(ts),
-        "ledoitwolfcovariance": lw,
-        "ledoitwolfcorrelation": cov_to_corr(lw),
-        "ledoitwolfpartialcorrelation": prec_to_partial(np.linalg.inv(lw)),
-    }
+#: XCP-D-style ``stat-`` names written for each measure name of the configuration.
+MEASURE_STATS = {
+    "pearson": ("pearsoncorrelation",),
+    "fisher_z": ("fisherz",),
+    "partial": ("partialcorrelation",),
+    "ledoit_wolf": ("ledoitwolfcovariance", "ledoitwolfcorrelation", "ledoitwolfpartialcorrelation"),
+}
+
+
+def connectivity_matrices(ts: np.ndarray, measures=tuple(MEASURE_STATS)) -> dict[str, np.ndarray]:
+    """ROI-to-ROI matrices (R, R) of ``measures`` (keys of :data:`MEASURE_STATS`) of ``ts`` (T, R),
+    keyed by XCP-D-style ``stat-`` names."""
+    unknown = sorted(set(measures) - set(MEASURE_STATS))
+    if unknown:
+        raise ValueError(f"unknown connectivity measure(s) {unknown}; known: {sorted(MEASURE_STATS)}")
+    out = {}
+    if {"pearson", "fisher_z"} & set(measures):
+        r = pearson(ts)
+        if "pearson" in measures:
+            out["pearsoncorrelation"] = r
+        if "fisher_z" in measures:
+            out["fisherz"] = fisher_z(r)
+    if "partial" in measures:
+        out["partialcorrelation"] = partial_correlation(ts)
+    if "ledoit_wolf" in measures:
+        lw = ledoit_wolf_covariance(ts)
+        out.update(ledoitwolfcovariance=lw, ledoitwolfcorrelation=cov_to_corr(lw),
+                   ledoitwolfpartialcorrelation=prec_to_partial(np.linalg.inv(lw)))
+    return out
 
 
 def seed_to_voxel_z(seed: np.ndarray, data: np.ndarray) -> np.ndarray:

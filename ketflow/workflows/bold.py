@@ -1,6 +1,7 @@
-"""Per-run workflows: ROIs → denoising → ROI signals, then the run's measures.
+"""Per-run workflows: BOLD cache, ROIs → denoising → ROI signals, then the run's measures.
 
-Every run gets the circuit ROIs on its grid, denoising and denoised ROI time series.  Rest
+Every run gets the in-mask BOLD cache (decompressed once; every node that reads voxel data
+reads it), the circuit ROIs on its grid, denoising and denoised ROI time series.  Rest
 runs (and any task listed under ``connectivity.tasks``) add ROI-to-ROI and seed-to-voxel
 connectivity; task runs add the activation GLM, gPPI (tasks under ``ppi.tasks``) and the
 DCM (the ``dcm.task``).  Outputs are stored by :class:`~ketflow.interfaces.bids.DerivativesSink`
@@ -17,6 +18,7 @@ from nipype.pipeline import engine as pe
 
 from ..config import AnalysisConfig
 from ..interfaces.bids import DerivativesSink
+from ..interfaces.bold import CacheBOLD
 from ..interfaces.confounds import SelectConfounds
 from ..interfaces.connectivity import Connectivity
 from ..interfaces.dcm import ExtractVOI, FitDCM
@@ -32,10 +34,20 @@ def run_wf_name(run: RunInputs) -> str:
     return "_".join(parts + ["wf"]).replace("-", "")
 
 
+#: Peak memory of the nodes that read voxel data, in copies of the run's (time, in-mask voxels)
+#: float32 matrix on top of the Python process, measured on a full-size run (docs/performance.md):
+#: the cache node holds one volume; denoising its output and blocks; the GLM and gPPI the
+#: percent-scaled data and the fits; connectivity the denoised data and the seed maps.
+MEMORY_COPIES = {"bold_cache": 0.1, "denoise": 1.8, "signals": 0.3, "connectivity": 2.2, "activation": 2.2,
+                 "gppi": 2.6}
+
+
 def bold_memory_gb(run: RunInputs, copies: float) -> float:
-    """Memory estimate (GB) of a node holding ``copies`` float32 copies of the run's data."""
-    shape = nb.load(run.bold).shape
-    return round(copies * 4 * float(np.prod(shape)) / 1e9 + 0.25, 2)
+    """Memory estimate (GB) of a node holding ``copies`` float32 (time, in-mask voxels) matrices
+    of the run, plus 0.25 GB for the Python process and its libraries."""
+    n_volumes = nb.load(run.bold).shape[3]
+    n_voxels = int(np.count_nonzero(np.asanyarray(nb.load(run.mask).dataobj)))
+    return round(copies * 4 * float(n_volumes) * n_voxels / 1e9 + 0.25, 2)
 
 
 def task_config_json(config: AnalysisConfig, task: str) -> str:
@@ -128,16 +140,19 @@ def init_run_wf(run: RunInputs, ctx: dict) -> pe.Workflow:
     sinks = _Sinks(workflow, run, ctx)
     circuit = config.circuit.name
 
+    cache = pe.Node(CacheBOLD(bold_file=run.bold, brain_mask=run.mask), name="bold_cache",
+                    mem_gb=bold_memory_gb(run, MEMORY_COPIES["bold_cache"]))
     rois = pe.Node(BuildROIs(bold_ref=run.boldref or run.mask, brain_mask=run.mask,
                              roi_definition=ctx["specs"]["rois"]), name="rois", mem_gb=0.5)
-    denoise = pe.Node(Denoise(bold_file=run.bold, brain_mask=run.mask, confounds_tsv=run.confounds,
+    denoise = pe.Node(Denoise(brain_mask=run.mask, confounds_tsv=run.confounds,
                               strategy_json=ctx["specs"]["denoise_rest" if kind == "rest" else "denoise_task"],
-                              tr=run.tr), name="denoise", mem_gb=bold_memory_gb(run, 4))
+                              tr=run.tr), name="denoise", mem_gb=bold_memory_gb(run, MEMORY_COPIES["denoise"]))
     if run.confounds_json:
         denoise.inputs.confounds_json = run.confounds_json
     signals = pe.Node(ExtractROISignals(brain_mask=run.mask, method=config.circuit.signal), name="signals",
-                      mem_gb=bold_memory_gb(run, 1.5))
+                      mem_gb=bold_memory_gb(run, MEMORY_COPIES["signals"]))
     workflow.connect([
+        (cache, denoise, [("bold_cache", "bold_cache")]),
         (denoise, signals, [("denoised_file", "denoised_file")]),
         (rois, signals, [("labels_file", "labels_file"), ("labels_tsv", "labels_tsv")]),
     ])
@@ -163,15 +178,21 @@ def init_run_wf(run: RunInputs, ctx: dict) -> pe.Workflow:
     if kind == "rest" or run.task in config.connectivity.tasks:
         _add_connectivity(workflow, sinks, run, ctx, denoise, signals)
     if kind == "task":
-        _add_task_models(workflow, sinks, run, ctx, rois)
+        _add_task_models(workflow, sinks, run, ctx, rois, cache)
     return workflow
+
+
+def fc_measures(config: AnalysisConfig) -> list[str]:
+    """The configured connectivity measures plus ``fisher_z``, which the group level reads."""
+    return list(dict.fromkeys([*config.connectivity.measures, "fisher_z"]))
 
 
 def _add_connectivity(workflow, sinks, run, ctx, denoise, signals) -> None:
     config: AnalysisConfig = ctx["config"]
     seeds = config.connectivity.seeds if config.connectivity.seed_to_voxel else []
-    conn = pe.Node(Connectivity(brain_mask=run.mask, seeds=seeds), name="connectivity",
-                   mem_gb=bold_memory_gb(run, 2))
+    conn = pe.Node(Connectivity(brain_mask=run.mask, seeds=seeds, connectivity_measures=fc_measures(config)),
+                   name="connectivity",
+                   mem_gb=bold_memory_gb(run, MEMORY_COPIES["connectivity"]))
     if config.tasks[run.task].type == "task":  # task-residual connectivity (Cole et al. 2019)
         conn.inputs.events_file = run.events
         conn.inputs.tr = run.tr
@@ -189,7 +210,7 @@ def _add_connectivity(workflow, sinks, run, ctx, denoise, signals) -> None:
                   metadata={"Description": "seed-to-voxel connectivity, Fisher z of the Pearson correlation"})
 
 
-def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
+def _add_task_models(workflow, sinks, run, ctx, rois, cache) -> None:
     config: AnalysisConfig = ctx["config"]
     den = config.denoising
     task_json = task_config_json(config, run.task)
@@ -202,10 +223,11 @@ def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
                    "ConfoundStrategy": {"Strategy": den.strategy, "FDThresholdMM": den.fd_threshold,
                                         "MinContiguousVolumes": den.min_contiguous}}
     if config.measures.activation:
-        glm = pe.Node(FirstLevelGLM(bold_file=run.bold, brain_mask=run.mask, events_file=run.events, tr=run.tr,
+        glm = pe.Node(FirstLevelGLM(brain_mask=run.mask, events_file=run.events, tr=run.tr,
                                     start_time=run.start_time, task_config=task_json),
-                      name="activation", mem_gb=bold_memory_gb(run, 4))
+                      name="activation", mem_gb=bold_memory_gb(run, MEMORY_COPIES["activation"]))
         workflow.connect([
+            (cache, glm, [("bold_cache", "bold_cache")]),
             (confounds, glm, [("regressors_tsv", "confounds_file")]),
             (rois, glm, [("labels_file", "labels_file"), ("labels_tsv", "labels_tsv")]),
         ])
@@ -223,12 +245,13 @@ def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
                   meta_from=(glm, "design_json"))
     if config.measures.ppi and run.task in config.ppi.tasks:
         # gPPI reads every volume of the undenoised series: confounds enter its designs.
-        ppi = pe.Node(GPPI(bold_file=run.bold, brain_mask=run.mask, signal=config.circuit.signal,
+        ppi = pe.Node(GPPI(brain_mask=run.mask, signal=config.circuit.signal,
                            events_file=run.events, tr=run.tr, start_time=run.start_time, task_config=task_json,
                            seeds=config.ppi.seeds, voxel_seeds=config.ppi.seeds,
                            deconvolve=config.ppi.deconvolve, symmetrize=config.ppi.symmetrize),
-                      name="gppi", mem_gb=bold_memory_gb(run, 4))
+                      name="gppi", mem_gb=bold_memory_gb(run, MEMORY_COPIES["gppi"]))
         workflow.connect([
+            (cache, ppi, [("bold_cache", "bold_cache")]),
             (rois, ppi, [("labels_file", "labels_file"), ("labels_tsv", "labels_tsv")]),
             (confounds, ppi, [("regressors_tsv", "confounds_file")]),
         ])
@@ -248,10 +271,11 @@ def _add_task_models(workflow, sinks, run, ctx, rois) -> None:
     if config.measures.dcm and run.task == config.dcm.task:
         # SPM-style VOIs from the undenoised series (grand-mean scaled, adjusted for X0, first
         # eigenvariate); X0 (constant, cosines, nuisance, censoring spikes) enters the DCM too.
-        voi = pe.Node(ExtractVOI(bold_file=run.bold, brain_mask=run.mask, regions=config.dcm.regions,
+        voi = pe.Node(ExtractVOI(brain_mask=run.mask, regions=config.dcm.regions,
                                  repetition_time=run.tr, high_pass_s=config.glm.high_pass_s),
                       name="dcm_voi", mem_gb=0.5)
         workflow.connect([
+            (cache, voi, [("bold_cache", "bold_cache")]),
             (rois, voi, [("labels_file", "labels_file"), ("labels_tsv", "labels_tsv")]),
             (confounds, voi, [("regressors_tsv", "confounds")]),
         ])

@@ -2,33 +2,55 @@
 
 Reads the participant-level derivatives in ``output_dir`` and the clinical data of the raw
 dataset, and writes ``output_dir/group/`` (tables with JSON sidecars, SVG figures) and
-``output_dir/group.html``.  Computations run as a Nipype workflow, so a rerun reuses the
-work directory and cluster plugins work here too.
+``output_dir/group.html``.
+
+Everything that can fail on the inputs happens first, in :func:`prepare_inputs`, and writes
+only to the work directory: the feature table (every subject, ``n/a`` where missing, every
+missing value explained), then, for every model, its complete cases and whether it can be
+fitted.  A model with too few complete subjects is skipped with its reason (``models.tsv``,
+``model-<label>_subjects.tsv``, the report) while the others run; only when no model can
+run is it an input error (exit 1, nothing written to ``output_dir``).  The computations then
+run as a Nipype workflow, so a rerun reuses the work directory and cluster plugins work here too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..config import AnalysisConfig
+from ..group.features import FeatureTable, build_feature_table, change_column
+from ..group.models import MIN_PER_ARM, select_model_data
 from ..interfaces.bids import DerivativesSink
-from ..group.features import build_feature_table
 from ..interfaces.group import PredictClinicalChange
-from ..interfaces.peb import CompareDCMModels, FitPEB
+from ..interfaces.peb import CompareDCMModels, FitPEB, find_dcm
 from ..io.bids import InputError
-from ..io.clinical import ClinicalDataError, read_participants, read_scores
+from ..io.clinical import ClinicalDataError, check_arms, read_participants, read_scores
 from ..io.collect import collect_measures, read_exclusions
-from ..io.write import write_json, write_tsv
+from ..io.derivatives import bids_label
+from ..io.write import write_json, write_text, write_tsv
 from .execution import run_workflow
 
 LOGGER = logging.getLogger("ketflow")
 
-#: Fewest subjects with complete data for the group models to be fitted at all.
-MIN_SUBJECTS = 4
+#: Columns of ``group/models.tsv``.
+MODEL_COLUMNS = ["model", "label", "method", "status", "n_included", "n_excluded", "n_predictors", "reason"]
+MODEL_COLUMN_DESCRIPTIONS = {
+    "model": "model name (configuration group.models; per-arm models get the arm appended)",
+    "label": "the model's BIDS label in output file names (model-<label>_...)",
+    "method": "elastic-net prediction of clinical change, or PEB over DCM",
+    "status": "'run' (fitted; see model-<label>_performance.json) or 'skipped'",
+    "n_included": "subjects with complete data on the model's columns",
+    "n_excluded": "subjects left out (reasons in model-<label>_subjects.tsv)",
+    "n_predictors": "imaging predictor columns (elastic net) or DCM parameters (PEB: n/a until fitted)",
+    "reason": "why a model was skipped",
+}
 
 
 def participant_subjects(out_dir: Path) -> list[str]:
@@ -39,19 +61,29 @@ def participant_subjects(out_dir: Path) -> list[str]:
 def model_configs(config: AnalysisConfig) -> dict[str, dict]:
     """The group models of the configuration in the form the prediction interface reads.
 
-    The first arm of ``clinical.arms`` is the active one (coded +0.5, the other -0.5).
+    The first arm of ``clinical.arms`` is the active one (coded +0.5, the other -0.5).  A
+    ``per_arm`` model becomes one model per arm, named ``<name>-<arm>``.
     """
     clinical, group = config.clinical, config.group
     models = {}
     for model in group.models:
         base = {
-            "outcome": f"{clinical.outcome}__change",
+            "outcome": change_column(clinical.outcome),
             "predictors": model.predictors,
             "baseline_session": config.sessions.baseline,
+            "measures": model.measures,
+            "predictor_pattern": model.predictor_pattern,
             "covariates": list(dict.fromkeys(clinical.covariates + model.covariates)),
             "l1_ratios": group.l1_ratios,
+            "n_alphas": group.n_alphas,
+            "refit_inner_folds": group.refit_inner_folds,
+            "inner_folds": group.inner_folds,
+            "outer_folds": group.outer_folds,
+            "outer_repeats": group.outer_repeats,
             "n_permutations": group.n_permutations,
+            "permutation_early_stop": group.permutation_early_stop,
             "n_selection_bootstrap": group.n_bootstrap,
+            "min_subjects": group.min_subjects,
             "seed": group.seed,
         }
         if len(clinical.arms) == 2:
@@ -67,14 +99,43 @@ def model_configs(config: AnalysisConfig) -> dict[str, dict]:
     return models
 
 
-def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> dict[str, str]:
-    """Gather measures, clinical scores, participants and exclusions into TSVs in ``work``.
+@dataclass
+class GroupInputs:
+    """What :func:`prepare_inputs` wrote to the work directory and decided.
 
-    Raises
-    ------
-    InputError
-        When there are no participant-level outputs, or clinical tables are invalid.
+    files : features, dictionary, missing, models (TSV/JSON paths).
+    runnable : model name -> model configuration JSON, for the models that can be fitted.
+    subjects : model name -> TSV of every subject (included, reason), for skipped models and PEB.
+    peb_features : table of the subjects entering PEB (None: PEB not run).
+    models : the rows of ``models.tsv``.
     """
+
+    files: dict[str, str]
+    runnable: dict[str, str] = field(default_factory=dict)
+    subjects: dict[str, str] = field(default_factory=dict)
+    peb_features: str | None = None
+    models: pd.DataFrame | None = None
+
+
+def _clinical_inputs(opts, config: AnalysisConfig, subjects: list[str]):
+    """(participants, scores) with every clinical-table problem raised as an InputError."""
+    sessions = [config.sessions.baseline, config.sessions.followup]
+    clinical = config.clinical
+    try:
+        participants = read_participants(opts.bids_dir, clinical.arm_column, clinical.covariates)
+        check_arms(participants, clinical.arm_column, clinical.arms, opts.bids_dir / "participants.tsv")
+        scores = read_scores(opts.bids_dir, subjects, sessions, clinical.scores)
+    except ClinicalDataError as err:
+        raise InputError([str(err)]) from err
+    unknown = [s for s in subjects if s not in participants.index]
+    if unknown:
+        raise InputError([f"{opts.bids_dir / 'participants.tsv'}: no row for participant(s) "
+                          f"{', '.join('sub-' + s for s in unknown)}"])
+    return participants.loc[subjects, [clinical.arm_column, *clinical.covariates]], scores
+
+
+def build_features(opts, config: AnalysisConfig) -> FeatureTable:
+    """The feature table of every subject with participant-level outputs (``--participant-label`` applied)."""
     out_dir = opts.output_dir
     subjects = participant_subjects(out_dir)
     if opts.participant_label:
@@ -85,117 +146,239 @@ def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> dict[str, str]:
     if measures.empty:
         raise InputError([f"{out_dir}: participant-level outputs hold no measures to analyse "
                           "(activation, gPPI, connectivity or DCM)"])
-    sessions = [config.sessions.baseline, config.sessions.followup]
+    participants, scores = _clinical_inputs(opts, config, subjects)
+    excluded_runs = read_exclusions(out_dir)
+    excluded_runs = excluded_runs[excluded_runs["subject"].isin(subjects)][["subject", "session", "task", "reason"]]
     try:
-        participants = read_participants(opts.bids_dir, config.clinical.arm_column, config.clinical.covariates)
-        scores = read_scores(opts.bids_dir, subjects, sessions, config.clinical.scores)
-    except ClinicalDataError as err:
-        raise InputError([str(err)]) from err
-    unknown = [s for s in subjects if s not in participants.index]
-    if unknown:
-        raise InputError([f"{opts.bids_dir / 'participants.tsv'}: no row for participant(s) "
-                          f"{', '.join('sub-' + s for s in unknown)}"])
-    participants = participants.loc[subjects, [config.clinical.arm_column, *config.clinical.covariates]]
-    excluded_runs = read_exclusions(out_dir)[["subject", "session", "task", "reason"]]
-    result = build_feature_table(
-        measures, scores, participants.reset_index(), baseline=config.sessions.baseline,
-        followup=config.sessions.followup, arm=config.clinical.arm_column, covariates=config.clinical.covariates,
-        scores=config.clinical.scores, sessions=sessions, excluded_runs=excluded_runs,
-        sources={"measures": "participant-level derivatives", "clinical": "sessions.tsv / phenotype",
-                 "participants": "participants.tsv"})
-    if len(result.table) < MIN_SUBJECTS:
-        reasons = [f"sub-{r.subject}: {r.reason}" for r in result.exclusions.itertuples()]
-        raise InputError([f"only {len(result.table)} subject(s) have every measure and score at both sessions "
-                          f"({config.sessions.baseline}, {config.sessions.followup}); the group models need at "
-                          f"least {MIN_SUBJECTS}. Excluded:", *reasons])
-    files = {
-        "features": write_tsv(work / "features.tsv", result.table),
-        "dictionary": write_json(work / "features.json", result.dictionary),
-        "exclusions": write_tsv(work / "exclusions.tsv", result.exclusions),
+        return build_feature_table(
+            measures, scores, participants.reset_index(), baseline=config.sessions.baseline,
+            followup=config.sessions.followup, arm=config.clinical.arm_column,
+            covariates=config.clinical.covariates, scores=config.clinical.scores,
+            sessions=[config.sessions.baseline, config.sessions.followup], excluded_runs=excluded_runs,
+            max_missing_fraction=config.group.max_missing_fraction,
+            sources={"measures": "participant-level derivatives", "clinical": "sessions.tsv / phenotype",
+                     "participants": "participants.tsv"})
+    except ValueError as err:
+        raise InputError([f"{out_dir}: cannot build the group feature table: {err}"]) from err
+
+
+def _peb_subjects(opts, config: AnalysisConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Every subject's inclusion in PEB (needs arm, clinical change and a baseline DCM) and a skip reason."""
+    arm, outcome = config.clinical.arm_column, change_column(config.clinical.outcome)
+    arms = config.clinical.arms[:2]
+    records = []
+    for values in table.to_dict("records"):
+        subject = str(values["subject"])
+        if pd.isna(values[arm]) or str(values[arm]) not in arms:
+            reason = f"missing {arm} (treatment arm)"
+        elif pd.isna(values[outcome]):
+            reason = f"missing outcome {outcome}"
+        elif find_dcm(opts.output_dir, subject, config.sessions.baseline, config.dcm.task) is None:
+            reason = f"no task-{config.dcm.task} DCM at session {config.sessions.baseline}"
+        else:
+            reason = ""
+        records.append({"subject": subject, "included": not reason, "reason": reason})
+    subjects = pd.DataFrame.from_records(records, columns=["subject", "included", "reason"])
+    included = table[subjects["included"].to_numpy()]
+    if len(arms) < 2:
+        return subjects, "PEB's design needs two arms in clinical.arms"
+    if len(included) < config.group.min_subjects:
+        return subjects, (f"only {len(included)} subject(s) with a baseline DCM, an arm and the outcome; "
+                          f"PEB needs at least {config.group.min_subjects}")
+    counts = included[arm].astype(str).value_counts()
+    few = [f"{a}: {int(counts.get(a, 0))}" for a in arms if counts.get(a, 0) < MIN_PER_ARM]
+    if few:
+        return subjects, f"PEB's arm effect needs at least {MIN_PER_ARM} subjects per arm; have {', '.join(few)}"
+    return subjects, None
+
+
+def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> GroupInputs:
+    """Build the feature table and decide which models can run; writes only to ``work``.
+
+    Raises
+    ------
+    InputError
+        No participant-level outputs, invalid clinical tables, or no model can be fitted.
+    """
+    result = build_features(opts, config)
+    work.mkdir(parents=True, exist_ok=True)
+    rows, runnable, subject_files = [], {}, {}
+    for name, model in model_configs(config).items():
+        data = select_model_data(model, result.table, result.dictionary)
+        label = bids_label(name)
+        n_in = int(data.subjects["included"].sum())
+        rows.append({"model": name, "label": label, "method": "elastic net",
+                     "status": "run" if data.can_run else "skipped", "n_included": n_in,
+                     "n_excluded": len(data.subjects) - n_in,
+                     "n_predictors": len(data.config.spec.features) if data.config else 0,
+                     "reason": data.skip_reason or ""})
+        if data.can_run:
+            runnable[name] = str(write_json(work / f"model-{label}.json", model))
+        else:
+            subject_files[name] = str(write_tsv(work / f"model-{label}_subjects.tsv", data.subjects))
+    inputs = GroupInputs(files={})
+    if config.measures.dcm:
+        subjects, reason = _peb_subjects(opts, config, result.table)
+        n_in = int(subjects["included"].sum())
+        rows.append({"model": "peb", "label": "peb", "method": "PEB over DCM", "status": "skipped" if reason else "run",
+                     "n_included": n_in, "n_excluded": len(subjects) - n_in, "n_predictors": None,
+                     "reason": reason or ""})
+        subject_files["peb"] = str(write_tsv(work / "model-peb_subjects.tsv", subjects))
+        if reason is None:
+            keep = result.table[subjects["included"].to_numpy()]
+            columns = ["subject", config.clinical.arm_column, change_column(config.clinical.outcome)]
+            inputs.peb_features = str(write_tsv(work / "peb_features.tsv", keep[columns]))
+    models = pd.DataFrame.from_records(rows, columns=MODEL_COLUMNS)
+    if not (models["status"] == "run").any():
+        raise InputError(["no group model can be fitted:",
+                          *[f"  model {r.model}: {r.reason}" for r in models.itertuples()],
+                          "Missing values and their reasons:",
+                          *_missing_lines(result)])
+    inputs.files = {
+        "features": str(write_tsv(work / "features.tsv", result.table)),
+        "dictionary": str(write_json(work / "features.json", result.dictionary)),
+        "missing": str(write_tsv(work / "missing.tsv", result.missing)),
+        "models": str(write_tsv(work / "models.tsv", models)),
     }
-    return {k: str(v) for k, v in files.items()}
+    inputs.runnable, inputs.subjects, inputs.models = runnable, subject_files, models
+    return inputs
 
 
-def init_group_wf(files: dict[str, str], config: AnalysisConfig, opts) -> pe.Workflow:
-    """One prediction node per model (+ PEB when DCMs were estimated) -> sinks."""
+def _missing_lines(result: FeatureTable, limit: int = 30) -> list[str]:
+    lines = [f"  sub-{r.subject} ses-{r.session} {r.item}: {r.reason}" for r in result.missing.itertuples()]
+    return lines[:limit] + ([f"  ... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def _sink(workflow, group_dir: str, config_hash: str, name, node, field, suffix, extension, *, entities=None,
+          metadata=None, sidecar=True, datatype="", from_filename=False):
+    ds = pe.Node(DerivativesSink(out_dir=group_dir, entities=entities or {}, suffix=suffix, extension=extension,
+                                 datatype=datatype, config_hash=config_hash, metadata=metadata or {},
+                                 sidecar=sidecar, entities_from_filename=from_filename),
+                 name=f"ds_{name}", run_without_submitting=True)
+    workflow.connect(node, field, ds, "in_file")
+    return ds
+
+
+_SUBJECTS_META = {"Description": "every subject of the feature table: included in this model (complete on "
+                                 "its columns) or the reason it was left out",
+                  "subject": "participant label", "included": "true if the subject entered the model",
+                  "reason": "what the subject lacks for this model"}
+
+
+def init_group_wf(inputs: GroupInputs, config: AnalysisConfig, opts) -> pe.Workflow:
+    """Sinks of the tables, one prediction node per runnable model, PEB when it can run."""
     workflow = pe.Workflow(name="ketflow_group_wf")
     group_dir = str(opts.output_dir / "group")
-    features = pe.Node(niu.IdentityInterface(fields=["features_tsv", "dictionary_json", "exclusions_tsv"]),
-                       name="features")
-    features.inputs.features_tsv = files["features"]
-    features.inputs.dictionary_json = files["dictionary"]
-    features.inputs.exclusions_tsv = files["exclusions"]
-    hash_ = config.digest()
+    tables = pe.Node(niu.IdentityInterface(fields=["features", "dictionary", "missing", "models"]),
+                     name="tables")
+    for key, path in inputs.files.items():
+        setattr(tables.inputs, key, path)
 
-    def sink(name, node, field, suffix, extension, entities=None, metadata=None, sidecar=True, datatype="",
-             from_filename=False):
-        ds = pe.Node(DerivativesSink(out_dir=group_dir, entities=entities or {}, suffix=suffix,
-                                     extension=extension, datatype=datatype, config_hash=hash_,
-                                     metadata=metadata or {}, sidecar=sidecar,
-                                     entities_from_filename=from_filename),
-                     name=f"ds_{name}", run_without_submitting=True)
-        workflow.connect(node, field, ds, "in_file")
-        return ds
+    def sink(*args, **kwargs):
+        return _sink(workflow, group_dir, config.digest(), *args, **kwargs)
 
-    sink("features", features, "features_tsv", "features", ".tsv", sidecar=False)
-    sink("dictionary", features, "dictionary_json", "features", ".json", sidecar=False)
-    sink("exclusions", features, "exclusions_tsv", "exclusions", ".tsv",
-         metadata={"Description": "subjects left out of the group models, with every reason"})
-    work = Path(files["features"]).parent
-    for name, model in model_configs(config).items():
-        model_file = write_json(work / f"model-{name}.json", model)
-        predict = pe.Node(PredictClinicalChange(model_config=str(model_file), n_jobs=opts.nprocs),
-                          name=f"predict_{name.replace('-', '_')}", n_procs=opts.nprocs)
-        workflow.connect([(features, predict, [("features_tsv", "features_tsv"),
-                                               ("dictionary_json", "dictionary_json")])])
-        meta = {"Model": model}
-        ent = {"model": name}
-        for field, suffix in (("coefficients_tsv", "coefficients"), ("null_tsv", "nulldistribution"),
-                              ("selection_tsv", "selectionfrequencies"), ("predictions_tsv", "predictions")):
-            sink(f"{suffix}_{name}", predict, field, suffix, ".tsv", entities=ent, metadata=meta)
-        sink(f"performance_{name}", predict, "performance_json", "performance", ".json", entities=ent,
-             sidecar=False)
-        sink(f"figures_{name}", predict, "figures", "figure", ".svg", entities=ent, sidecar=False,
-             datatype="figures", from_filename=True)
-    if config.measures.dcm:
-        peb = pe.Node(FitPEB(out_dir=str(opts.output_dir), task=config.dcm.task, session=config.sessions.baseline,
-                             arm_column=config.clinical.arm_column, arms=config.clinical.arms[:2],
-                             outcome=f"{config.clinical.outcome}__change"), name="peb")
-        workflow.connect(features, "features_tsv", peb, "features_tsv")
-        ent = {"model": "peb"}
-        sink("peb_params", peb, "parameters_tsv", "parameters", ".tsv", entities=ent,
-             metadata={"Description": "Parametric Empirical Bayes over baseline DCM connectivity "
-                                      "(Friston et al. 2016): effects of each design column"})
-        sink("peb_json", peb, "result_json", "summary", ".json", entities=ent, sidecar=False)
-        sink("peb_figure", peb, "figure", "figure", ".svg", entities=dict(ent, desc="parameters"), sidecar=False,
-             datatype="figures")
+    sink("features", tables, "features", "features", ".tsv", sidecar=False)
+    sink("dictionary", tables, "dictionary", "features", ".json", sidecar=False)
+    sink("missing", tables, "missing", "missing", ".tsv", metadata={
+        "Description": "every missing value of the feature table, by subject, session and item, with the reason",
+        "item": "measure group (<family>_<task>), clinical score, arm, covariate, participants.tsv or task-<label>",
+        "n_missing": "number of feature-table values missing for this item (0: informational)",
+        "MaxMissingFraction": config.group.max_missing_fraction})
+    sink("models", tables, "models", "models", ".tsv",
+         metadata={"Description": "group models: fitted or skipped, subjects included", **MODEL_COLUMN_DESCRIPTIONS})
+    for name, path in inputs.subjects.items():
+        node = pe.Node(niu.IdentityInterface(fields=["subjects"]), name=f"subjects_{bids_label(name)}")
+        node.inputs.subjects = path
+        sink(f"subjects_{bids_label(name)}", node, "subjects", "subjects", ".tsv",
+             entities={"model": name}, metadata=_SUBJECTS_META)
+    for name, model_file in inputs.runnable.items():
+        _add_prediction(workflow, sink, tables, name, model_file, opts)
+    if inputs.peb_features is not None:
+        _add_peb(workflow, sink, inputs.peb_features, config, opts)
     if config.measures.dcm and config.dcm.model_space:
-        bms = pe.Node(CompareDCMModels(out_dir=str(opts.output_dir), task=config.dcm.task,
-                                       sessions=[config.sessions.baseline, config.sessions.followup]),
-                      name="dcm_model_comparison")
-        workflow.connect(features, "features_tsv", bms, "features_tsv")
-        sink("bms_table", bms, "comparison_tsv", "bms", ".tsv", entities={"model": "dcm"},
-             metadata={"Description": "DCM model space compared over subjects: fixed effects (summed free "
-                                      "energies, Penny et al. 2004) and random effects (Stephan et al. 2009; "
-                                      "protected exceedance probabilities, Rigoux et al. 2014)"})
-        sink("bms_json", bms, "summary_json", "bms", ".json", entities={"model": "dcm", "desc": "subjects"},
-             sidecar=False)
+        _add_model_comparison(workflow, sink, tables, config, opts)
     return workflow
 
 
-def run_group_level(opts, config: AnalysisConfig) -> int:
-    """Run the group level; returns the exit status (0 success, 1 any failure)."""
-    work = Path(opts.work_dir) / "ketflow_group_inputs"
-    files = prepare_inputs(opts, config, work)
-    workflow = init_group_wf(files, config, opts)
-    crash_files = run_workflow(workflow, opts, opts.output_dir / "logs" / "crash")
-    from ..reports.group import build_group_report
+def _add_prediction(workflow, sink, tables, name: str, model_file: str, opts) -> None:
+    """One elastic-net model: the prediction node and the sinks of its outputs."""
+    label = bids_label(name)
+    predict = pe.Node(PredictClinicalChange(model_config=model_file, n_jobs=opts.nprocs),
+                      name=f"predict_{label}", n_procs=opts.nprocs)
+    workflow.connect([(tables, predict, [("features", "features_tsv"), ("dictionary", "dictionary_json")])])
+    meta = {"Model": json.loads(Path(model_file).read_text())}
+    ent = {"model": name}
+    sink(f"subjects_{label}", predict, "subjects_tsv", "subjects", ".tsv", entities=ent, metadata=_SUBJECTS_META)
+    for field_, suffix in (("coefficients_tsv", "coefficients"), ("null_tsv", "nulldistribution"),
+                           ("selection_tsv", "selectionfrequencies"), ("predictions_tsv", "predictions")):
+        sink(f"{suffix}_{label}", predict, field_, suffix, ".tsv", entities=ent, metadata=meta)
+    sink(f"performance_{label}", predict, "performance_json", "performance", ".json", entities=ent, sidecar=False)
+    sink(f"figures_{label}", predict, "figures", "figure", ".svg", entities=ent, sidecar=False,
+         datatype="figures", from_filename=True)
 
-    report_failed = build_group_report(opts.output_dir, config)
-    lines = [f"ketflow group level: {len(model_configs(config))} model(s)."]
+
+def _add_peb(workflow, sink, peb_features: str, config: AnalysisConfig, opts) -> None:
+    """PEB over the baseline DCMs of the subjects selected by :func:`_peb_subjects`."""
+    peb = pe.Node(FitPEB(out_dir=str(opts.output_dir), task=config.dcm.task, session=config.sessions.baseline,
+                         arm_column=config.clinical.arm_column, arms=config.clinical.arms[:2],
+                         outcome=change_column(config.clinical.outcome), features_tsv=peb_features), name="peb")
+    ent = {"model": "peb"}
+    sink("peb_params", peb, "parameters_tsv", "parameters", ".tsv", entities=ent,
+         metadata={"Description": "Parametric Empirical Bayes over baseline DCM connectivity "
+                                  "(Friston et al. 2016): effects of each design column"})
+    sink("peb_json", peb, "result_json", "summary", ".json", entities=ent, sidecar=False)
+    sink("peb_figure", peb, "figure", "figure", ".svg", entities=dict(ent, desc="parameters"), sidecar=False,
+         datatype="figures")
+
+
+def _add_model_comparison(workflow, sink, tables, config: AnalysisConfig, opts) -> None:
+    """Fixed- and random-effects comparison of the configured DCM model space at both sessions."""
+    bms = pe.Node(CompareDCMModels(out_dir=str(opts.output_dir), task=config.dcm.task,
+                                   sessions=[config.sessions.baseline, config.sessions.followup]),
+                  name="dcm_model_comparison")
+    workflow.connect(tables, "features", bms, "features_tsv")
+    sink("bms_table", bms, "comparison_tsv", "bms", ".tsv", entities={"model": "dcm"},
+         metadata={"Description": "DCM model space compared over subjects: fixed effects (summed free "
+                                  "energies, Penny et al. 2004) and random effects (Stephan et al. 2009; "
+                                  "protected exceedance probabilities, Rigoux et al. 2014)"})
+    sink("bms_json", bms, "summary_json", "bms", ".json", entities={"model": "dcm", "desc": "subjects"},
+         sidecar=False)
+
+
+def run_group_level(opts, config: AnalysisConfig) -> int:
+    """Run the group level; returns the exit status (0 success, 1 any failure).
+
+    ``--boilerplate-only`` writes only ``logs/CITATION_group.md``; ``--reports-only``
+    rebuilds ``group.html`` from the existing ``group/`` outputs.
+    """
+    from ..reports.group import build_group_report, group_methods_text
+
+    out_dir = opts.output_dir
+    citation = out_dir / "logs" / "CITATION_group.md"
+    if opts.boilerplate_only:
+        write_text(citation, group_methods_text(config))
+        print(f"Group-level methods boilerplate written to {citation}")
+        return 0
+    if opts.reports_only:
+        if not (out_dir / "group" / "models.tsv").is_file():
+            raise InputError([f"{out_dir / 'group'}: no group-level outputs to report on (models.tsv missing); "
+                              "run the group level first"])
+        status = build_group_report(out_dir, config)
+        print(f"Group report rebuilt: {out_dir / 'group.html'}")
+        return status
+    inputs = prepare_inputs(opts, config, Path(opts.work_dir) / "ketflow_group_inputs")
+    workflow = init_group_wf(inputs, config, opts)
+    crash_files = run_workflow(workflow, opts, out_dir / "logs" / "crash")
+    write_text(citation, group_methods_text(config))
+    report_failed = build_group_report(out_dir, config)
+    models = inputs.models
+    lines = [f"ketflow group level: {int((models['status'] == 'run').sum())} model(s) fitted, "
+             f"{int((models['status'] == 'skipped').sum())} skipped."]
+    lines += [f"  skipped {r.model}: {r.reason}" for r in models.itertuples() if r.status == "skipped"]
     if crash_files:
         lines.append(f"{len(crash_files)} node(s) FAILED; crash files:")
         lines += [f"  {p}" for p in crash_files]
-    lines.append(f"Outputs: {opts.output_dir / 'group'}; report: {opts.output_dir / 'group.html'}")
+    lines.append(f"Outputs: {out_dir / 'group'}; report: {out_dir / 'group.html'}")
     print("\n".join(lines))
     return 1 if crash_files or report_failed else 0
+
