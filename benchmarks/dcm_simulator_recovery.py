@@ -12,13 +12,13 @@ credible intervals.
 As a control, the same model is also fitted to the noise-free regional BOLD the simulator
 stored (``sourcedata/truth/...desc-noisefree_timeseries.tsv``), which separates what the
 VOI extraction and the noise cost from what the model misspecification costs (the
-simulator drives amygdala_L with an unmodelled slow endogenous input, see docs/simulator.md).
+simulator drives amygdala_L with unmodelled spontaneous activity, see docs/simulator.md).
 
-Run from the repository root (about 1 min per subject at 4 mm on one core, plus the
+Run from the repository root (about 15 s per subject at 4 mm on one core, including the
 simulation)::
 
     NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
-        /work/main/.venv/bin/python benchmarks/dcm_simulator_recovery.py --subjects 8 --seed 1
+        /work/main/.venv/bin/python benchmarks/dcm_simulator_recovery.py --subjects 12 --seed 1
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ ROI means stand in for the DCM path's eigenvariates (``benchmarks/dcm_simulator_
 runs that path); the full voxel-level numbers of the default setting come from
 ``benchmarks/glm_ppi_recovery.py`` and ``benchmarks/dcm_simulator_recovery.py``.
 
-Run (about 3 min to simulate 30 subjects, then ~1 min per setting on one core)::
+Run (about 3 min to simulate 30 subjects, then ~20 s per setting and noise scale on one core)::
 
     PYTHONPATH=. NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
         python benchmarks/faces_recovery_sweep.py --out /tmp/faces_sweep --subjects 30 --seed 2 \\
@@ -58,9 +58,9 @@ import pandas as pd
 
 from ketflow.config import load_config
 from ketflow.dcm import fit_dcm
-from ketflow.interfaces.denoise import read_mask
 from ketflow.interfaces.dcm import build_spec
 from ketflow.interfaces.glm import load_task_design, read_labels, scaled_bold, task_settings
+from ketflow.io.boldcache import read_mask, write_bold_cache
 from ketflow.signal.extract import roi_means
 from ketflow.signal.gppi import nuisance_columns, roi_to_roi_gppi
 from ketflow.simulate.dataset import _allocation
@@ -105,8 +105,11 @@ def extract_runs(bids: Path, work: Path) -> dict:
             prep = recovery.prepare(files, config, specs, n, work / "runs" / sub_key / ses)
             mask = read_mask(files["mask"])
             labels, names = read_labels(prep["labels"], prep["labels_tsv"], mask)
-            rois = pd.DataFrame(roi_means(scaled_bold(files["bold"], mask, settings), labels, len(names)),
-                                columns=names)
+            run_dir = work / "runs" / sub_key / ses
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cache = write_bold_cache(files["bold"], mask, run_dir / "bold_cache.npy")
+            rois = pd.DataFrame(roi_means(scaled_bold(cache, settings), labels, len(names)), columns=names)
+            cache.unlink()
             stem = f"{sub_key}_ses-{ses}_task-faces_desc-noisefree_timeseries.tsv"
             noise_free = pd.read_csv(bids / "sourcedata" / "truth" / sub_key / f"ses-{ses}" / stem, sep="\t")
             runs.append({

@@ -24,10 +24,10 @@ and runs, per run, the nodes the participant workflow runs (``BuildROIs``,
 * conflict activation, dACC ``incongruent-gt-congruent`` (ROI contrast table) against the
   same contrast of ``glm_noise_free``: r, sign agreement, mean error (percent).
 
-Run (about 5-10 minutes on one core)::
+Run (about 7.5 minutes for 20 subjects on one core, a third of it simulating)::
 
     PYTHONPATH=. NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
-        python benchmarks/glm_ppi_recovery.py --out /tmp/glm_ppi_recovery [--subjects 10] [--seed 1] \\
+        python benchmarks/glm_ppi_recovery.py --out /tmp/glm_ppi_recovery [--subjects 20] [--seed 1] \\
         [--noise 1.0] [--bids EXISTING_SIMULATED_BIDS]
 
 Prints a JSON summary (also written to OUT/recovery.json) and a Markdown table.
