@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NIPYPE_NO_ET=1 MPLBACKEND=Agg
+# One BLAS/OpenMP thread per process: the suite runs two pytest-xdist workers on two cores, and
+# threaded BLAS in each oversubscribed them (a 2 s DCM test took 170 s under load).
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 PYTHON=${PYTHON:-python3}
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }

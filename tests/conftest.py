@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# one BLAS thread per test process: pytest-xdist's workers already use every core
+threadpool_limits(1)
 
 TESTS = Path(__file__).resolve().parent
 TINY_CONFIG = TESTS / "data" / "tiny_config.yml"

@@ -32,6 +32,9 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)  # the benchmark's DCM path: the same nodes as the participant workflow
 
 
+pytestmark = pytest.mark.xdist_group("dcm_pipeline")  # the module fixture runs once, on one worker
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("dcm_sim")

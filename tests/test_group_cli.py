@@ -22,6 +22,7 @@ CONFIG = TESTS / "data" / "tiny_group_config.yml"
 #: Group outputs without entities: ``<name>.<ext>``; model outputs: ``model-<label>_<suffix>.<ext>``.
 NAME = re.compile(r"^(features|missing|models)\.(tsv|json)$|^model-[A-Za-z0-9]+_[A-Za-z]+\.(tsv|json)$")
 FIGURE = re.compile(r"^model-[A-Za-z0-9]+_desc-[A-Za-z0-9]+_figure\.svg$")
+pytestmark = pytest.mark.xdist_group("group_study")  # the module fixtures run once, on one worker
 
 
 @pytest.fixture(scope="module")

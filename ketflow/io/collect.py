@@ -9,8 +9,10 @@ returns rows ``subject, session, task, measure, value, n_runs`` with measure nam
 * ``fc_<task>_<roiA>-<roiB>``: ROI-to-ROI Fisher z (``*_stat-fisherz_relmat.tsv``, upper triangle);
 * ``dcm_<task>_<matrix>_<from>-to-<to>[_<input>]``: DCM posterior means (``*_dcm.json``).
 
-Runs of the same subject, session and task are averaged (fixed-effects combination of
-scalar ROI estimates with equal weights) and the number of runs is kept.
+Runs of the same subject, session and task are averaged (equal weights) and the number of runs
+is kept; for activation, the session-level fixed-effects table (no ``run`` entity, written when a
+session has several runs of a task) is used instead of the runs' tables, since it weights every
+run by its precision.
 """
 
 from __future__ import annotations
@@ -133,18 +135,52 @@ def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list
     for family, (pattern, reader) in READERS.items():
         if not wanted[family]:
             continue
-        for path in sorted(out_dir.glob(f"sub-*/ses-*/func/{pattern}")) + sorted(out_dir.glob(f"sub-*/func/{pattern}")):
-            if "_desc-" in path.name and family == "dcm":  # the parameter table's sidecar
-                continue
-            if subjects is None or _entities(path).get("sub") in subjects:
-                rows += reader(path, config)
+        paths = sorted(out_dir.glob(f"sub-*/ses-*/func/{pattern}")) + sorted(out_dir.glob(f"sub-*/func/{pattern}"))
+        if family == "dcm":  # the parameter table's sidecar
+            paths = [p for p in paths if "_desc-" not in p.name]
+        if subjects is not None:
+            paths = [p for p in paths if _entities(p).get("sub") in subjects]
+        if family == "activation":
+            paths, runs_of = _session_level_first(paths)
+        for path in paths:
+            new = reader(path, config)
+            if family == "activation":
+                for row in new:
+                    row["n_runs"] = runs_of.get(path, 1)
+            rows += new
     columns = ["subject", "session", "task", "measure", "value", "n_runs"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame.from_records(rows)
+    if "n_runs" not in table:
+        table["n_runs"] = np.nan
+    table["n_runs"] = table["n_runs"].fillna(1)
     table = table[np.isfinite(table["value"])]
-    grouped = table.groupby(["subject", "session", "task", "measure"], dropna=False)["value"]
-    return grouped.agg(value="mean", n_runs="size").reset_index()[columns]
+    grouped = table.groupby(["subject", "session", "task", "measure"], dropna=False)
+    result = grouped.agg(value=("value", "mean"), n_runs=("n_runs", "sum")).reset_index()
+    result["n_runs"] = result["n_runs"].astype(int)
+    return result[columns]
+
+
+def _session_level_first(paths: list[Path]) -> tuple[list[Path], dict[Path, int]]:
+    """Keep the session-level file of a (subject, session, task) when one exists, else its runs.
+
+    Returns the kept paths and, for each session-level file, the number of runs it combines.
+    """
+    groups: dict[tuple, list[Path]] = {}
+    for path in paths:
+        ent = _entities(path)
+        groups.setdefault((ent.get("sub"), ent.get("ses"), ent.get("task")), []).append(path)
+    kept, runs_of = [], {}
+    for members in groups.values():
+        combined = [p for p in members if "run" not in _entities(p)]
+        run_files = [p for p in members if "run" in _entities(p)]
+        if combined and run_files:
+            kept += combined
+            runs_of.update({p: len(run_files) for p in combined})
+        else:
+            kept += members
+    return kept, runs_of
 
 
 def read_exclusions(out_dir: Path | str) -> pd.DataFrame:

@@ -22,9 +22,18 @@ from .. import __version__
 from ..config import AnalysisConfig
 from ..io.write import write_text
 from .boilerplate import REFERENCES
-from .participant import _STYLE
 
 LOGGER = logging.getLogger("ketflow")
+
+#: Inline style of the group page (self-contained: it renders offline, with no other file).
+_STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #345; padding-bottom: .3em; } h2 { color: #345; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
+th { background: #eef; } .figure { margin: 1em 0 2em; } .figure img, .figure object { max-width: 100%; }
+.caption { font-size: .9em; color: #555; } .warning { color: #a40; }
+"""
 
 #: Figures every fitted elastic-net model has (the null and selection figures when requested).
 MODEL_FIGURES = ("coefficients", "predictedVsObserved", "permutationNull", "selectionFrequencies")
@@ -268,6 +277,21 @@ def _peb_section(out_dir: Path, row) -> list[str]:
     return parts
 
 
+def _model_comparison_section(out_dir: Path, config: AnalysisConfig) -> list[str]:
+    """Fixed- and random-effects comparison of the DCM model space (``group/model-dcm_bms.tsv``)."""
+    if not (config.measures.dcm and config.dcm.model_space):
+        return []
+    path = out_dir / "group" / "model-dcm_bms.tsv"
+    parts = ["<h2>DCM model comparison</h2>"]
+    if not path.is_file():
+        return parts + ['<p class="warning">group/model-dcm_bms.tsv is missing (see the crash files in '
+                        'logs/crash/).</p>']
+    return parts + [f"<p>Model space of task {html.escape(config.dcm.task)} compared over subjects at each "
+                    "session: summed free energies (fixed effects) and random-effects BMS with protected "
+                    f"exceedance probabilities (<a href=\"group/{path.name}\">{path.name}</a>).</p>",
+                    _html_table(_read(path))]
+
+
 def group_report(out_dir: Path, config: AnalysisConfig) -> str:
     """HTML text of the group report."""
     group = out_dir / "group"
@@ -284,6 +308,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
         parts += ["<h2>Models</h2>", "<p><a href=\"group/models.tsv\">models.tsv</a></p>", _html_table(models)]
         for row in models.itertuples(index=False):
             parts += _peb_section(out_dir, row) if row.label == "peb" else _model_section(out_dir, row)
+    parts += _model_comparison_section(out_dir, config)
     reports = sorted(out_dir.glob("sub-*.html"))
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in reports)
     parts += ["<h2>Participant reports</h2>", f"<ul>{links}</ul>" if links else "<p>None found.</p>"]
@@ -353,6 +378,12 @@ Baseline ({config.sessions.baseline}) DCM connectivity parameters were analysed 
 Empirical Bayes (Friston et al. 2016; design: mean, arm, change in {c.outcome}, their interaction),
 with Bayesian model reduction over the second-level parameters and leave-one-out prediction of
 the clinical change."""
+        if config.dcm.model_space:
+            text += f"""
+
+The full DCM and its reduced variants ({', '.join(m.name for m in config.dcm.model_space)}) were
+compared over subjects at each session by fixed-effects (summed log evidence) and random-effects Bayesian model
+selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux et al. 2014)."""
     text += """
 
 ## References
@@ -362,4 +393,6 @@ the clinical change."""
 """
     if g.permutation_early_stop:
         text += "- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.\n"
-    return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou"))
+    return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou")
+                                                     + (("stephan_bms", "rigoux")
+                                                        if config.measures.dcm and config.dcm.model_space else ()))

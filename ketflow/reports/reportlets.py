@@ -98,7 +98,7 @@ def _carpet(run: RunOutputs) -> Callable:
             raise FileNotFoundError("the censoring table (desc-censoring_timeseries.tsv) is missing")
         if not run.tr:
             raise ValueError("no RepetitionTime in the run's sidecars")
-        series = [p for p in run.files("timeseries", ".tsv", atlas="*", stat="*")]
+        series = run.files("timeseries", ".tsv", atlas="*", stat="*", desc=None)  # not the DCM VOIs
         signals = pd.read_csv(series[0], sep="\t") if series else None
         bold = read_masked_bold(run.sources["bold"], read_mask(run.sources["mask"]))
         threshold = run.qc.get("strategy", {}).get("fd_threshold")

@@ -97,7 +97,7 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
     if opts.reports_only:
         from ..reports.participant import build_reports
 
-        return 1 if build_reports(out_dir, discovery.subjects, config) else 0
+        return 1 if build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs) else 0
 
     for path in remove_partial_files(out_dir, discovery.subjects):
         LOGGER.info("removed %s, left by an interrupted run", path)
@@ -112,7 +112,7 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
 
     from ..reports.participant import build_reports
 
-    report_status = build_reports(out_dir, discovery.subjects, config)
+    report_status = build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs)
     # A subject left with no run to process is a failure (docs/inputs.md), though the others go on.
     unprocessed = sorted(set(discovery.subjects) - {r.subject for r in runs})
     _print_summary(out_dir, runs, exclusions + discovery.skipped, crash_files, unprocessed,
