@@ -4,10 +4,14 @@ Two simulated subjects (4 mm, 150-volume faces runs) go through the nodes the pa
 workflow wires for the DCM task (BuildROIs -> SelectConfounds -> ExtractVOI -> FitDCM, with
 the packaged configuration), as ``benchmarks/dcm_simulator_recovery.py`` does on more
 subjects. The simulator's faces data come from a bilinear DCM whose amygdala_L also receives
-a slow unmodelled endogenous input (docs/simulator.md), so the estimated two-region model is
-misspecified; the bounds below come from the benchmark's 16-run distribution (docs/dcm.md),
-not from this data set: every C/truth ratio there lies in [0.43, 1.38] (mean 0.92), 15/16 B are
-positive, and the VOI/truth slope lies in [0.86, 1.17] with r >= 0.68.
+unmodelled spontaneous input (docs/simulator.md), so the estimated two-region model is
+misspecified; the bounds below come from the benchmark's distribution over 84 runs (12 subjects
+seed 1 and 30 subjects seed 2, docs/dcm.md), not from this data set: the C/truth ratio lies in
+[0.24, 1.67] (mean 0.91, SD 0.30; the mean of 4 runs in [0.49, 1.39] in 99.9 % of resamples),
+86 % of B are positive, B - truth has mean -0.01 and SD 0.40 (mean of 4 runs: SD 0.2), and the
+VOI/truth slope lies in [0.86, 1.19] with r >= 0.77. (The bounds were re-derived when the
+simulator's spontaneous amygdala input grew to resting amplitude; with the earlier, smaller
+input the 16-run ranges were C/truth [0.43, 1.38] and B RMSE 0.28.)
 """
 
 import importlib.util
@@ -71,11 +75,11 @@ def test_driving_input_and_modulation_are_recovered(fitted):
     c = np.array([_param(run, "C_to2_in1") for run in fitted])  # faces -> amygdala_L
     b = np.array([_param(run, "B_to1_from2_in2") for run in fitted])  # fearful: amygdala_L -> vmPFC
     ratio = c[:, 0] / c[:, 2]
-    assert np.all((ratio > 0.35) & (ratio < 1.6)), ratio
-    assert 0.7 < ratio.mean() < 1.25, ratio
+    assert np.all((ratio > 0.15) & (ratio < 2.0)), ratio
+    assert 0.45 < ratio.mean() < 1.4, ratio
     assert np.all(c[:, 1] > 0.95)
     assert np.sum(b[:, 0] > 0) >= 3, b
-    assert abs(b[:, 0].mean() - b[:, 2].mean()) < 0.3, b
+    assert abs(b[:, 0].mean() - b[:, 2].mean()) < 0.4, b
 
 
 def test_model_space_is_scored(fitted):

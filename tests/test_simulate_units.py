@@ -146,3 +146,42 @@ def test_faces_dcm_amygdala_r_prefers_fearful_faces():
     assert amy["fearful"] > amy["neutral"] > amy["shapes"]
     for cond, amp in truth["activation"]["antInsula_L"].items():
         assert betas["antInsula_L"][cond] == pytest.approx(amp, abs=1e-8)
+
+
+def test_ppi_modulation_is_the_dcm_modulation_of_the_direct_connection():
+    from ketflow.simulate.parameters import DCM_INPUTS, DCM_REGIONS, ppi_modulation
+
+    a = np.zeros((3, 3))
+    a[0, 1] = 0.4  # amygdala_L -> vmPFC; amygdala_R has no direct connection to vmPFC
+    b = np.zeros((4, 3, 3))
+    b[0, 0, 1], b[1, 0, 1], b[1, 0, 2] = 0.1, 0.3, 0.9
+    dcm = {"regions": DCM_REGIONS, "inputs": DCM_INPUTS, "A": a.tolist(), "B": b.tolist()}
+    truth = ppi_modulation(dcm)
+    assert truth["target"] == "vmPFC" and list(truth["seeds"]) == ["amygdala_L"]
+    assert truth["seeds"]["amygdala_L"] == pytest.approx({"fearful": 0.4, "neutral": 0.1,
+                                                           "fearful_minus_neutral": 0.3})
+
+
+def test_faces_spontaneous_amygdala_bold_has_resting_amplitude():
+    """FacesModel's justification (docs/simulator.md): the spontaneous input alone gives an
+    amygdala_L BOLD SD of about 1 % (the rest model's amplitude), the task inputs alone less."""
+    from ketflow.dcm import simulate_bold
+    from ketflow.simulate.design import faces_events
+    from ketflow.simulate.parameters import REST_AMPLITUDE, draw_subject
+    from ketflow.simulate.signals import MICROTIME, faces_inputs
+
+    names = [s.name for s in read_sphere_table()]
+    spontaneous, evoked = [], []
+    for i in range(6):
+        dcm = draw_subject(np.random.default_rng([7, i]), "midazolam", names)["sessions"]["pre"]["faces"]["dcm"]
+        rng = np.random.default_rng([8, i])
+        u = faces_inputs(faces_events(150, 2.0, rng), dcm, 150, 2.0, rng)
+        for keep, out in ((slice(2, 4), spontaneous), (slice(0, 2), evoked)):
+            only = np.zeros_like(u)
+            only[:, keep] = u[:, keep]
+            bold = simulate_bold(np.asarray(dcm["A"]), np.asarray(dcm["B"]), np.asarray(dcm["C"]), only,
+                                 dt=2.0 / MICROTIME, TR=2.0, n_scans=150, transit=np.asarray(dcm["transit"]),
+                                 decay=dcm["decay"], epsilon=dcm["epsilon"], delays=np.full(3, 1.0))
+            out.append(bold[:, 1].std())
+    assert 0.75 * REST_AMPLITUDE < np.mean(spontaneous) < 1.25 * REST_AMPLITUDE, spontaneous
+    assert np.mean(evoked) < np.mean(spontaneous), (evoked, spontaneous)

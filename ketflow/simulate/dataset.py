@@ -19,7 +19,7 @@ from ketflow.simulate.clinical import clinical_model, draw_scores
 from ketflow.simulate.confounds import confounds_table
 from ketflow.simulate.design import conflict_events, faces_events
 from ketflow.simulate.grid import Anatomy, build_anatomy, read_sphere_table
-from ketflow.simulate.parameters import REST_STRONGEST_PAIR, draw_subject
+from ketflow.simulate.parameters import REST_STRONGEST_PAIR, FacesModel, draw_subject
 from ketflow.simulate.signals import (
     MICROTIME,
     conflict_regressors,
@@ -254,6 +254,8 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
                               "for non-DCM ROIs; the effective activation of DCM ROIs)",
             "ppi_noise_free": "gPPI interaction betas of noise-free vmPFC BOLD on the seed "
                               "neuronal state x condition (percent per unit state)",
+            "ppi_modulation": "true PPI strength: the DCM's modulation of the seed -> vmPFC "
+                              "connection in each block type relative to shapes (Hz)",
             "change": "post minus pre of the named measure",
         },
         "grid": {"space": bids.SPACE, "voxel_size_mm": float(voxel_size),
@@ -262,6 +264,7 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
                  "roi_voxels": {k: len(v) for k, v in roi_index.items()}},
         "rois": [s.__dict__ for s in spheres],
         "rest_strongest_pair": list(REST_STRONGEST_PAIR),
+        **({"faces_model": FacesModel().as_dict()} if "faces" in tasks else {}),
         "clinical_model": clin,
         "artefacts": art.as_dict(),
         "noise": {"voxel_sd_percent": float(noise), "voxel_ar1": 0.3},

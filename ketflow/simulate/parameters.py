@@ -6,11 +6,15 @@ Every value is drawn once per subject from the generator's random stream and sto
 faces: a bilinear one-state DCM (Friston et al. 2003, NeuroImage 19:1273-1302; SPM12
 parameterisation: off-diagonal A, B, C in Hz, diagonal A_ii log-scaled so the self-decay rate is
 exp(A_ii)/2) over vmPFC, amygdala_L and amygdala_R. ``faces`` drives both amygdalae (C),
-``fearful`` modulates amygdala_L -> vmPFC (B) and drives amygdala_R (C), and two slow random inputs (``endogenous_L``,
-``endogenous_R``) drive the amygdalae so that the seed varies within conditions and the
-psychophysiological interaction is identifiable (McLaren et al. 2012, NeuroImage 61:1277-1286).
-vmPFC and amygdala_L form a closed subsystem (nothing enters it from amygdala_R), so the two-region
-DCM of ketflow's default configuration is exactly specified.
+``fearful`` modulates amygdala_L -> vmPFC (B) and drives amygdala_R (C), and two random inputs
+(``endogenous_L``, ``endogenous_R``: spontaneous activity, see :class:`FacesModel`) drive the
+amygdalae so that the seed varies within conditions and the psychophysiological interaction is
+identifiable (McLaren et al. 2012, NeuroImage 61:1277-1286). vmPFC and amygdala_L form a closed
+subsystem (nothing enters it from amygdala_R), so the two-region DCM of ketflow's default
+configuration is exactly specified apart from the spontaneous input, which a deterministic DCM
+does not model. The true strength of the amygdala_L -> vmPFC PPI is the DCM's modulation B
+(:func:`ppi_modulation`); B varies between subjects (:class:`FacesModel`) and changes with
+treatment.
 The other ROIs carry activations with known amplitudes; rest carries correlated slow fluctuations
 with a known correlation matrix. Session change (pre -> post) depends on the treatment arm.
 
@@ -27,6 +31,8 @@ between sessions.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,11 +76,35 @@ REST_AMPLITUDE = 1.0  # percent: SD of each ROI's noise-free resting BOLD
 REST_TRAIT_DOF = 100  # degrees of freedom of the subject-level Wishart draw (between-subject SD)
 
 
+@dataclass(frozen=True)
+class FacesModel:
+    """Population settings of the faces DCM that docs/simulator.md justifies.
+
+    ``b_fear_pre_mean`` / ``b_fear_pre_sd`` (Hz): fearful modulation of amygdala_L -> vmPFC
+    before treatment across subjects; the SD is the random-effects SD SPM's PEB expects a priori
+    (prior SD / 4 for a B of prior variance 1; Friston et al. 2016, NeuroImage 128:413-431).
+    ``endogenous_sd`` (input units; the task inputs are 0/1) and ``endogenous_smoothing_s``
+    (Gaussian sigma, s): the spontaneous inputs of the amygdalae, white noise smoothed like the
+    rest model's neural fluctuations, with an amplitude that makes the spontaneous amygdala BOLD
+    about as large (SD ~1 %) as the simulator's resting BOLD (spontaneous activity persists
+    during tasks nearly unchanged and adds to the evoked response: Fox et al. 2006, Nat Neurosci
+    9:23-25; He 2011, J Neurosci 31:13786-13795).
+    """
+
+    b_fear_pre_mean: float = 0.35
+    b_fear_pre_sd: float = 0.25
+    endogenous_sd: float = 0.85
+    endogenous_smoothing_s: float = 1.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
 def _draw_change(rng: np.random.Generator, arm: str) -> dict:
     return {k: float(rng.normal(*v[arm])) for k, v in CHANGE_MODEL.items()}
 
 
-def _dcm_parameters(rng: np.random.Generator, b_fear: float) -> dict:
+def _dcm_parameters(rng: np.random.Generator, b_fear: float, faces: FacesModel) -> dict:
     """A (3 x 3, to x from), B (4 x 3 x 3), C (3 x 4) and hemodynamic parameters."""
     a = np.zeros((3, 3))
     a[0, 1] = rng.normal(0.40, 0.05)  # amygdala_L -> vmPFC
@@ -98,8 +128,8 @@ def _dcm_parameters(rng: np.random.Generator, b_fear: float) -> dict:
         "transit": rng.normal(0.0, 0.05, 3).tolist(),
         "decay": float(rng.normal(0.0, 0.05)),
         "epsilon": float(rng.normal(0.0, 0.05)),
-        "endogenous_sd": 0.3,
-        "endogenous_smoothing_s": 2.0,
+        "endogenous_sd": faces.endogenous_sd,
+        "endogenous_smoothing_s": faces.endogenous_smoothing_s,
     }
 
 
@@ -139,20 +169,44 @@ def rest_coupling(population: np.ndarray, trait: np.ndarray) -> np.ndarray:
     return out
 
 
+def ppi_modulation(dcm: dict, target: str = "vmPFC") -> dict:
+    """The true strength of the PPIs on ``target``: the DCM's modulation of each seed -> target
+    connection, per block type relative to shapes (Hz).
+
+    A fearful block switches on ``faces`` and ``fearful``, a neutral block ``faces`` only, shapes
+    neither, so the seed -> target coupling exceeds that during shapes by B_faces + B_fearful in
+    fearful and by B_faces in neutral blocks. Seeds without a direct connection to the target
+    (A = 0) are left out: their PPI on the target is indirect.
+    """
+    regions, inputs = dcm["regions"], dcm["inputs"]
+    a, b = np.asarray(dcm["A"]), np.asarray(dcm["B"])
+    to = regions.index(target)
+    faces, fearful = inputs.index("faces"), inputs.index("fearful")
+    seeds = {}
+    for seed in ("amygdala_L", "amygdala_R"):
+        frm = regions.index(seed)
+        if a[to, frm] == 0:
+            continue
+        b_faces, b_fear = float(b[faces, to, frm]), float(b[fearful, to, frm])
+        seeds[seed] = {"fearful": b_faces + b_fear, "neutral": b_faces, "fearful_minus_neutral": b_fear}
+    return {"target": target, "seeds": seeds}
+
+
 def draw_subject(rng: np.random.Generator, arm: str, roi_names: list[str],
-                 rest_rng: np.random.Generator | None = None) -> dict:
+                 rest_rng: np.random.Generator | None = None, faces: FacesModel = FacesModel()) -> dict:
     """Pre and post parameters of one subject plus the true change scores (post - pre).
 
     ``rest_rng`` draws the subject's resting-coupling trait (default: a child stream of
-    ``rng``'s seed, so that the other parameters do not depend on it).
+    ``rng``'s seed, so that the other parameters do not depend on it); ``faces`` sets the faces
+    DCM's population (:class:`FacesModel`).
     """
     missing = set(DCM_REGIONS + ["dACC", "rACC"]) - set(roi_names)
     if missing:
         raise ValueError(f"sphere table lacks the simulated ROIs {sorted(missing)}")
     change = _draw_change(rng, arm)
-    b_pre = float(rng.normal(0.35, 0.08))
-    dcm_pre = _dcm_parameters(rng, b_pre)
-    dcm_post = _dcm_parameters(rng, b_pre + change["faces_B_fearful_amygdala_L_to_vmPFC"])
+    b_pre = float(rng.normal(faces.b_fear_pre_mean, faces.b_fear_pre_sd))
+    dcm_pre = _dcm_parameters(rng, b_pre, faces)
+    dcm_post = _dcm_parameters(rng, b_pre + change["faces_B_fearful_amygdala_L_to_vmPFC"], faces)
     # connectivity and haemodynamics are subject traits: only B changes between sessions
     for key in ("A", "C", "transit", "decay", "epsilon"):
         dcm_post[key] = dcm_pre[key]
@@ -196,7 +250,7 @@ def draw_subject(rng: np.random.Generator, arm: str, roi_names: list[str],
     sessions = {}
     for ses, dcm, diff in (("pre", dcm_pre, dacc_diff_pre), ("post", dcm_post, dacc_diff_post)):
         sessions[ses] = {
-            "faces": {"dcm": dcm, "activation": faces_act},
+            "faces": {"dcm": dcm, "activation": faces_act, "ppi_modulation": ppi_modulation(dcm)},
             "conflict": {"activation": conflict(diff)},
             "rest": {
                 "roi_order": list(roi_names),
