@@ -25,7 +25,7 @@ FIGURE = re.compile(r"^model-[A-Za-z0-9]+_desc-[A-Za-z0-9]+_figure\.svg$")
 pytestmark = pytest.mark.xdist_group("group_study")  # the module fixtures run once, on one worker
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
 def study(tmp_path_factory):
     """(bids, participant-level output dir) of the simulated study."""
     from ketflow.simulate import simulate_dataset
@@ -39,7 +39,7 @@ def study(tmp_path_factory):
     return bids, root / "out"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
 def group_run(study, tmp_path_factory):
     """The group level on a copy of the participant outputs: (process, output dir)."""
     bids, out = study

@@ -167,7 +167,7 @@ def _blocks(image: np.ndarray, size: int = 50) -> np.ndarray:
     return image[:h, :w].reshape(h // size, size, w // size, size).swapaxes(1, 2).reshape(h // size, w // size, -1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
 def rebuilt(tiny_run, tiny_bids, tmp_path_factory):
     """A copy of the fixture's outputs with sub-01's report, figures and one input table removed,
     rebuilt with --reports-only: (process, copy, original output dir, removed figures)."""

@@ -60,7 +60,10 @@ def _inputs(root: Path, sub: str, ses: str) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
+pytestmark = pytest.mark.xdist_group("rest_recovery")  # the session fixtures are built on one worker
+
+
+@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
 def rest(tmp_path_factory):
     """Simulated rest runs and the default pipeline's outputs for each (interfaces, as wired)."""
     base = tmp_path_factory.mktemp("rest")

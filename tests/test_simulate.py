@@ -23,12 +23,15 @@ SPACE = "space-MNI152NLin2009cAsym"
 TASKS = ("faces", "conflict", "rest")
 
 
-@pytest.fixture(scope="module")
+pytestmark = pytest.mark.xdist_group("simulate")  # the session fixtures are built on one worker
+
+
+@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
 def dataset(tmp_path_factory) -> Path:
     return simulate_dataset(tmp_path_factory.mktemp("a") / "ds", seed=11, **TINY)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
 def truth(dataset) -> dict:
     return json.loads((dataset / "ground_truth.json").read_text())
 
