@@ -43,5 +43,7 @@ install_system_packages
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c requirements/constraints.txt -e ".[test]"
-# --dist loadgroup keeps the SLURM tests (one local cluster) on one pytest worker.
-.venv/bin/python -m pytest -n 2 --dist loadgroup --durations=15 "$@"
+# --dist loadfile: each test file runs on one worker, so its expensive fixtures (a simulated
+# study, a participant run, the local SLURM cluster) are built once. (With pytest 9.2 and
+# pytest-xdist 3.8, --dist loadgroup ignored xdist_group marks: tests of one group were split.)
+.venv/bin/python -m pytest -n 2 --dist loadfile --durations=15 "$@"

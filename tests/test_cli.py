@@ -152,7 +152,6 @@ def test_bids_validation_errors_stop_the_run(tiny_bids_copy, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.xdist_group("tiny_run")  # the session fixture runs once per worker
 def test_participant_level_end_to_end(tiny_run, tiny_bids):
     proc, out, _ = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -175,7 +174,6 @@ def test_participant_level_end_to_end(tiny_run, tiny_bids):
     assert {"num_censored_volumes", "dof_lost", "strategy"} <= set(sidecar)
 
 
-@pytest.mark.xdist_group("tiny_run")  # the session fixture runs once per worker
 def test_outputs_are_a_pybids_derivatives_dataset(tiny_run):
     from bids import BIDSLayout
 
@@ -187,7 +185,6 @@ def test_outputs_are_a_pybids_derivatives_dataset(tiny_run):
     assert set(layout.get_tasks()) == {"faces", "conflict", "rest"}
 
 
-@pytest.mark.xdist_group("tiny_run")  # the session fixture runs once per worker
 def test_rerun_resumes_and_gives_the_same_outputs(tiny_run, tiny_bids):
     proc, out, work = tiny_run
     assert proc.returncode == 0
@@ -301,7 +298,6 @@ def test_stop_on_first_crash(tiny_bids_copy, tmp_path):
     assert "unfinished (stopped at the first crash)" in proc.stdout
 
 
-@pytest.mark.xdist_group("tiny_run")  # the session fixture runs once per worker
 def test_progress_log_and_summary(tiny_run):
     proc, out, _ = tiny_run
     assert proc.returncode == 0
@@ -312,7 +308,6 @@ def test_progress_log_and_summary(tiny_run):
     assert logs and "start  sub-01 ses-pre task-faces: denoise" in logs[0].read_text()
 
 
-@pytest.mark.xdist_group("tiny_run")  # the session fixture runs once per worker
 def test_config_hash_is_the_sha256_of_config_json(tiny_run):
     _, out, _ = tiny_run
     digest = hashlib.sha256((out / "logs" / "config.json").read_bytes()).hexdigest()

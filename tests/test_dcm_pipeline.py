@@ -32,10 +32,8 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)  # the benchmark's DCM path: the same nodes as the participant workflow
 
 
-pytestmark = pytest.mark.xdist_group("dcm_pipeline")  # the module fixture runs once, on one worker
 
-
-@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
+@pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("dcm_sim")
     bids = simulate_dataset(root / "bids", n_subjects=2, seed=0, voxel_size=4.0,

@@ -22,10 +22,8 @@ CONFIG = TESTS / "data" / "tiny_group_config.yml"
 #: Group outputs without entities: ``<name>.<ext>``; model outputs: ``model-<label>_<suffix>.<ext>``.
 NAME = re.compile(r"^(features|missing|models)\.(tsv|json)$|^model-[A-Za-z0-9]+_[A-Za-z]+\.(tsv|json)$")
 FIGURE = re.compile(r"^model-[A-Za-z0-9]+_desc-[A-Za-z0-9]+_figure\.svg$")
-pytestmark = pytest.mark.xdist_group("group_study")  # the module fixtures run once, on one worker
 
-
-@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
+@pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """(bids, participant-level output dir) of the simulated study."""
     from ketflow.simulate import simulate_dataset
@@ -39,7 +37,7 @@ def study(tmp_path_factory):
     return bids, root / "out"
 
 
-@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
+@pytest.fixture(scope="module")
 def group_run(study, tmp_path_factory):
     """The group level on a copy of the participant outputs: (process, output dir)."""
     bids, out = study

@@ -18,8 +18,6 @@ import pytest
 
 from conftest import TINY_CONFIG, run_cli
 
-pytestmark = pytest.mark.xdist_group("tiny_run")  # share the fixture's worker under --dist loadgroup
-
 #: (tag, attribute) pairs that load or link a resource.
 LINK_ATTRIBUTES = {("img", "src"), ("object", "data"), ("link", "href"), ("script", "src"), ("a", "href")}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -167,7 +165,7 @@ def _blocks(image: np.ndarray, size: int = 50) -> np.ndarray:
     return image[:h, :w].reshape(h // size, size, w // size, size).swapaxes(1, 2).reshape(h // size, w // size, -1)
 
 
-@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
+@pytest.fixture(scope="module")
 def rebuilt(tiny_run, tiny_bids, tmp_path_factory):
     """A copy of the fixture's outputs with sub-01's report, figures and one input table removed,
     rebuilt with --reports-only: (process, copy, original output dir, removed figures)."""

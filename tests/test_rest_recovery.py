@@ -60,10 +60,8 @@ def _inputs(root: Path, sub: str, ses: str) -> dict:
     }
 
 
-pytestmark = pytest.mark.xdist_group("rest_recovery")  # the session fixtures are built on one worker
 
-
-@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
+@pytest.fixture(scope="module")
 def rest(tmp_path_factory):
     """Simulated rest runs and the default pipeline's outputs for each (interfaces, as wired)."""
     base = tmp_path_factory.mktemp("rest")

@@ -23,15 +23,13 @@ SPACE = "space-MNI152NLin2009cAsym"
 TASKS = ("faces", "conflict", "rest")
 
 
-pytestmark = pytest.mark.xdist_group("simulate")  # the session fixtures are built on one worker
 
-
-@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
+@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return simulate_dataset(tmp_path_factory.mktemp("a") / "ds", seed=11, **TINY)
 
 
-@pytest.fixture(scope="session")  # once per worker, even when other modules' tests run in between
+@pytest.fixture(scope="module")
 def truth(dataset) -> dict:
     return json.loads((dataset / "ground_truth.json").read_text())
 

@@ -24,8 +24,7 @@ import pytest
 from conftest import TINY_CONFIG, run_cli
 from slurm_cluster import local_slurm, unavailable_reason
 
-pytestmark = [pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-              pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
 REPO = Path(__file__).resolve().parents[1]
 #: One run keeps the test short: every node is a job, and each job starts a Python process.
