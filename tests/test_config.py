@@ -137,3 +137,11 @@ def test_sloppy_caps_the_group_resampling_and_changes_the_digest():
     assert sloppy.group.n_bootstrap == 5
     assert sloppy.digest() != config.digest() and config.group.n_alphas == 100  # the original is untouched
     assert sloppy.tasks == config.tasks
+
+
+def test_group_report_flags_sloppy_resampling(tmp_path):
+    from ketflow.config import load_config, sloppy_config
+    from ketflow.reports.group import group_report
+
+    assert "--sloppy" not in group_report(tmp_path, load_config())
+    assert "--sloppy sets them: for testing only" in group_report(tmp_path, sloppy_config(load_config()))

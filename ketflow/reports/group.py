@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..config import AnalysisConfig
+from ..config import SLOPPY_GROUP, AnalysisConfig
 from ..io.write import write_text
 from .boilerplate import REFERENCES
 
@@ -292,6 +292,11 @@ def _model_comparison_section(out_dir: Path, config: AnalysisConfig) -> list[str
                     _html_table(_read(path))]
 
 
+def _is_sloppy(config: AnalysisConfig) -> bool:
+    """True when the group resampling is at or below ``--sloppy``'s caps on every count."""
+    return all(getattr(config.group, key) <= cap for key, cap in SLOPPY_GROUP.items())
+
+
 def group_report(out_dir: Path, config: AnalysisConfig) -> str:
     """HTML text of the group report."""
     group = out_dir / "group"
@@ -299,7 +304,11 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
              f"<p>ketflow {__version__}; configuration SHA-256 {config.digest()[:12]}. Change scores are "
              f"{html.escape(config.sessions.followup)} minus {html.escape(config.sessions.baseline)}; the outcome is "
              f"the change in <code>{html.escape(config.clinical.outcome)}</code>. Methods: "
-             "<a href=\"logs/CITATION_group.md\">logs/CITATION_group.md</a>.</p>"]
+             "<a href=\"logs/CITATION_group.md\">logs/CITATION_group.md</a>.</p>",
+             f"<p>Resampling: up to {config.group.n_permutations} permutations, {config.group.n_bootstrap} "
+             f"bootstraps, {config.group.n_alphas} penalties per mixing value"
+             + (" (<strong>as low as --sloppy sets them: for testing only, do not report these p-values and selection "
+                "frequencies</strong>)" if _is_sloppy(config) else "") + ".</p>"]
     parts += _feature_section(group, config)
     models = _read(group / "models.tsv") if (group / "models.tsv").is_file() else None
     if models is None:
