@@ -196,6 +196,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--noise", type=float, default=1.0, help="voxel noise SD (percent), simulator's --noise")
     parser.add_argument("--bids", type=Path, help="reuse a simulated dataset instead of simulating")
+    parser.add_argument("--strategy", choices=["24P", "36P", "aCompCor"],
+                        help="confound strategy of the GLM and gPPI (default: the packaged configuration's)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     timing = {}
@@ -210,6 +212,8 @@ def main(argv=None) -> dict:
     bids = Path(bids)
     truth = json.loads((bids / "ground_truth.json").read_text())
     config = load_config()
+    if args.strategy:
+        config.denoising.strategy = args.strategy
     specs = write_run_specs(config, args.out / "specs")
     ppi_rows, act_rows = [], []
     t0 = time.perf_counter()
