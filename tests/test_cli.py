@@ -304,7 +304,8 @@ def test_progress_log_and_summary(tiny_run):
     assert "done   sub-01 ses-pre task-faces: denoise (" in proc.stdout
     assert "ketflow participant level: 12 run(s) processed, 0 failed" in proc.stdout
     assert "sub-02 ses-post task-rest: processed" in proc.stdout
-    logs = list((out / "logs").glob("ketflow-ketflow_wf-*.log"))
+    # the first run's log (time-stamped names sort in time order; a rerun test may add another)
+    logs = sorted((out / "logs").glob("ketflow-ketflow_wf-*.log"))
     assert logs and "start  sub-01 ses-pre task-faces: denoise" in logs[0].read_text()
 
 
