@@ -43,9 +43,8 @@ from ketflow.interfaces.confounds import SelectConfounds
 from ketflow.interfaces.dcm import ExtractVOI, FitDCM, build_spec
 from ketflow.interfaces.rois import BuildROIs
 from ketflow.io.write import write_json
+from ketflow.simulate.bids import run_files
 from ketflow.workflows.bold import dcm_model_json
-
-SPACE = "space-MNI152NLin2009cAsym"
 
 
 @contextmanager
@@ -57,24 +56,6 @@ def _cwd(path: Path):
         yield
     finally:
         os.chdir(old)
-
-
-def run_files(bids: Path, sub: str, ses: str, task: str) -> dict:
-    """Paths and timing of one simulated run (fMRIPrep-style derivatives)."""
-    der = bids / "derivatives" / "fmriprep" / f"sub-{sub}" / f"ses-{ses}" / "func"
-    stem = f"sub-{sub}_ses-{ses}_task-{task}"
-    sidecar = json.loads((der / f"{stem}_{SPACE}_desc-preproc_bold.json").read_text())
-    files = {
-        "bold": der / f"{stem}_{SPACE}_desc-preproc_bold.nii.gz",
-        "mask": der / f"{stem}_{SPACE}_desc-brain_mask.nii.gz",
-        "boldref": der / f"{stem}_{SPACE}_boldref.nii.gz",
-        "confounds": der / f"{stem}_desc-confounds_timeseries.tsv",
-        "confounds_json": der / f"{stem}_desc-confounds_timeseries.json",
-        "events": bids / f"sub-{sub}" / f"ses-{ses}" / "func" / f"{stem}_events.tsv",
-    }
-    files = {k: str(v) for k, v in files.items()}
-    files.update(tr=float(sidecar["RepetitionTime"]), start_time=float(sidecar["StartTime"]))
-    return files
 
 
 def dcm_path(files: dict, config, work: Path) -> dict:

@@ -51,6 +51,7 @@ from ketflow.interfaces.glm import FirstLevelGLM, load_task_design, task_setting
 from ketflow.interfaces.ppi import GPPI
 from ketflow.interfaces.rois import BuildROIs
 from ketflow.signal.gppi import roi_to_roi_gppi
+from ketflow.simulate.bids import run_files
 from ketflow.workflows.base import write_run_specs
 from ketflow.workflows.bold import task_config_json
 
@@ -81,23 +82,6 @@ def working_directory(path: Path):
         yield path
     finally:
         os.chdir(old)
-
-
-def run_files(bids: Path, sub: str, ses: str, task: str) -> dict:
-    func = bids / "derivatives" / "fmriprep" / f"sub-{sub}" / f"ses-{ses}" / "func"
-    prefix = f"sub-{sub}_ses-{ses}_task-{task}"
-    space = "space-MNI152NLin2009cAsym"
-    meta = json.loads((func / f"{prefix}_{space}_desc-preproc_bold.json").read_text())
-    return {
-        "bold": str(func / f"{prefix}_{space}_desc-preproc_bold.nii.gz"),
-        "mask": str(func / f"{prefix}_{space}_desc-brain_mask.nii.gz"),
-        "boldref": str(func / f"{prefix}_{space}_boldref.nii.gz"),
-        "confounds": str(func / f"{prefix}_desc-confounds_timeseries.tsv"),
-        "confounds_json": str(func / f"{prefix}_desc-confounds_timeseries.json"),
-        "events": str(bids / f"sub-{sub}" / f"ses-{ses}" / "func" / f"{prefix}_events.tsv"),
-        "tr": float(meta["RepetitionTime"]),
-        "start_time": float(meta.get("StartTime", 0.0)),
-    }
 
 
 def prepare(files: dict, config, specs: dict, n_volumes: int, work: Path) -> dict:

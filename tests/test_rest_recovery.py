@@ -31,9 +31,9 @@ from ketflow.signal import rois
 from ketflow.signal.denoise import denoise
 from ketflow.signal.extract import extract
 from ketflow.simulate import simulate_dataset
+from ketflow.simulate.bids import run_files
 from ketflow.workflows.base import write_run_specs
 
-SPACE = "space-MNI152NLin2009cAsym"
 RUNS = [("sub-01", "pre"), ("sub-01", "post"), ("sub-02", "pre"), ("sub-02", "post")]
 
 
@@ -48,18 +48,6 @@ def _cwd(path: Path):
         os.chdir(old)
 
 
-def _inputs(root: Path, sub: str, ses: str) -> dict:
-    der = root / "derivatives" / "fmriprep" / sub / f"ses-{ses}" / "func"
-    prefix = f"{sub}_ses-{ses}_task-rest"
-    return {
-        "bold": der / f"{prefix}_{SPACE}_desc-preproc_bold.nii.gz",
-        "mask": der / f"{prefix}_{SPACE}_desc-brain_mask.nii.gz",
-        "boldref": der / f"{prefix}_{SPACE}_boldref.nii.gz",
-        "confounds": der / f"{prefix}_desc-confounds_timeseries.tsv",
-        "confounds_json": der / f"{prefix}_desc-confounds_timeseries.json",
-    }
-
-
 
 @pytest.fixture(scope="module")
 def rest(tmp_path_factory):
@@ -71,14 +59,14 @@ def rest(tmp_path_factory):
     specs = write_run_specs(config, base / "specs")
     runs = []
     for sub, ses in RUNS:
-        paths = _inputs(root, sub, ses)
+        paths = run_files(root, sub.removeprefix("sub-"), ses, "rest")
         with _cwd(base / "work" / f"{sub}_{ses}"):
-            built = BuildROIs(bold_ref=str(paths["boldref"]), brain_mask=str(paths["mask"]),
+            built = BuildROIs(bold_ref=paths["boldref"], brain_mask=paths["mask"],
                               roi_definition=specs["rois"]).run().outputs
-            den = Denoise(bold_file=str(paths["bold"]), brain_mask=str(paths["mask"]),
-                          confounds_tsv=str(paths["confounds"]), confounds_json=str(paths["confounds_json"]),
+            den = Denoise(bold_file=paths["bold"], brain_mask=paths["mask"],
+                          confounds_tsv=paths["confounds"], confounds_json=paths["confounds_json"],
                           strategy_json=specs["denoise_rest"], tr=2.0).run().outputs
-            ext = ExtractROISignals(denoised_file=den.denoised_file, brain_mask=str(paths["mask"]),
+            ext = ExtractROISignals(denoised_file=den.denoised_file, brain_mask=paths["mask"],
                                     labels_file=built.labels_file, labels_tsv=built.labels_tsv).run().outputs
             con = Connectivity(timeseries=ext.timeseries, coverage=ext.coverage,
                                denoise_qc=den.qc_json).run().outputs

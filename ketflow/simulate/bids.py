@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 BIDS_VERSION = "1.9.0"
@@ -19,6 +22,30 @@ TASK_DESCRIPTIONS = {
 
 def run_prefix(sub: str, ses: str, task: str) -> str:
     return f"sub-{sub}_ses-{ses}_task-{task}"
+
+
+def run_files(bids_dir: Path | str, sub: str, ses: str, task: str) -> dict:
+    """Input paths (str) and timing of one simulated run, as the participant workflow finds them.
+
+    Keys: ``bold``, ``mask``, ``boldref``, ``confounds``, ``confounds_json`` (fMRIPrep-style
+    derivatives in MNI152NLin2009cAsym), ``events`` (raw BIDS), ``tr`` and ``start_time`` (s,
+    from the preprocessed BOLD's sidecar).
+    """
+    bids_dir = Path(bids_dir)
+    func = bids_dir / "derivatives" / "fmriprep" / f"sub-{sub}" / f"ses-{ses}" / "func"
+    prefix = run_prefix(sub, ses, task)
+    space = f"space-{SPACE}"
+    sidecar = json.loads((func / f"{prefix}_{space}_desc-preproc_bold.json").read_text())
+    files = {
+        "bold": func / f"{prefix}_{space}_desc-preproc_bold.nii.gz",
+        "mask": func / f"{prefix}_{space}_desc-brain_mask.nii.gz",
+        "boldref": func / f"{prefix}_{space}_boldref.nii.gz",
+        "confounds": func / f"{prefix}_desc-confounds_timeseries.tsv",
+        "confounds_json": func / f"{prefix}_desc-confounds_timeseries.json",
+        "events": bids_dir / f"sub-{sub}" / f"ses-{ses}" / "func" / f"{prefix}_events.tsv",
+    }
+    return {**{k: str(v) for k, v in files.items()},
+            "tr": float(sidecar["RepetitionTime"]), "start_time": float(sidecar["StartTime"])}
 
 
 def slice_timing(n_slices: int, tr: float) -> list[float]:
