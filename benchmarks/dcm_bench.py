@@ -3,7 +3,8 @@
 Times ``fit_dcm`` on simulated 2-, 3-, 6- and 9-region block designs (200 scans,
 TR 2 s, two inputs, full A, one modulation per region pair of the chain,
 SNR 2) on one core, and optionally measures the coverage of the 90% credible
-intervals of A/B/C over many simulated datasets.
+intervals of A/B/C over many simulated datasets (3 regions; SNR 1, 2, 4; white and
+AR(1) noise, rho 0.5 and 0.8), with SPM12's noise model and the packaged one.
 
 Run from the repository root::
 
@@ -19,6 +20,7 @@ the 3-region reference case (shared/reference/spm_dcm/dcm3_block/results.json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import time
@@ -28,7 +30,10 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
+from scipy.signal import lfilter
+
 from ketflow.dcm import DCMSpec, fit_dcm, simulate_bold
+from ketflow.dcm.spec import DCMOptions
 
 TR, N_SCANS = 2.0, 200
 DT = TR / 16
@@ -69,46 +74,74 @@ def make_spec(n, seed, U):
     return spec, (A, B, C)
 
 
+#: noise models compared by ``--coverage``: SPM12's (white noise, tight hyperprior; Newton M-step
+#: as in the packaged configuration) and the packaged configuration's (AR(1), weak hyperprior)
+NOISE_MODELS = {
+    "SPM12 (iid, hC 1/128)": DCMOptions(m_step="newton"),
+    "packaged (ar1, hC 1)": DCMOptions(m_step="newton", noise="ar1", hC=1.0),
+}
+
+
 def timing(repeats):
+    """Fits with SPM12's options (DCMOptions defaults), and CPU time with the packaged noise
+    model (AR(1): two inversions)."""
     U = block_inputs()
-    print("| regions | free parameters | iterations | wall median s | wall min s | CPU median s | F |")
-    print("|---|---|---|---|---|---|---|")
+    print("| regions | free parameters | iterations | wall median s | wall min s | CPU median s | F "
+          "| CPU median s, packaged noise model |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in (2, 3, 6, 9):
         spec, _ = make_spec(n, 0, U)
-        times, cpu = [], []
+        times, cpu, cpu_packaged = [], [], []
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
             r = fit_dcm(spec)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            c0 = time.process_time()
+            fit_dcm(dataclasses.replace(spec, options=NOISE_MODELS["packaged (ar1, hC 1)"]))
+            cpu_packaged.append(time.process_time() - c0)
         n_free = int((r.prior_var > 0).sum())
         print(f"| {n} | {n_free} | {r.n_iterations} | {np.median(times):.3f} | {min(times):.3f} | "
-              f"{np.median(cpu):.3f} | {r.F:.1f} |")
+              f"{np.median(cpu):.3f} | {r.F:.1f} | {np.median(cpu_packaged):.3f} |")
 
 
-def coverage(n_datasets, n=3):
+def coverage(n_datasets, n=3, snrs=(1.0, 2.0, 4.0), rhos=(0.0, 0.5, 0.8)):
+    """90% interval coverage of A/B/C over ``n_datasets`` noise draws per SNR and AR(1) coefficient.
+
+    Noise: AR(1) with coefficient rho, scaled to SD = signal SD / SNR per region.
+    """
     U = block_inputs()
-    hits, errors = [], []
-    for seed in range(n_datasets):
-        spec, (A, B, C) = make_spec(n, seed + 1000, U)
-        r = fit_dcm(spec)
-        truth = r.layout.pack(A, B, C, np.zeros(n), 0.0, 0.0)
-        t = r.parameter_table()
-        keep = (t["free"] & t["name"].str.match("^[ABC]_")).to_numpy()
-        hits.append(((t["ci90_low"] <= truth) & (truth <= t["ci90_high"])).to_numpy()[keep])
-        errors.append((t["posterior_mean"] - truth).to_numpy()[keep])
-    hits, errors = np.array(hits), np.array(errors)
-    names = list(t["name"][keep])
-    print(f"\n90% CI coverage over {n_datasets} datasets ({n} regions, SNR 2): overall {hits.mean():.3f}")
-    for group in ("A", "B", "C"):
-        cols = [i for i, nm in enumerate(names) if nm.startswith(group + "_")]
-        print(f"  {group}: coverage {hits[:, cols].mean():.3f}, RMSE {np.sqrt((errors[:, cols] ** 2).mean()):.3f}")
+    A, B, C = chain_model(n)
+    y0 = simulate_bold(A, B, C, U, DT, TR, N_SCANS)
+    print(f"\n90% CI coverage of A/B/C, {n} regions, {n_datasets} datasets per cell "
+          f"(in brackets: mean estimated noise AR(1) coefficient)")
+    print("| SNR | noise AR(1) | " + " | ".join(NOISE_MODELS) + " |")
+    print("|---|---|" + "---|" * len(NOISE_MODELS))
+    for snr, rho in itertools.product(snrs, rhos):
+        cells = []
+        for options in NOISE_MODELS.values():
+            hits, rho_hat = [], []
+            for seed in range(n_datasets):
+                rng = np.random.default_rng(seed + 1000)
+                e = lfilter([1.0], [1.0, -rho], rng.standard_normal(y0.shape), axis=0)
+                y = y0 + e / e.std(axis=0) * y0.std(axis=0) / snr
+                spec = DCMSpec(Y=y, U=U, U_dt=DT, TR=TR, a=np.ones((n, n)), b=(B != 0).astype(float),
+                               c=(C != 0).astype(float), options=options)
+                r = fit_dcm(spec)
+                truth = r.layout.pack(A, B, C, np.zeros(n), 0.0, 0.0)
+                t = r.parameter_table()
+                keep = (t["free"] & t["name"].str.match("^[ABC]_")).to_numpy()
+                hits.append(((t["ci90_low"] <= truth) & (truth <= t["ci90_high"])).to_numpy()[keep])
+                rho_hat.append(r.noise_ar1.mean())
+            cells.append(f"{np.mean(hits):.2f} ({np.mean(rho_hat):.2f})")
+        print(f"| {snr:g} | {rho:g} | " + " | ".join(cells) + " |")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--coverage", type=int, default=0, help="number of datasets for the coverage check")
+    parser.add_argument("--coverage", type=int, default=0,
+                        help="datasets per SNR and noise correlation for the coverage check (0: skip)")
     args = parser.parse_args()
     timing(args.repeats)
     if args.coverage:

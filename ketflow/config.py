@@ -181,16 +181,20 @@ class DCMModel(_Strict):
 
 
 class DCMOptionsConfig(_Strict):
-    """Inversion options: see ``ketflow.dcm.spec.DCMOptions``. SPM12's defaults, except that the
-    noise log-precisions are optimised to convergence in each iteration (``m_step: newton``;
-    ``fisher`` reproduces SPM12's scheme exactly, see docs/dcm.md)."""
+    """Inversion options: see ``ketflow.dcm.spec.DCMOptions``. SPM12's priors and defaults except
+    for the noise model, chosen for calibrated credible intervals (docs/dcm.md, "Noise model"):
+    serially correlated noise (``noise: ar1``), a weak hyperprior on the noise log-precision
+    (``hC: 1`` instead of 1/128) and noise log-precisions optimised to convergence in each
+    iteration (``m_step: newton``). ``{noise: iid, hC: 0.0078125, m_step: fisher}`` is SPM12
+    exactly."""
 
     centre: bool = False
     hE: float = 6.0
-    hC: float = Field(default=1.0 / 128, gt=0)
+    hC: float = Field(default=1.0, gt=0)
     maxit: int = Field(default=128, ge=1)
     maxnodes: int = Field(default=8, ge=1)
     m_step: Literal["fisher", "newton"] = "newton"
+    noise: Literal["iid", "ar1"] = "ar1"
 
 
 def _check_mask(label: str, matrix, n: int, regions) -> None:

@@ -28,8 +28,8 @@ def test_default_model_and_model_space_in_interface_layout():
     assert model["b"] == [[[0, 0], [0, 0]], [[0, 1], [0, 0]]]  # [input][to][from]: fearful amygdala -> vmPFC
     assert model["c"] == [[0, 0], [1, 0]]  # [to][input]: faces -> amygdala_L
     assert model["delays"] == [0.0, 0.0] and "d" not in model
-    assert model["options"] == {"centre": False, "hE": 6.0, "hC": 1 / 128, "maxit": 128, "maxnodes": 8,
-                                "m_step": "newton"}
+    assert model["options"] == {"centre": False, "hE": 6.0, "hC": 1.0, "maxit": 128, "maxnodes": 8,
+                                "m_step": "newton", "noise": "ar1"}
     space = model["model_space"]
     assert set(space) == {"no-fear-modulation", "no-top-down", "no-fear-modulation-no-top-down"}
     assert space["no-fear-modulation"]["b"] == [[[0, 0], [0, 0]], [[0, 0], [0, 0]]]
@@ -58,6 +58,7 @@ def test_options_delays_and_nonlinear_terms_reach_the_model(tmp_path):
     ({"options": {"hC": 0}}, "hC"),
     ({"options": {"maxit": 0}}, "maxit"),
     ({"options": {"m_step": "gradient"}}, "m_step"),
+    ({"options": {"noise": "ar2"}}, "noise"),
     ({"options": {"tolerance": 1}}, "tolerance"),
     ({"delays": [0.0]}, "dcm.delays must list 2"),
     ({"d": {"thalamus": [[0, 0], [0, 0]]}}, "dcm.d names regions ['thalamus']"),

@@ -73,6 +73,46 @@ def test_recovery_and_coverage_at_snr2(noisy_fits):
     assert np.mean(hits) >= 0.6
 
 
+def _coverage(fits):
+    truth = fits[0].layout.pack(A_TRUE, B_TRUE, C_TRUE, np.zeros(2), 0.0, 0.0)
+    hits = []
+    for r in fits:
+        table = r.parameter_table()
+        keep = (table["free"] & table["name"].str.match("^[ABC]_")).to_numpy()
+        hits.append(((table["ci90_low"] <= truth) & (truth <= table["ci90_high"])).to_numpy()[keep])
+    return float(np.mean(hits))
+
+
+def test_ar1_noise_model_restores_interval_coverage(design):
+    """Serially correlated noise (AR(1), rho 0.7, SNR 2): SPM's i.i.d. model with its tight noise
+    hyperprior covers the truth in about half the cases; the two-pass AR(1) model with a weak
+    hyperprior (the packaged configuration) estimates rho from the residuals and restores
+    coverage near the nominal 90 % (docs/dcm.md: measured 0.52 -> 0.95). On white noise its
+    rho estimate stays near 0."""
+    from scipy.signal import lfilter
+
+    from ketflow.dcm.spec import DCMOptions
+
+    U, y0 = design
+    ar1 = DCMOptions(noise="ar1", hC=1.0, m_step="newton")
+    fits = {"spm": [], "ar1": []}
+    for seed in range(10):
+        e = lfilter([1.0], [1.0, -0.7], np.random.default_rng(seed).standard_normal(y0.shape), axis=0)
+        y = y0 + e / e.std(axis=0) * y0.std(axis=0) / 2
+        fits["spm"].append(fit_dcm(_spec(U, y)))
+        fits["ar1"].append(fit_dcm(_spec(U, y, options=ar1)))
+    rho = np.array([r.noise_ar1 for r in fits["ar1"]])
+    assert np.all(fits["spm"][0].noise_ar1 == 0)
+    assert abs(rho.mean() - 0.7) < 0.1
+    assert _coverage(fits["ar1"]) >= 0.85
+    assert _coverage(fits["ar1"]) > _coverage(fits["spm"]) + 0.2
+    white = fit_dcm(_spec(U, y0 + np.random.default_rng(0).standard_normal(y0.shape) * y0.std(axis=0) / 2,
+                          options=ar1))
+    assert np.all(white.noise_ar1 < 0.1)
+    with pytest.raises(ValueError, match="noise"):
+        fit_dcm(_spec(U, y0, options=DCMOptions(noise="ar2")))
+
+
 def test_noiseless_data_recovers_truth(design):
     U, y0 = design
     r = fit_dcm(_spec(U, y0))

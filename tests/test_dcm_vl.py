@@ -51,6 +51,42 @@ def test_linear_gaussian_model_gives_exact_posterior_and_evidence():
     assert post.Eh[0] == pytest.approx(-np.log(sigma2), abs=1e-6)
 
 
+def test_ar1_noise_gives_the_exact_posterior_and_evidence_of_the_correlated_model():
+    """With known AR(1) noise correlations (one per response column), the posterior and F are
+    those of the linear-Gaussian model with covariance exp(-h) R(rho) per column: the
+    Prais-Winsten whitening and its log-determinant are exact."""
+    from scipy.linalg import block_diag, toeplitz
+
+    rng = np.random.default_rng(3)
+    n, k = 80, 3
+    X = rng.standard_normal((n, k))
+    pE, pV = np.zeros(k), np.array([1.0, 2.0, 0.5])
+    theta = np.array([0.7, -1.0, 0.3])
+    sigma2, rho = np.array([0.2, 0.5]), np.array([0.6, 0.3])
+    R = [toeplitz(r ** np.arange(n)) for r in rho]
+    noise = np.column_stack([np.linalg.cholesky(s2 * Rr) @ rng.standard_normal(n) for s2, Rr in zip(sigma2, R)])
+    # two responses sharing the parameters: response j is X @ theta scaled by j + 1
+    y = np.column_stack([X @ theta, 2 * X @ theta]) + noise
+
+    def predict(thetas):
+        base = thetas @ X.T
+        return np.stack([base, 2 * base], axis=-1)
+
+    post = variational_laplace(y, predict, pE, pV, hE=-np.log(sigma2), hC=1e-10, maxit=64, noise_ar1=rho)
+    G = np.vstack([X, 2 * X])  # stacked response columns
+    pC = np.diag(pV)
+    S = G @ pC @ G.T + block_diag(*(s2 * Rr for s2, Rr in zip(sigma2, R)))
+    K = pC @ G.T @ np.linalg.inv(S)
+    yv = y.T.ravel()
+    log_evidence = -0.5 * (yv @ np.linalg.solve(S, yv) + np.linalg.slogdet(S)[1] + 2 * n * np.log(2 * np.pi))
+    assert post.converged
+    np.testing.assert_allclose(post.Ep, K @ yv, atol=1e-6)
+    np.testing.assert_allclose(post.Cp, pC - K @ G @ pC, atol=1e-8)
+    assert post.F == pytest.approx(log_evidence, abs=1e-3)
+    with pytest.raises(ValueError, match="noise_ar1"):
+        variational_laplace(y, predict, pE, pV, noise_ar1=[0.5, 1.0])
+
+
 def test_divergent_predictions_are_rejected_without_nan_or_warnings():
     """Parameter sets whose 'integration' overflows (θ ≥ 2.9 here, inf and NaN) are rejected like
     SPM's step rejection: the data pull θ to 3.0, beyond the wall, so steps and finite-difference

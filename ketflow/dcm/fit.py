@@ -10,6 +10,19 @@ Posterior probabilities follow SPM12: ``Pp = P(|θ| > prior mean)`` under the
 Gaussian posterior, i.e. ``Φ((|Ep| - pE) / sd)``, which is P(θ ≠ 0) in the
 usual sense for every parameter whose prior mean is 0 (for switched-on
 off-diagonal A, whose prior mean is 1/128 Hz, the threshold is 1/128).
+
+Serially correlated noise (``options.noise = "ar1"``, not in SPM12): a deterministic DCM's
+residuals carry whatever the model leaves out -- spontaneous neuronal fluctuations, smooth
+physiological noise -- filtered by the haemodynamics, so they are autocorrelated, and the
+i.i.d. likelihood then counts every scan as independent evidence and makes the posterior
+overconfident. The model is first inverted with white noise; each region's lag-1
+autocorrelation of the residuals (after the confounds) gives its AR(1) coefficient
+(Yule-Walker, clipped to [0, 0.9]: a negative estimate is set to 0 so that sampling noise
+cannot narrow the intervals), and the model is inverted again from the prior with that
+noise correlation (:func:`ketflow.dcm.vl.variational_laplace`), as a GLM is refitted after
+estimating AR(1) from its OLS residuals (Friston et al. 2002, NeuroImage 16:484-512; as
+nilearn's ``FirstLevelModel(noise_model="ar1")``). The hyperprior keeps its meaning (the
+marginal noise variance).
 """
 
 from __future__ import annotations
@@ -27,8 +40,9 @@ from .model import HEMO, ParameterLayout
 from .priors import constrain_to_modes, dcm_fmri_priors, mode_projection
 from .spec import DCMSpec, preprocess_data
 
-LOGGER = logging.getLogger("ketflow.dcm")
 from .vl import variational_laplace
+
+LOGGER = logging.getLogger("ketflow.dcm")
 
 __all__ = ["DCMResult", "fit_dcm"]
 
@@ -58,6 +72,7 @@ class DCMResult:
     y_predicted : array (n_scans, n) model prediction (preprocessed units,
         without confounds); Y : the preprocessed data; scale : SPM's data scaling.
     noise_variance : array (n,) = exp(-Eh); Eh : log noise precisions.
+    noise_ar1 : array (n,) AR(1) coefficient of each region's noise (zeros for ``noise="iid"``).
     trace : per-iteration records (accepted, F - F0, predicted dF).
     """
 
@@ -86,6 +101,7 @@ class DCMResult:
     confounds_beta: np.ndarray
     noise_variance: np.ndarray
     Eh: np.ndarray
+    noise_ar1: np.ndarray | None = None
     trace: list = field(default_factory=list)
     elapsed_s: float = math.nan
 
@@ -143,6 +159,7 @@ class DCMResult:
                 "Vp": self.Vp,
                 "Pp": self.Pp,
                 "noise_variance": self.noise_variance,
+                "noise_ar1": self.noise_ar1,
                 "data_scale": self.scale,
                 "parameters": table.to_dict(orient="records"),
                 "param_names": self.param_names,
@@ -153,6 +170,21 @@ class DCMResult:
                 "trace": self.trace,
             }
         )
+
+
+def _confound_fit(X0, beta, shape) -> np.ndarray:
+    """X0 β per region (n_scans, n_regions); zeros without confounds."""
+    if X0 is None or np.size(beta) == 0:
+        return np.zeros(shape)
+    X0 = np.asarray(X0, dtype=float).reshape(shape[0], -1)
+    return X0 @ np.asarray(beta).reshape(shape[1], -1).T
+
+
+def residual_ar1(residuals: np.ndarray, max_rho: float = 0.9) -> np.ndarray:
+    """Lag-1 Yule-Walker autocorrelation of each column of ``residuals`` (n_scans, n), clipped to [0, max_rho]."""
+    e = residuals - residuals.mean(axis=0)
+    rho = (e[1:] * e[:-1]).sum(axis=0) / np.maximum((e * e).sum(axis=0), np.finfo(float).tiny)
+    return np.clip(rho, 0.0, max_rho)
 
 
 def fit_dcm(spec: DCMSpec) -> DCMResult:
@@ -178,17 +210,28 @@ def fit_dcm(spec: DCMSpec) -> DCMResult:
     schedule = make_schedule(spec.processed_inputs(), spec.U_dt, spec.TR, spec.n_scans, spec.delays, nsteps=nsteps)
     TE = spec.TE if spec.options.use_acquisition_te else HEMO["TE"]
     opts = spec.options
-    post = variational_laplace(
-        Y,
-        lambda thetas: predict_bold(thetas, layout, schedule, TE=TE),
-        pE,
-        pC,
-        X0=spec.X0,
-        hE=opts.hE,
-        hC=opts.hC,
-        maxit=opts.maxit,
-        m_step=opts.m_step,
-    )
+    if opts.noise not in ("iid", "ar1"):
+        raise ValueError(f"options.noise must be 'iid' or 'ar1', not {opts.noise!r}")
+
+    def invert(noise_ar1):
+        return variational_laplace(
+            Y,
+            lambda thetas: predict_bold(thetas, layout, schedule, TE=TE),
+            pE,
+            pC,
+            X0=spec.X0,
+            hE=opts.hE,
+            hC=opts.hC,
+            maxit=opts.maxit,
+            m_step=opts.m_step,
+            noise_ar1=noise_ar1,
+        )
+
+    post = invert(None)
+    noise_ar1 = np.zeros(layout.n)
+    if opts.noise == "ar1":
+        noise_ar1 = residual_ar1(Y - post.prediction - _confound_fit(spec.X0, post.beta, Y.shape))
+        post = invert(noise_ar1)
     Vp = np.clip(np.diag(post.Cp), 0, None)
     Pp = _posterior_probability(post.Ep, Vp, pE)
     y_pred = predict_bold(post.Ep, layout, schedule, TE=TE)
@@ -229,6 +272,7 @@ def fit_dcm(spec: DCMSpec) -> DCMResult:
         confounds_beta=post.beta,
         noise_variance=np.exp(-post.Eh),
         Eh=post.Eh,
+        noise_ar1=noise_ar1,
         trace=post.trace,
         elapsed_s=elapsed_s,
     )

@@ -33,6 +33,8 @@ class DCMOptions:
         iteration: "fisher" (SPM12's scheme, the default) or "newton" (to
         convergence; robust when the noise is far above its prior expectation),
         see :func:`ketflow.dcm.vl.variational_laplace`.
+    noise : "iid" (SPM12: white noise per region) or "ar1": serially correlated noise,
+        estimated in two passes (see :func:`ketflow.dcm.fit.fit_dcm`).
     """
 
     centre: bool = False
@@ -42,6 +44,7 @@ class DCMOptions:
     maxnodes: int = 8
     use_acquisition_te: bool = False
     m_step: str = "fisher"
+    noise: str = "iid"
 
 
 def preprocess_data(Y):

@@ -5,7 +5,10 @@ free energy and the Laplace approximation", NeuroImage 34:220-234; the scheme
 of SPM12's ``spm_nlsi_GN``:
 
 * model ``y = g(θ) + X0 β + e`` with ``e_r ~ N(0, exp(-h_r) I)`` for each
-  response column r (one precision component per region);
+  response column r (one precision component per region); optionally
+  ``e_r ~ N(0, exp(-h_r) R(ρ_r))`` with ``R`` the correlation matrix of an AR(1)
+  process of known coefficient ρ_r (``noise_ar1``; SPM12 has no such option: it
+  is ketflow's, for serially correlated residuals, see below);
 * Gaussian priors ``θ ~ N(pE, pC)``, an almost flat prior on the confound
   coefficients β (precision 1e-8) and ``h ~ N(hE, hC)``;
 * E-step: Gauss-Newton ascent on F with Levenberg-Marquardt-like
@@ -23,6 +26,12 @@ of SPM12's ``spm_nlsi_GN``:
   hyperparameter complexity;
 * stop when the predicted increase of F has been below 0.1 four iterations
   in a row, or after ``maxit`` iterations.
+
+With ``noise_ar1``, residuals and Jacobian are whitened per response by the
+Prais-Winsten transform scaled to unit marginal variance (``w_0 = e_0``,
+``w_t = (e_t - ρ e_{t-1}) / sqrt(1 - ρ²)``, so ``W'W = R⁻¹`` and ``exp(-h)`` stays
+the marginal noise variance the hyperprior refers to), and the accuracy term gains
+``log|W| = -(n - 1)/2 · log(1 - ρ²)`` per response. With ρ = 0 the scheme is SPM's.
 
 The model Jacobian is taken by forward differences (step e^-8) along the
 eigenvectors of the prior covariance with non-zero variance (the free
@@ -99,7 +108,28 @@ def _free_subspace(pC: np.ndarray) -> np.ndarray:
     return W[:, w > 1e-12 * max(w.max(), 0)]
 
 
-def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit=128, m_step="fisher"):
+def _ar1_whitener(rho: np.ndarray, ns: int):
+    """Whitening of region-stacked vectors (rows ``r·ns + t``) by AR(1) coefficients ``rho`` (n_resp,).
+
+    Returns ``(whiten, log_det)``: ``whiten(x)`` for x (n_resp·ns,) or (n_resp·ns, q), and
+    ``log|W|`` summed over responses (nats).
+    """
+    rho = np.asarray(rho, dtype=float)
+    gain = 1.0 / np.sqrt(1.0 - rho**2)
+    nr = rho.size
+
+    def whiten(x):
+        x3 = x.reshape(nr, ns, -1)
+        out = np.empty_like(x3)
+        out[:, 0] = x3[:, 0]
+        out[:, 1:] = (x3[:, 1:] - rho[:, None, None] * x3[:, :-1]) * gain[:, None, None]
+        return out.reshape(x.shape)
+
+    return whiten, float(-(ns - 1) / 2 * np.log(1.0 - rho**2).sum())
+
+
+def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit=128, m_step="fisher",
+                        noise_ar1=None):
     """Invert ``y = predict(θ) + X0 β + e`` by variational Laplace.
 
     Parameters
@@ -122,6 +152,9 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
         whichever one the last step lands on, can then reject every later parameter
         step). "newton": Newton steps on the observed curvature of the (concave)
         objective in h until they are below 1e-6, so F is evaluated at the optimum of h.
+    noise_ar1 : float or array (n_resp,), optional
+        Known AR(1) coefficient of each response's noise, in (-1, 1); None or 0: white noise
+        (SPM12's model).
 
     Returns
     -------
@@ -154,6 +187,10 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
     p = np.concatenate([np.zeros(n_p), Eu])
     h = hE.copy()
     region = np.repeat(np.arange(nr), ns)
+    rho = np.zeros(nr) if noise_ar1 is None else np.broadcast_to(np.asarray(noise_ar1, dtype=float), (nr,))
+    if np.any(np.abs(rho) >= 1):
+        raise ValueError(f"noise_ar1 must lie in (-1, 1), got {rho}")
+    whiten, log_det_whitener = _ar1_whitener(rho, ns)
 
     def evaluate(p_vec):
         """Prediction and Jacobian at p_vec; ``bad`` when either is not finite or explodes."""
@@ -195,6 +232,8 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
 
         e = yv - f - dfdu @ p[iu]
         J = -np.hstack([dfdp, dfdu])
+        if np.any(rho):
+            e, J = whiten(e), whiten(J)
         # per-response blocks of J'J, J'e and e'e
         JJ = np.stack([J[region == r].T @ J[region == r] for r in range(nr)])
         ee = np.array([e[region == r] @ e[region == r] for r in range(nr)])
@@ -225,8 +264,8 @@ def variational_laplace(y, predict, pE, pC, X0=None, hE=6.0, hC=1.0 / 128, maxit
                 if np.max(np.abs(dh)) < 1e-6:
                     break
 
-        # accuracy (log|iS|/2 with iS = diag(prec) repeated over samples), complexities
-        L1 = ns * np.log(prec).sum() / 2 - (prec * ee).sum() / 2 - ny * np.log(2 * np.pi) / 2
+        # accuracy (log|iS|/2 with iS = W' diag(prec) W, prec repeated over samples), complexities
+        L1 = ns * np.log(prec).sum() / 2 + log_det_whitener - (prec * ee).sum() / 2 - ny * np.log(2 * np.pi) / 2
         L2 = _logdet_abs(ipC @ Cp) / 2 - p @ ipC @ p / 2
         L3 = _logdet_abs(ihC @ Ch) / 2 - d @ ihC @ d / 2
         F = float(L1 + L2 + L3)
