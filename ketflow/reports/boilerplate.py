@@ -46,6 +46,8 @@ REFERENCES = {
             "connectivity estimates. NeuroImage 189:1-18.",
     "friston_dcm": "Friston KJ, Harrison L, Penny W (2003). Dynamic causal modelling. NeuroImage 19:1273-1302.",
     "stephan": "Stephan KE, et al. (2007). Comparing hemodynamic models with DCM. NeuroImage 38:387-401.",
+    "friston_ar": "Friston KJ, et al. (2002). Classical and Bayesian inference in neuroimaging: applications. "
+                  "NeuroImage 16:484-512.",
     "friston_vl": "Friston K, et al. (2007). Variational free energy and the Laplace approximation. "
                   "NeuroImage 34:220-234.",
     "friston_peb": "Friston KJ, et al. (2016). Bayesian model reduction and empirical Bayes for group (DCM) "
@@ -136,6 +138,16 @@ def _roi_paragraph(config: AnalysisConfig) -> str:
         "Each region was resampled to the BOLD grid of every run (nearest neighbour), intersected with that "
         f"run's brain mask and required at least {_plural(circuit.min_voxels, 'voxel')}; its signal was {signal}."
     )
+
+
+def _dcm_noise_sentence(options) -> str:
+    """The DCM's observation-noise model and hyperprior, in words."""
+    prior = f"a log-precision hyperprior of mean {options.hE:g} and variance {options.hC:g}"
+    if options.noise == "ar1":
+        return ("Each region's observation noise was modelled as a first-order autoregressive process whose "
+                "coefficient was estimated from the residuals of a first inversion before the model was inverted "
+                f"again (as for AR(1) GLMs, Friston et al. 2002), with {prior}. ")
+    return f"Each region's observation noise was i.i.d. with {prior}. "
 
 
 def _connectivity_paragraph(config: AnalysisConfig, fc_tasks: list[str]) -> tuple[str, list[str]]:
@@ -252,13 +264,14 @@ def methods(config: AnalysisConfig, tasks: list[str] | None = None, *,
         used += cited
         paragraphs.append(("Functional connectivity", text))
     if config.measures.dcm and config.dcm.task in tasks:
-        used += ["friston_dcm", "stephan", "friston_vl"]
+        used += ["friston_dcm", "stephan", "friston_vl"] + (["friston_ar"] if config.dcm.options.noise == "ar1" else [])
         paragraphs.append((
             "Dynamic causal modelling",
             f"A deterministic bilinear DCM (Friston et al. 2003) of regions {', '.join(config.dcm.regions)} with "
             f"inputs {', '.join(config.dcm.inputs)} in task '{config.dcm.task}' was inverted with variational "
             "Laplace (Friston et al. 2007) under SPM12's priors and hemodynamic model (Stephan et al. 2007). "
-            "Region signals were first eigenvariates of the grand-mean scaled BOLD after adjustment for the "
+            + _dcm_noise_sentence(config.dcm.options)
+            + "Region signals were first eigenvariates of the grand-mean scaled BOLD after adjustment for the "
             "confounds (cosine high-pass, nuisance regressors and one regressor per censored volume), which also "
             "entered the DCM's confound matrix, as SPM's volume-of-interest extraction does"
             + (f"; models {', '.join(m.name for m in config.dcm.model_space)} were scored against the full "
