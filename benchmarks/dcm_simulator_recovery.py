@@ -28,7 +28,6 @@ import json
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -39,23 +38,13 @@ import pandas as pd
 
 from ketflow.config import load_config
 from ketflow.dcm import DCMSpec, fit_dcm
+from ketflow.interfaces import run_in
 from ketflow.interfaces.confounds import SelectConfounds
 from ketflow.interfaces.dcm import ExtractVOI, FitDCM, build_spec
 from ketflow.interfaces.rois import BuildROIs
 from ketflow.io.write import write_json
 from ketflow.simulate.bids import run_files
 from ketflow.workflows.bold import dcm_model_json
-
-
-@contextmanager
-def _cwd(path: Path):
-    old = os.getcwd()
-    path.mkdir(parents=True, exist_ok=True)
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def dcm_path(files: dict, config, work: Path) -> dict:
@@ -65,21 +54,19 @@ def dcm_path(files: dict, config, work: Path) -> dict:
     den = config.denoising
     rois_spec = write_json(work / "rois.json", {"min_voxels": config.circuit.min_voxels})
     n_volumes = nib.load(files["bold"]).shape[3]
-    with _cwd(work / "rois"):
-        rois = BuildROIs(bold_ref=files["boldref"], brain_mask=files["mask"], roi_definition=str(rois_spec)).run()
-    with _cwd(work / "confounds"):
-        conf = SelectConfounds(confounds_tsv=files["confounds"], confounds_json=files["confounds_json"],
-                               strategy=den.strategy, fd_threshold=den.fd_threshold,
-                               min_contiguous=den.min_contiguous, n_volumes=n_volumes).run()
-    with _cwd(work / "voi"):
-        voi = ExtractVOI(bold_file=files["bold"], brain_mask=files["mask"], regions=config.dcm.regions,
-                         labels_file=rois.outputs.labels_file, labels_tsv=rois.outputs.labels_tsv,
-                         repetition_time=files["tr"], high_pass_s=config.glm.high_pass_s,
-                         confounds=conf.outputs.regressors_tsv).run()
-    with _cwd(work / "dcm"):
-        dcm = FitDCM(timeseries=voi.outputs.timeseries, confounds=voi.outputs.confounds_out, events=files["events"],
-                     repetition_time=files["tr"], start_time=files["start_time"], model=dcm_model_json(config)).run()
-    return json.loads(Path(dcm.outputs.out_json).read_text())
+    rois = run_in(BuildROIs(bold_ref=files["boldref"], brain_mask=files["mask"], roi_definition=str(rois_spec)),
+                  work / "rois")
+    conf = run_in(SelectConfounds(confounds_tsv=files["confounds"], confounds_json=files["confounds_json"],
+                                  strategy=den.strategy, fd_threshold=den.fd_threshold,
+                                  min_contiguous=den.min_contiguous, n_volumes=n_volumes), work / "confounds")
+    voi = run_in(ExtractVOI(bold_file=files["bold"], brain_mask=files["mask"], regions=config.dcm.regions,
+                            labels_file=rois.labels_file, labels_tsv=rois.labels_tsv,
+                            repetition_time=files["tr"], high_pass_s=config.glm.high_pass_s,
+                            confounds=conf.regressors_tsv), work / "voi")
+    dcm = run_in(FitDCM(timeseries=voi.timeseries, confounds=voi.confounds_out, events=files["events"],
+                        repetition_time=files["tr"], start_time=files["start_time"], model=dcm_model_json(config)),
+                 work / "dcm")
+    return json.loads(Path(dcm.out_json).read_text())
 
 
 def noise_free_series(bids: Path, sub: str, ses: str, task: str) -> pd.DataFrame:

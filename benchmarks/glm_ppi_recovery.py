@@ -36,9 +36,7 @@ Prints a JSON summary (also written to OUT/recovery.json) and a Markdown table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ketflow.config import load_config
+from ketflow.interfaces import run_in
 from ketflow.interfaces.confounds import SelectConfounds
 from ketflow.interfaces.glm import FirstLevelGLM, load_task_design, task_settings
 from ketflow.interfaces.ppi import GPPI
@@ -73,27 +72,14 @@ VARIANTS = {  # name -> (ROI signal, deconvolve, noise model); the configuration
 }
 
 
-@contextlib.contextmanager
-def working_directory(path: Path):
-    path.mkdir(parents=True, exist_ok=True)
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield path
-    finally:
-        os.chdir(old)
-
-
 def prepare(files: dict, config, specs: dict, n_volumes: int, work: Path) -> dict:
     """ROIs on the run's grid and the run's GLM confounds, as the participant workflow makes them."""
     den = config.denoising
-    with working_directory(work / "rois"):
-        rois = BuildROIs(bold_ref=files["boldref"], brain_mask=files["mask"],
-                         roi_definition=specs["rois"]).run().outputs
-    with working_directory(work / "confounds"):
-        conf = SelectConfounds(confounds_tsv=files["confounds"], confounds_json=files["confounds_json"],
-                               strategy=den.strategy, fd_threshold=den.fd_threshold,
-                               min_contiguous=den.min_contiguous, n_volumes=n_volumes).run().outputs
+    rois = run_in(BuildROIs(bold_ref=files["boldref"], brain_mask=files["mask"], roi_definition=specs["rois"]),
+                  work / "rois")
+    conf = run_in(SelectConfounds(confounds_tsv=files["confounds"], confounds_json=files["confounds_json"],
+                                  strategy=den.strategy, fd_threshold=den.fd_threshold,
+                                  min_contiguous=den.min_contiguous, n_volumes=n_volumes), work / "confounds")
     return {"labels": rois.labels_file, "labels_tsv": rois.labels_tsv, "regressors": conf.regressors_tsv}
 
 
@@ -103,12 +89,11 @@ def faces_estimates(files, prep, config, work: Path) -> dict:
     out = {}
     for variant, (signal, deconvolve, noise_model) in VARIANTS.items():
         settings["noise_model"] = noise_model
-        with working_directory(work / variant):
-            res = GPPI(bold_file=files["bold"], brain_mask=files["mask"], labels_file=prep["labels"],
-                       labels_tsv=prep["labels_tsv"], signal=signal, events_file=files["events"], tr=files["tr"],
-                       start_time=files["start_time"], confounds_file=prep["regressors"],
-                       task_config=json.dumps(settings), seeds=["amygdala_L", "amygdala_R"],
-                       deconvolve=deconvolve).run().outputs
+        res = run_in(GPPI(bold_file=files["bold"], brain_mask=files["mask"], labels_file=prep["labels"],
+                          labels_tsv=prep["labels_tsv"], signal=signal, events_file=files["events"], tr=files["tr"],
+                          start_time=files["start_time"], confounds_file=prep["regressors"],
+                          task_config=json.dumps(settings), seeds=["amygdala_L", "amygdala_R"],
+                          deconvolve=deconvolve), work / variant)
         out[variant] = pd.read_csv(res.stats_tsv, sep="\t")
     return out
 
@@ -136,11 +121,10 @@ def noise_free_estimates(bids: Path, sub: str, ses: str, files: dict, prep: dict
 def conflict_estimate(files, prep, config, n_volumes: int, truth_betas: dict, work: Path) -> tuple[float, float]:
     """(estimated, true) dACC incongruent-gt-congruent."""
     task_json = task_config_json(config, "conflict")
-    with working_directory(work / "glm"):
-        res = FirstLevelGLM(bold_file=files["bold"], brain_mask=files["mask"], events_file=files["events"],
-                            tr=files["tr"], start_time=files["start_time"], confounds_file=prep["regressors"],
-                            task_config=task_json, labels_file=prep["labels"],
-                            labels_tsv=prep["labels_tsv"]).run().outputs
+    res = run_in(FirstLevelGLM(bold_file=files["bold"], brain_mask=files["mask"], events_file=files["events"],
+                               tr=files["tr"], start_time=files["start_time"], confounds_file=prep["regressors"],
+                               task_config=task_json, labels_file=prep["labels"], labels_tsv=prep["labels_tsv"]),
+                 work / "glm")
     table = pd.read_csv(res.roi_tsv, sep="\t").set_index(["roi", "contrast"])
     estimate = float(table.loc[("dACC", "incongruent-gt-congruent"), "effect"])
     design = load_task_design(files["events"], files["tr"], n_volumes, files["start_time"], None,

@@ -9,8 +9,6 @@ numbers in docs/denoising_connectivity.md) with slack for 4 runs.
 from __future__ import annotations
 
 import json
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -23,6 +21,7 @@ from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
 from sklearn.covariance import EmpiricalCovariance
 
 from ketflow.config import load_config
+from ketflow.interfaces import run_in
 from ketflow.interfaces.connectivity import Connectivity
 from ketflow.interfaces.denoise import Denoise, read_mask, read_masked_bold
 from ketflow.interfaces.rois import BuildROIs, ExtractROISignals
@@ -37,17 +36,6 @@ from ketflow.workflows.base import write_run_specs
 RUNS = [("sub-01", "pre"), ("sub-01", "post"), ("sub-02", "pre"), ("sub-02", "post")]
 
 
-@contextmanager
-def _cwd(path: Path):
-    path.mkdir(parents=True, exist_ok=True)
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield path
-    finally:
-        os.chdir(old)
-
-
 
 @pytest.fixture(scope="module")
 def rest(tmp_path_factory):
@@ -60,16 +48,15 @@ def rest(tmp_path_factory):
     runs = []
     for sub, ses in RUNS:
         paths = run_files(root, sub.removeprefix("sub-"), ses, "rest")
-        with _cwd(base / "work" / f"{sub}_{ses}"):
-            built = BuildROIs(bold_ref=paths["boldref"], brain_mask=paths["mask"],
-                              roi_definition=specs["rois"]).run().outputs
-            den = Denoise(bold_file=paths["bold"], brain_mask=paths["mask"],
-                          confounds_tsv=paths["confounds"], confounds_json=paths["confounds_json"],
-                          strategy_json=specs["denoise_rest"], tr=2.0).run().outputs
-            ext = ExtractROISignals(denoised_file=den.denoised_file, brain_mask=paths["mask"],
-                                    labels_file=built.labels_file, labels_tsv=built.labels_tsv).run().outputs
-            con = Connectivity(timeseries=ext.timeseries, coverage=ext.coverage,
-                               denoise_qc=den.qc_json).run().outputs
+        work = base / "work" / f"{sub}_{ses}"
+        built = run_in(BuildROIs(bold_ref=paths["boldref"], brain_mask=paths["mask"], roi_definition=specs["rois"]),
+                       work)
+        den = run_in(Denoise(bold_file=paths["bold"], brain_mask=paths["mask"], confounds_tsv=paths["confounds"],
+                             confounds_json=paths["confounds_json"], strategy_json=specs["denoise_rest"], tr=2.0),
+                     work)
+        ext = run_in(ExtractROISignals(denoised_file=den.denoised_file, brain_mask=paths["mask"],
+                                       labels_file=built.labels_file, labels_tsv=built.labels_tsv), work)
+        con = run_in(Connectivity(timeseries=ext.timeseries, coverage=ext.coverage, denoise_qc=den.qc_json), work)
         relmat = con.relmat_files[con.measures.index("pearsoncorrelation")]
         rest_truth = truth["subjects"][sub]["sessions"][ses]["rest"]
         runs.append({**paths, "labels": built.labels_file, "timeseries": ext.timeseries,
