@@ -1,17 +1,20 @@
-"""What the nuisance design costs gPPI recovery on noise-free signals, by confound set.
+"""What the nuisance design costs gPPI recovery, by confound set, without and with noise.
 
 For every faces run of a simulated dataset (``--bids``, e.g. the one
 ``glm_ppi_recovery.py`` wrote), the simulator's *noise-free* ROI signals
-(``sourcedata/truth``) are fitted by the deconvolved gPPI (amygdala_L -> vmPFC,
-``fearful-gt-shapes``) with the run's conditions and cosines plus one confound set
-at a time, taken from the run's ``SelectConfounds`` output (36P + FD spikes, the
-packaged strategy) or generated at random; the script reports Pearson r of the
-estimates with the true modulation B across runs, OLS and AR(1). Without noise any
+(``sourcedata/truth``) and the run's ROI means of the simulated images (mean of the
+voxels' percent signal change, the ``GPPI`` interface's ``mean`` signal) are fitted by
+the deconvolved gPPI (amygdala_L -> vmPFC, ``fearful-gt-shapes``) with the run's
+conditions and cosines plus one confound set at a time, taken from the run's
+``SelectConfounds`` output (36P + FD spikes, the packaged strategy) or generated at
+random; the script reports Pearson r of the estimates with the true modulation B
+across runs, OLS and AR(1) (noisy signals: AR(1), the default). Without noise any
 loss is the design's: what a confound set removes of the smooth task-related
-signal. Random sets have the size of 36P (36 columns) plus the run's spikes:
-white noise, or random walks (as smooth as head-motion traces).
+signal; with noise, whether the set removes more noise than signal. Random sets
+have the size of 36P (36 columns) plus the run's spikes: white noise, or random
+walks (as smooth as head-motion traces).
 
-Run (about 1 minute for 40 runs on one core once the confounds exist)::
+Run (about 2 minutes for 40 runs on one core)::
 
     PYTHONPATH=. NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
         python benchmarks/gppi_confound_cost.py --bids /tmp/glm_ppi_recovery/bids --out /tmp/gppi_confounds
@@ -24,6 +27,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -71,6 +75,18 @@ CONFOUND_SETS = {
 }
 
 
+def image_roi_means(bold_file: str, labels_file: str, labels_tsv: str, names: list[str]) -> pd.DataFrame:
+    """Mean over each ROI's voxels of the voxels' percent signal change (n_scans, len(names))."""
+    bold = np.asarray(nib.load(bold_file).dataobj, dtype=np.float64)
+    labels = np.asarray(nib.load(labels_file).dataobj)
+    index = pd.read_csv(labels_tsv, sep="\t").set_index("name")["index"]
+    out = {}
+    for name in names:
+        voxels = bold[labels == index[name]]  # (n_voxels, n_scans)
+        out[name] = (100 * (voxels / voxels.mean(axis=1, keepdims=True) - 1)).mean(axis=0)
+    return pd.DataFrame(out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bids", type=Path, required=True, help="simulated dataset with faces runs")
@@ -92,7 +108,9 @@ def main(argv=None):
             confounds = pd.read_csv(prep["regressors"], sep="\t")
             signals = pd.read_csv(args.bids / "sourcedata" / "truth" / sub_key / f"ses-{ses}"
                                   / f"{sub_key}_ses-{ses}_task-faces_desc-noisefree_timeseries.tsv", sep="\t")
-            signals = signals[["vmPFC", "amygdala_L"]]
+            signals = {"noise-free": signals[["vmPFC", "amygdala_L"]],
+                       "images": image_roi_means(files["bold"], prep["labels"], prep["labels_tsv"],
+                                                 ["vmPFC", "amygdala_L"])}
             B = session["faces"]["ppi_modulation"]["seeds"]["amygdala_L"]["fearful"]
             for name, make in CONFOUND_SETS.items():
                 added = make(confounds, rng)
@@ -102,21 +120,24 @@ def main(argv=None):
                     added.to_csv(path, sep="\t", index=False)
                 design = load_task_design(files["events"], files["tr"], n_volumes, files["start_time"],
                                           str(path) if path else None, settings)
-                for noise_model in ("ols", "ar1"):
-                    table = roi_to_roi_gppi(signals, design, ["amygdala_L"], CONTRAST, True, noise_model)
+                for data, noise_model in (("noise-free", "ols"), ("noise-free", "ar1"), ("images", "ar1")):
+                    table = roi_to_roi_gppi(signals[data], design, ["amygdala_L"], CONTRAST, True, noise_model)
                     effect = table[(table["target"] == "vmPFC") & (table["contrast"] == "fearful-gt-shapes")]
-                    rows.append({"confounds": name, "noise_model": noise_model, "subject": sub, "session": ses,
-                                 "columns": 0 if added is None else added.shape[1],
+                    rows.append({"confounds": name, "data": data, "noise_model": noise_model, "subject": sub,
+                                 "session": ses, "columns": 0 if added is None else added.shape[1],
                                  "estimate": float(effect["effect"].iloc[0]), "B": B})
     runs = pd.DataFrame(rows)
     runs.to_csv(args.out / "runs.tsv", sep="\t", index=False)
-    print(f"| confounds added to conditions + cosines | columns (median) | r with B, OLS | r with B, AR(1) |  "
-          f"({runs[['subject', 'session']].drop_duplicates().shape[0]} runs)")
-    print("|---|---|---|---|")
+    n_runs = runs[["subject", "session"]].drop_duplicates().shape[0]
+    print(f"r with B across {n_runs} runs\n")
+    print("| confounds added to conditions + cosines | columns (median) | noise-free, OLS | noise-free, AR(1) "
+          "| images, AR(1) |")
+    print("|---|---|---|---|---|")
     for name in CONFOUND_SETS:
         part = runs[runs["confounds"] == name]
-        r = {nm: np.corrcoef(g["estimate"], g["B"])[0, 1] for nm, g in part.groupby("noise_model")}
-        print(f"| {name} | {int(part['columns'].median())} | {r['ols']:.2f} | {r['ar1']:.2f} |")
+        r = {key: np.corrcoef(g["estimate"], g["B"])[0, 1] for key, g in part.groupby(["data", "noise_model"])}
+        print(f"| {name} | {int(part['columns'].median())} | {r[('noise-free', 'ols')]:.2f} | "
+              f"{r[('noise-free', 'ar1')]:.2f} | {r[('images', 'ar1')]:.2f} |")
 
 
 if __name__ == "__main__":
