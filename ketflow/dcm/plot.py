@@ -91,5 +91,8 @@ def plot_dcm(result: DCMResult, threshold: float = 0.95) -> Figure:
     axb.set_yticks(y, table["name"], fontsize=8)
     axb.axvline(0, color="black", lw=0.8)
     axb.set_xlabel("posterior mean with 90% credible interval (Hz; A_ii: log scale)")
-    axb.set_title("Connectivity parameters")
+    noise = ", ".join(f"{name} {var:.2g}" for name, var in zip(result.region_names, result.noise_variance))
+    if result.noise_ar1 is not None and np.any(result.noise_ar1):
+        noise += "; AR(1) " + ", ".join(f"{r:.2f}" for r in result.noise_ar1)
+    axb.set_title(f"Connectivity parameters\nnoise variance {noise}", fontsize=9)
     return fig
