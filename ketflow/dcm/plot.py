@@ -13,7 +13,10 @@ __all__ = ["plot_dcm"]
 _INPUT_COLOURS = ["tab:red", "tab:purple", "tab:orange", "tab:green", "tab:brown", "tab:pink"]
 
 
-def _edge(ax, p_from, p_to, text, colour, rad, linestyle="-", radius=0.2):
+def _edge(ax, p_from, p_to, text, colour, rad, linestyle="-", radius=0.2, label_at=0.5):
+    """Arrow from p_from to p_to (matplotlib ``arc3`` curvature ``rad``), labelled at the point a
+    fraction ``label_at`` along the curve (modulatory edges off the middle, so that their labels do
+    not cover the endogenous ones)."""
     start, end = np.asarray(p_from, float), np.asarray(p_to, float)
     direction = (end - start) / np.linalg.norm(end - start)
     a, b = start + direction * radius, end - direction * radius
@@ -23,9 +26,11 @@ def _edge(ax, p_from, p_to, text, colour, rad, linestyle="-", radius=0.2):
             connectionstyle=f"arc3,rad={rad}", linestyle=linestyle,
         )
     )
-    mid = (a + b) / 2
     normal = np.array([direction[1], -direction[0]])
-    ax.text(*(mid + normal * rad * np.linalg.norm(b - a) * 0.55), text, color=colour, fontsize=8,
+    control = (a + b) / 2 + normal * rad * np.linalg.norm(b - a)  # the quadratic Bezier's control point
+    t = label_at
+    on_curve = (1 - t) ** 2 * a + 2 * t * (1 - t) * control + t**2 * b
+    ax.text(*(on_curve + normal * 0.05 * np.sign(rad)), text, color=colour, fontsize=8,
             ha="center", va="center", bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 0.5})
 
 
@@ -59,7 +64,8 @@ def plot_dcm(result: DCMResult, threshold: float = 0.95) -> Figure:
             for k in range(m):
                 if Vp["B"][k, i, j] > 0 and i != j:
                     _edge(ax, pos[j], pos[i], f"{result.input_names[k]}: {Ep['B'][k, i, j]:+.2f}",
-                          colour(Pp["B"][k, i, j], _INPUT_COLOURS[k % len(_INPUT_COLOURS)]), -0.3, "--")
+                          colour(Pp["B"][k, i, j], _INPUT_COLOURS[k % len(_INPUT_COLOURS)]), -0.3, "--",
+                          label_at=0.3 - 0.1 * k)
         outward = pos[i] * 1.65
         for k in range(m):
             if Vp["C"][i, k] > 0:
