@@ -245,6 +245,24 @@ def test_unexpected_error_is_a_message_and_exit_1(tiny_bids, tmp_path, monkeypat
     assert ("rerun with -v" in err) != verbose
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   FileNotFoundError(2, "No usable temporary directory found in ['/tmp']")])
+def test_full_disk_is_named_with_how_to_resume(tiny_bids, tmp_path, monkeypatch, capsys, error):
+    """A full disk (ENOSPC, or tempfile finding no writable directory) is not reported as invalid input."""
+    from ketflow.cli.run import main
+    from ketflow.workflows import participant
+
+    def full(opts, config):
+        raise error
+
+    monkeypatch.setattr(participant, "run_participant_level", full)
+    status = main([str(tiny_bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "ketflow: error: no space left on the device" in err and "invalid inputs" not in err
+    assert str(tmp_path / "work") in err and "rerun the same command to resume" in err
+
+
 def corrupt_bold_crc(bids: Path, task: str) -> Path:
     """Rewrite the gzip CRC-32 of the preprocessed BOLD of sub-01/ses-pre/<task> (the deflate data
     and the length trailer stay intact): bit rot that the length check before the run cannot

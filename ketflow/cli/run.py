@@ -8,6 +8,7 @@ messages, never as a bare traceback; ``-v`` adds the traceback of an unexpected 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -57,6 +58,11 @@ def _unexpected(err: BaseException, opts) -> int:
     return _fail(f"unexpected {type(err).__name__}: {err}\n{where}; Nipype work directory: {opts.work_dir}{hint}", 1)
 
 
+def _out_of_space(err: OSError) -> bool:
+    """Disk full: ENOSPC, or the tempfile module finding no writable temporary directory."""
+    return err.errno == errno.ENOSPC or "No usable temporary directory" in str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ketflow; returns (and, as a console script, exits with) the status code."""
     opts = parse_args(argv)
@@ -91,7 +97,15 @@ def main(argv: list[str] | None = None) -> int:
             from ..workflows.group import run_group_level
 
             status = run_group_level(opts, config)
-    except (InputError, ValueError, FileNotFoundError) as err:
+    except OSError as err:
+        if _out_of_space(err):
+            return _fail(f"no space left on the device ({err}): free space for the work directory "
+                         f"{opts.work_dir}, the output directory {opts.output_dir} and the temporary directory "
+                         f"(TMPDIR), then rerun the same command to resume from the work directory", 1)
+        if isinstance(err, FileNotFoundError):
+            return _fail(f"invalid inputs, nothing was processed: {err}", 1)
+        return _unexpected(err, opts)
+    except (InputError, ValueError) as err:
         detail = f"\n{err}" if isinstance(err, InputError) else f" {err}"
         return _fail(f"invalid inputs, nothing was processed:{detail}", 1)
     except KeyboardInterrupt:
