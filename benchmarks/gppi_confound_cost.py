@@ -27,12 +27,13 @@ import importlib.util
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from ketflow.config import load_config
-from ketflow.interfaces.glm import load_task_design, task_settings
+from ketflow.interfaces.glm import load_task_design, read_labels, scaled_bold, task_settings
+from ketflow.io.boldcache import read_mask, write_bold_cache
+from ketflow.signal.extract import roi_means
 from ketflow.signal.gppi import roi_to_roi_gppi
 from ketflow.simulate.bids import run_files
 from ketflow.workflows.base import write_run_specs
@@ -75,16 +76,16 @@ CONFOUND_SETS = {
 }
 
 
-def image_roi_means(bold_file: str, labels_file: str, labels_tsv: str, names: list[str]) -> pd.DataFrame:
-    """Mean over each ROI's voxels of the voxels' percent signal change (n_scans, len(names))."""
-    bold = np.asarray(nib.load(bold_file).dataobj, dtype=np.float64)
-    labels = np.asarray(nib.load(labels_file).dataobj)
-    index = pd.read_csv(labels_tsv, sep="\t").set_index("name")["index"]
-    out = {}
-    for name in names:
-        voxels = bold[labels == index[name]]  # (n_voxels, n_scans)
-        out[name] = (100 * (voxels / voxels.mean(axis=1, keepdims=True) - 1)).mean(axis=0)
-    return pd.DataFrame(out)
+def image_roi_means(files: dict, prep: dict, settings: dict, work: Path) -> pd.DataFrame:
+    """ROI means of the run's images as the ``GPPI`` interface computes them (``mean`` signal): each
+    in-mask voxel scaled to percent of its mean, averaged over the ROI's voxels (n_scans, n_rois)."""
+    mask = read_mask(files["mask"])
+    labels, names = read_labels(prep["labels"], prep["labels_tsv"], mask)
+    cache = write_bold_cache(files["bold"], mask, work / "bold_cache.npy")
+    try:
+        return pd.DataFrame(roi_means(scaled_bold(cache, settings), labels, len(names)), columns=names)
+    finally:
+        cache.unlink()
 
 
 def main(argv=None):
@@ -104,19 +105,19 @@ def main(argv=None):
         for ses, session in subject["sessions"].items():
             files = run_files(args.bids, sub, ses, "faces")
             n_volumes = session["faces"]["run"]["n_volumes"]
-            prep = recovery.prepare(files, config, specs, n_volumes, args.out / "work" / sub_key / ses)
+            work = args.out / "work" / sub_key / ses
+            prep = recovery.prepare(files, config, specs, n_volumes, work)
             confounds = pd.read_csv(prep["regressors"], sep="\t")
             signals = pd.read_csv(args.bids / "sourcedata" / "truth" / sub_key / f"ses-{ses}"
                                   / f"{sub_key}_ses-{ses}_task-faces_desc-noisefree_timeseries.tsv", sep="\t")
             signals = {"noise-free": signals[["vmPFC", "amygdala_L"]],
-                       "images": image_roi_means(files["bold"], prep["labels"], prep["labels_tsv"],
-                                                 ["vmPFC", "amygdala_L"])}
+                       "images": image_roi_means(files, prep, settings, work)[["vmPFC", "amygdala_L"]]}
             B = session["faces"]["ppi_modulation"]["seeds"]["amygdala_L"]["fearful"]
             for name, make in CONFOUND_SETS.items():
                 added = make(confounds, rng)
                 path = None
                 if added is not None:
-                    path = args.out / "work" / sub_key / ses / "confound_set.tsv"
+                    path = work / "confound_set.tsv"
                     added.to_csv(path, sep="\t", index=False)
                 design = load_task_design(files["events"], files["tr"], n_volumes, files["start_time"],
                                           str(path) if path else None, settings)
