@@ -43,7 +43,7 @@ from ketflow.interfaces.confounds import SelectConfounds
 from ketflow.interfaces.dcm import ExtractVOI, FitDCM, build_spec
 from ketflow.interfaces.rois import BuildROIs
 from ketflow.io.write import write_json
-from ketflow.simulate.bids import run_files
+from ketflow.simulate.bids import noise_free_timeseries, run_files
 from ketflow.workflows.bold import dcm_model_json
 
 
@@ -71,8 +71,7 @@ def dcm_path(files: dict, config, work: Path) -> dict:
 
 def noise_free_series(bids: Path, sub: str, ses: str, task: str) -> pd.DataFrame:
     """The simulator's noise-free regional BOLD (per cent) of a run."""
-    return pd.read_csv(bids / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}" /
-                       f"sub-{sub}_ses-{ses}_task-{task}_desc-noisefree_timeseries.tsv", sep="\t")
+    return pd.read_csv(noise_free_timeseries(bids, sub, ses, task), sep="\t")
 
 
 def voi_agreement(voi: pd.DataFrame, X0: pd.DataFrame, truth: pd.DataFrame) -> dict:

@@ -63,6 +63,7 @@ from ketflow.interfaces.glm import load_task_design, read_labels, scaled_bold, t
 from ketflow.io.boldcache import read_mask, write_bold_cache
 from ketflow.signal.extract import roi_means
 from ketflow.signal.gppi import nuisance_columns, roi_to_roi_gppi
+from ketflow.simulate.bids import noise_free_timeseries
 from ketflow.simulate.dataset import _allocation
 from ketflow.simulate.design import faces_events
 from ketflow.simulate.grid import read_sphere_table
@@ -110,8 +111,7 @@ def extract_runs(bids: Path, work: Path) -> dict:
             cache = write_bold_cache(files["bold"], mask, run_dir / "bold_cache.npy")
             rois = pd.DataFrame(roi_means(scaled_bold(cache, settings), labels, len(names)), columns=names)
             cache.unlink()
-            stem = f"{sub_key}_ses-{ses}_task-faces_desc-noisefree_timeseries.tsv"
-            noise_free = pd.read_csv(bids / "sourcedata" / "truth" / sub_key / f"ses-{ses}" / stem, sep="\t")
+            noise_free = pd.read_csv(noise_free_timeseries(bids, sub, ses, "faces"), sep="\t")
             runs.append({
                 "subject_index": int(sub) - 1, "session": ses, "n_volumes": n, "tr": files["tr"],
                 "start_time": files["start_time"],

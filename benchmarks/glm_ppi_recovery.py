@@ -50,7 +50,7 @@ from ketflow.interfaces.glm import FirstLevelGLM, load_task_design, task_setting
 from ketflow.interfaces.ppi import GPPI
 from ketflow.interfaces.rois import BuildROIs
 from ketflow.signal.gppi import roi_to_roi_gppi
-from ketflow.simulate.bids import run_files
+from ketflow.simulate.bids import noise_free_timeseries, run_files
 from ketflow.workflows.base import write_run_specs
 from ketflow.workflows.bold import task_config_json
 
@@ -104,8 +104,7 @@ def noise_free_estimates(bids: Path, sub: str, ses: str, files: dict, prep: dict
     where recovery is lost between the truth's definition and the noisy data."""
     settings = task_settings(task_config_json(config, "faces"))
     contrasts = {**settings["contrasts"], **EXTRA_CONTRASTS}
-    name = f"sub-{sub}_ses-{ses}_task-faces_desc-noisefree_timeseries.tsv"
-    rois = pd.read_csv(bids / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}" / name, sep="\t")
+    rois = pd.read_csv(noise_free_timeseries(bids, sub, ses, "faces"), sep="\t")
     rois = rois[["vmPFC", "amygdala_L", "amygdala_R"]]
     out = {}
     for design_name, confounds in (("plain", None), ("pipeline", prep["regressors"])):

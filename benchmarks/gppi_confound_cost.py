@@ -35,7 +35,7 @@ from ketflow.interfaces.glm import load_task_design, read_labels, scaled_bold, t
 from ketflow.io.boldcache import read_mask, write_bold_cache
 from ketflow.signal.extract import roi_means
 from ketflow.signal.gppi import roi_to_roi_gppi
-from ketflow.simulate.bids import run_files
+from ketflow.simulate.bids import noise_free_timeseries, run_files
 from ketflow.workflows.base import write_run_specs
 from ketflow.workflows.bold import task_config_json
 
@@ -108,8 +108,7 @@ def main(argv=None):
             work = args.out / "work" / sub_key / ses
             prep = recovery.prepare(files, config, specs, n_volumes, work)
             confounds = pd.read_csv(prep["regressors"], sep="\t")
-            signals = pd.read_csv(args.bids / "sourcedata" / "truth" / sub_key / f"ses-{ses}"
-                                  / f"{sub_key}_ses-{ses}_task-faces_desc-noisefree_timeseries.tsv", sep="\t")
+            signals = pd.read_csv(noise_free_timeseries(args.bids, sub, ses, "faces"), sep="\t")
             signals = {"noise-free": signals[["vmPFC", "amygdala_L"]],
                        "images": image_roi_means(files, prep, settings, work)[["vmPFC", "amygdala_L"]]}
             B = session["faces"]["ppi_modulation"]["seeds"]["amygdala_L"]["fearful"]

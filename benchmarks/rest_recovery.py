@@ -76,8 +76,8 @@ from ketflow.signal.connectivity import pearson
 from ketflow.signal.denoise import TooFewVolumesError, denoise
 from ketflow.signal.extract import extract
 from ketflow.simulate import simulate_dataset
+from ketflow.simulate.bids import noise_free_timeseries, run_files
 
-SPACE = "space-MNI152NLin2009cAsym"
 BAND = [0.01, 0.1]
 
 
@@ -153,20 +153,17 @@ def roi_series(run: dict, names: list[str], setting: dict | None, tr: float, min
 
 def load_run(root: Path, sub: str, ses: str) -> dict:
     """ROI-voxel data (time, ROI voxels) and labels of one rest run, plus its confounds files."""
-    der = root / "derivatives" / "fmriprep" / sub / f"ses-{ses}" / "func"
-    prefix = f"{sub}_ses-{ses}_task-rest"
-    mask_img = nib.load(der / f"{prefix}_{SPACE}_desc-brain_mask.nii.gz")
-    mask = np.asanyarray(mask_img.dataobj) > 0
-    ref = nib.load(der / f"{prefix}_{SPACE}_boldref.nii.gz")
-    roiset = roiset_from_definition({}, ref, mask)
+    label = sub.removeprefix("sub-")
+    files = run_files(root, label, ses, "rest")
+    mask = np.asanyarray(nib.load(files["mask"]).dataobj) > 0
+    roiset = roiset_from_definition({}, nib.load(files["boldref"]), mask)
     labels = roiset.labels[mask]
     inside = labels > 0
-    data = read_masked_bold(der / f"{prefix}_{SPACE}_desc-preproc_bold.nii.gz", mask)[:, inside]
-    truth = root / "sourcedata" / "truth" / sub / f"ses-{ses}" / f"{prefix}_desc-noisefree_timeseries.tsv"
-    noise_free = pd.read_csv(truth, sep="\t")[list(roiset.names)].to_numpy()
-    return {"data": data, "labels": labels[inside], "names": list(roiset.names), "noise_free_series": noise_free,
-            "confounds": der / f"{prefix}_desc-confounds_timeseries.tsv",
-            "confounds_json": der / f"{prefix}_desc-confounds_timeseries.json"}
+    data = read_masked_bold(files["bold"], mask)[:, inside]
+    noise_free = pd.read_csv(noise_free_timeseries(root, label, ses, "rest"), sep="\t")
+    return {"data": data, "labels": labels[inside], "names": list(roiset.names),
+            "noise_free_series": noise_free[list(roiset.names)].to_numpy(),
+            "confounds": Path(files["confounds"]), "confounds_json": Path(files["confounds_json"])}
 
 
 def _corr(a, b) -> float:

@@ -48,6 +48,12 @@ def run_files(bids_dir: Path | str, sub: str, ses: str, task: str) -> dict:
             "tr": float(sidecar["RepetitionTime"]), "start_time": float(sidecar["StartTime"])}
 
 
+def noise_free_timeseries(bids_dir: Path | str, sub: str, ses: str, task: str) -> Path:
+    """Path of a simulated run's noise-free ROI series (``sourcedata/truth``; percent signal change)."""
+    return (Path(bids_dir) / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}"
+            / f"{run_prefix(sub, ses, task)}_desc-noisefree_timeseries.tsv")
+
+
 def slice_timing(n_slices: int, tr: float) -> list[float]:
     """Interleaved ascending acquisition (0, 2, 4, ..., 1, 3, ...) of ``n_slices`` within ``tr``."""
     order = list(range(0, n_slices, 2)) + list(range(1, n_slices, 2))

@@ -128,8 +128,7 @@ class _Run:
 
         series = pd.DataFrame({**{k: np.asarray(signals.get(k, np.zeros(n_scans)))
                                   for k in self.roi_index}, **extra})
-        truth_dir = self.out / "sourcedata" / "truth" / f"sub-{sub}" / f"ses-{ses}"
-        write_tsv(truth_dir / f"{prefix}_desc-noisefree_timeseries.tsv", series)
+        write_tsv(bids.noise_free_timeseries(self.out, sub, ses, task), series)
         run_truth.update({
             "n_dummy_volumes": vol.n_dummy,
             "spike_volumes": vol.spikes,
