@@ -32,6 +32,7 @@ import numpy as np
 
 from scipy.signal import lfilter
 
+from ketflow.config import load_config
 from ketflow.dcm import DCMSpec, fit_dcm, simulate_bold
 from ketflow.dcm.spec import DCMOptions
 
@@ -74,11 +75,13 @@ def make_spec(n, seed, U):
     return spec, (A, B, C)
 
 
-#: noise models compared by ``--coverage``: SPM12's (white noise, tight hyperprior; Newton M-step
-#: as in the packaged configuration) and the packaged configuration's (AR(1), weak hyperprior)
+#: the packaged configuration's inversion options (``dcm.options``)
+PACKAGED = DCMOptions(**load_config().dcm.options.model_dump())
+#: noise models compared by ``--coverage``: SPM12's (white noise, its hyperprior; otherwise the
+#: packaged options, e.g. its M-step) and the packaged configuration's
 NOISE_MODELS = {
-    "SPM12 (iid, hC 1/128)": DCMOptions(m_step="newton"),
-    "packaged (ar1, hC 1)": DCMOptions(m_step="newton", noise="ar1", hC=1.0),
+    "SPM12 (iid, hC 1/128)": dataclasses.replace(PACKAGED, noise="iid", hC=DCMOptions.hC),
+    f"packaged ({PACKAGED.noise}, hC {PACKAGED.hC:g})": PACKAGED,
 }
 
 
@@ -98,7 +101,7 @@ def timing(repeats):
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             c0 = time.process_time()
-            fit_dcm(dataclasses.replace(spec, options=NOISE_MODELS["packaged (ar1, hC 1)"]))
+            fit_dcm(dataclasses.replace(spec, options=PACKAGED))
             cpu_packaged.append(time.process_time() - c0)
         n_free = int((r.prior_var > 0).sum())
         print(f"| {n} | {n_free} | {r.n_iterations} | {np.median(times):.3f} | {min(times):.3f} | "
