@@ -97,15 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             from ..workflows.group import run_group_level
 
             status = run_group_level(opts, config)
-    except OSError as err:
-        if _out_of_space(err):
+    except (ValueError, OSError) as err:  # InputError is a ValueError
+        if isinstance(err, OSError) and _out_of_space(err):
             return _fail(f"no space left on the device ({err}): free space for the work directory "
                          f"{opts.work_dir}, the output directory {opts.output_dir} and the temporary directory "
                          f"(TMPDIR), then rerun the same command to resume from the work directory", 1)
-        if isinstance(err, FileNotFoundError):
-            return _fail(f"invalid inputs, nothing was processed: {err}", 1)
-        return _unexpected(err, opts)
-    except (InputError, ValueError) as err:
+        if not isinstance(err, (ValueError, FileNotFoundError)):
+            return _unexpected(err, opts)
         detail = f"\n{err}" if isinstance(err, InputError) else f" {err}"
         return _fail(f"invalid inputs, nothing was processed:{detail}", 1)
     except KeyboardInterrupt:
