@@ -14,7 +14,7 @@ Run from the repository root::
 Prints a Markdown table (regions, free parameters, iterations, median and
 minimum wall time per fit, median CPU time per fit, F); on a shared machine
 the CPU time is the better measure. SPM12 r7771 under Octave 7.3 takes ~40 s for
-the 3-region reference case (shared/reference/spm_dcm/dcm3_block/results.json).
+the 3-region reference case (tests/data/spm/spm_dcm/dcm3_block/results.json).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ threadpool_limits(1)
 
 TESTS = Path(__file__).resolve().parent
 TINY_CONFIG = TESTS / "data" / "tiny_config.yml"
-REFERENCE = TESTS.parents[1] / "shared" / "reference"
 
 
 def run_cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:

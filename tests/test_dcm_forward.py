@@ -1,7 +1,6 @@
 """Forward model of DCM for fMRI: SPM12 agreement and basic properties."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +10,13 @@ import pytest
 from ketflow.dcm import simulate_bold
 from ketflow.dcm.model import ParameterLayout
 
-# ../shared/reference relative to the project root; KETFLOW_REFERENCE_DIR points elsewhere (e.g. from a worktree)
-REF = Path(os.environ.get("KETFLOW_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference")) \
-    / "spm_dcm"
-# every case folder present (the three known ones are listed when the data are absent, to be skipped)
-CASES = (
-    sorted(p.name for p in REF.iterdir() if (p / "spec.json").is_file())
-    if REF.is_dir()
-    else ["dcm2_block", "dcm2_event", "dcm3_block"]
-)
+# SPM12 reference cases kept in the repository (tests/data/spm/README.md)
+REF = Path(__file__).resolve().parent / "data" / "spm" / "spm_dcm"
+CASES = ["dcm2_block", "dcm2_event", "dcm3_block"]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_prediction_at_spm_estimates_matches_spm(case):
-    if not (REF / case).is_dir():
-        pytest.skip(f"SPM reference data not found at {REF / case}")
     spec = json.loads((REF / case / "spec.json").read_text())
     Ep = json.loads((REF / case / "results.json").read_text())["Ep"]
     U = pd.read_csv(REF / case / "U.csv").to_numpy()

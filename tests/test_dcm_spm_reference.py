@@ -1,7 +1,6 @@
-"""fit_dcm against SPM12 (r7771) on the reference cases in shared/reference/spm_dcm."""
+"""fit_dcm against SPM12 (r7771) on the reference cases in tests/data/spm/spm_dcm."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +11,12 @@ from ketflow.dcm import DCMSpec, fit_dcm
 from ketflow.dcm.priors import dcm_fmri_priors
 from ketflow.dcm.spec import preprocess_data
 
-# ../shared/reference relative to the project root; KETFLOW_REFERENCE_DIR points elsewhere (e.g. from a worktree)
-REF = Path(os.environ.get("KETFLOW_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference")) \
-    / "spm_dcm"
-# every case folder present (the three known ones are listed when the data are absent, to be skipped)
-CASES = (
-    sorted(p.name for p in REF.iterdir() if (p / "spec.json").is_file())
-    if REF.is_dir()
-    else ["dcm2_block", "dcm2_event", "dcm3_block"]
-)
+# SPM12 reference cases kept in the repository (tests/data/spm/README.md)
+REF = Path(__file__).resolve().parent / "data" / "spm" / "spm_dcm"
+CASES = ["dcm2_block", "dcm2_event", "dcm3_block"]
 
 
 def _case(case):
-    if not (REF / case).is_dir():
-        pytest.skip(f"SPM reference data not found at {REF / case}")
     return REF / case
 
 

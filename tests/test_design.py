@@ -15,7 +15,7 @@ from ketflow.signal.design import (
     validate_events,
 )
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "spm_ppi" / "ppi_amygdala_fear"
+REF = Path(__file__).resolve().parent / "data" / "spm" / "spm_ppi" / "ppi_amygdala_fear"
 
 TR = 2.0
 N = 120
@@ -130,11 +130,11 @@ def test_drifts_confounds_and_spm_reference():
     assert len(cosines) == int(np.floor(2 * N * TR / 128))
     assert list(design.matrix.columns[-1:]) == ["constant"]
     np.testing.assert_array_equal(design.matrix["csf"], conf["csf"])
-    if REF.is_dir():  # SPM's 128 s DCT set for 200 scans of 2 s
-        x0 = pd.read_csv(REF / "X0.csv").to_numpy()
-        d200 = make_task_design(faces_events(), 2.0, 200, ["fearful"], high_pass=128)
-        got = d200.matrix[[c for c in d200.matrix if c.startswith("drift_cosine")]].to_numpy()
-        np.testing.assert_allclose(got, x0[:, 1:], atol=1e-12)
+    # SPM's 128 s DCT set for 200 scans of 2 s
+    x0 = pd.read_csv(REF / "X0.csv").to_numpy()
+    d200 = make_task_design(faces_events(), 2.0, 200, ["fearful"], high_pass=128)
+    got = d200.matrix[[c for c in d200.matrix if c.startswith("drift_cosine")]].to_numpy()
+    np.testing.assert_allclose(got, x0[:, 1:], atol=1e-12)
 
 
 @pytest.mark.parametrize(

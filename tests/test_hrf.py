@@ -13,11 +13,9 @@ from ketflow.signal.hrf import (
     spm_hrf_basis,
 )
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "spm_ppi" / "ppi_amygdala_fear"
-needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"SPM reference data not found at {REF}")
+REF = Path(__file__).resolve().parent / "data" / "spm" / "spm_ppi" / "ppi_amygdala_fear"
 
 
-@needs_ref
 def test_canonical_hrf_equals_spm_microtime_hrf():
     spm = pd.read_csv(REF / "hrf_microtime.csv")["hrf"].to_numpy()
     ours = spm_canonical_hrf(0.125)
@@ -25,7 +23,6 @@ def test_canonical_hrf_equals_spm_microtime_hrf():
     np.testing.assert_allclose(ours, spm, rtol=0, atol=1e-12)
 
 
-@needs_ref
 def test_convolution_at_microtime_onset_equals_spm_psychological_regressor():
     u = pd.read_csv(REF / "U.csv")
     psy = u["fear"].to_numpy() - u["neutral"].to_numpy()

@@ -9,8 +9,7 @@ import pytest
 from ketflow.ppi import PPIResult, peb_deconvolve, peb_ppi
 from ketflow.signal.hrf import convolve_microtime, spm_canonical_hrf
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "spm_ppi" / "ppi_amygdala_fear"
-needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"SPM reference data not found at {REF}")
+REF = Path(__file__).resolve().parent / "data" / "spm" / "spm_ppi" / "ppi_amygdala_fear"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,6 @@ def spm_case():
     }
 
 
-@needs_ref
 def test_peb_ppi_matches_spm(spm_case):
     res = peb_ppi(spm_case["seed"], spm_case["psych"], 2.0, spm_case["x0"])
     assert isinstance(res, PPIResult)

@@ -163,7 +163,7 @@ class DCMSpec:
 
     @classmethod
     def from_spm_reference(cls, case_dir) -> DCMSpec:
-        """Read a case folder of ``shared/reference/spm_dcm`` (spec.json, Y, U, X0 CSVs)."""
+        """Read a case folder of ``tests/data/spm/spm_dcm`` (spec.json, Y, U, X0 CSVs)."""
         import pandas as pd
 
         case_dir = Path(case_dir)
