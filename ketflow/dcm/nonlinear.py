@@ -259,7 +259,7 @@ def _integrate(x_const, x_block, M2, indptr, indices, h_values, h_const, h_colsu
                 z[1 + c] += y[c]
 
 
-def local_linear_states(J: np.ndarray, M2: np.ndarray, rows_pattern, steps, dt: float, n: int) -> np.ndarray:
+def local_linear_states(J: np.ndarray, M2: np.ndarray, pattern, steps, dt: float, n: int) -> np.ndarray:
     """States at every event of the nonlinear (D) DCM, batched over parameter sets.
 
     Parameters
@@ -271,7 +271,7 @@ def local_linear_states(J: np.ndarray, M2: np.ndarray, rows_pattern, steps, dt: 
     M2 : array (nb, n, n, n)
         Neuronal second-order operators [modulating region, to, from] (1/s per
         unit activity), see :func:`ketflow.dcm.model.bilinear_operators`.
-    rows_pattern : array (n_events,)
+    pattern : array (n_events,)
         Index into the patterns of the input at each event.
     steps : array (n_events,)
         Micro-time bins to the next event (0 for the last).
@@ -308,7 +308,7 @@ def local_linear_states(J: np.ndarray, M2: np.ndarray, rows_pattern, steps, dt: 
         np.ascontiguousarray(haemo[:, :, 1:][:, rows, cols]),
         np.ascontiguousarray(haemo[:, :, 0]),
         np.abs(haemo[:, :, 1:]).sum(axis=1),
-        np.asarray(rows_pattern, dtype=np.int64),
+        np.asarray(pattern, dtype=np.int64),
         np.asarray(steps, dtype=np.int64),
         float(dt),
         Z,
