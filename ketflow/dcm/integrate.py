@@ -12,9 +12,12 @@ all parameters costs a single pass through the time loop.
 
 With nonlinear (D) terms the Jacobian depends on the neuronal state; the
 update is then the local-linearisation step
-``z + (expm(J dt) - I) J⁻¹ f(z)`` with the exact Jacobian of the
+``z + (expm(J h) - I) J⁻¹ f(z)`` with the exact Jacobian of the
 second-order system, evaluated at every event and at ``nsteps`` extra points
-per scan (like SPM12's ``spm_int_D`` with ``nsteps = round(max(TR, 1))``).
+per scan (``nsteps = round(max(TR, 1))``, the event grid of SPM12's
+``spm_int_D``; SPM's step itself differs, see docs/dcm.md), batched over
+parameter sets like the bilinear path and compiled
+(:mod:`ketflow.dcm.nonlinear`).
 
 Sampling follows SPM12: scan k (from 0) of region j is read at micro-time row
 ``ceil(k·TR/dt) + max(round(delay_j/dt), 1) - 1`` (0-based; the state at the
@@ -127,32 +130,6 @@ def _bilinear_states(J, schedule: Schedule) -> np.ndarray:
     return Z
 
 
-def _nonlinear_states(J, M2, schedule: Schedule, n: int) -> np.ndarray:
-    """Local-linearisation integration with state-dependent neuronal Jacobian."""
-    nb, _, ns, _ = J.shape
-    xs = slice(1, 1 + n)
-    z = np.zeros((nb, ns))
-    z[:, 0] = 1.0
-    Z = np.empty((schedule.rows.size, nb, ns))
-    aug = np.zeros((nb, ns + 1, ns + 1))
-    for i, (p, L) in enumerate(zip(schedule.pattern, schedule.steps)):
-        Z[i] = z
-        if not L:
-            continue
-        x = z[:, xs]
-        F = J[:, p].copy()
-        F[:, xs, xs] += np.einsum("bk,bkij->bij", x, M2)
-        flow = np.einsum("bij,bj->bi", F, z)
-        jac = F.copy()
-        # d/dx_k of (Σ_k x_k D_k) x adds column D_k x
-        jac[:, xs, xs] += np.einsum("bkij,bj->bik", M2, x)
-        h = L * schedule.dt
-        aug[:, 1:, 0] = flow * h
-        aug[:, 1:, 1:] = jac * h
-        z = z + expm(aug)[:, 1:, 0]
-    return Z
-
-
 def predict_bold(theta, layout: ParameterLayout, schedule: Schedule, TE: float = HEMO["TE"]) -> np.ndarray:
     """Predicted BOLD (% signal change) for a batch of parameter vectors.
 
@@ -178,7 +155,10 @@ def predict_bold(theta, layout: ParameterLayout, schedule: Schedule, TE: float =
     J = M0[:, None] + np.einsum("pm,bmij->bpij", schedule.patterns, M1)
     with np.errstate(over="ignore", invalid="ignore"):
         if layout.n_d:
-            Z = _nonlinear_states(J, M2, schedule, n)
+            # compiled (numba), imported here so that bilinear models never load it
+            from .nonlinear import local_linear_states
+
+            Z = local_linear_states(J, M2, schedule.pattern, schedule.steps, schedule.dt, n)
         else:
             Z = _bilinear_states(J, schedule)
         # As spm_int, stop following a trajectory once it diverges (|z|_1 > 1e6).
