@@ -23,6 +23,9 @@ What differs from nilearn, and why:
 * the TFCE and cluster maxima come from :mod:`ketflow.group.cluster_stats` (union-find over the
   masked voxels, numba) instead of 100 ``scipy.ndimage.label`` calls per permutation: 30-40x
   less CPU time for the same values (``benchmarks/voxelwise_permutation_bench.py``);
+* a tested regressor that is not constant is always tested by permuting the rows of the design
+  (exchangeable errors: the two-sample test permutes the arm labels). nilearn sign-flips instead
+  whenever the confounds hold a constant column (an explicit intercept), assuming symmetric errors;
 * rearrangements are drawn up front from one seed (or enumerated exhaustively when there are
   no more distinct ones than requested), so results do not depend on the number of threads;
   nilearn seeds one generator per job and flips signs cumulatively;
