@@ -73,14 +73,11 @@ def tfce_thresholds(values: np.ndarray, two_sided: bool, steps: int = TFCE_STEPS
 
 @njit(cache=True, nogil=True)
 def _find(parent, v):
-    root = v
-    while parent[root] != root:
-        root = parent[root]
-    while parent[v] != root:  # path compression
-        nxt = parent[v]
-        parent[v] = root
-        v = nxt
-    return root
+    """Root of ``v``, halving the path on the way (Tarjan & van Leeuwen 1984)."""
+    while parent[v] != v:
+        parent[v] = parent[parent[v]]
+        v = parent[v]
+    return v
 
 
 @njit(cache=True, nogil=True)
@@ -89,7 +86,7 @@ def _steps_of(values, sign, thresholds):
     ordered by that number, highest first; where each number's voxels begin in that order."""
     n = values.shape[0]
     k_max = thresholds.shape[0]
-    step = np.zeros(n, dtype=np.int64)
+    step = np.zeros(n, dtype=np.int32)
     counts = np.zeros(k_max + 1, dtype=np.int64)
     for v in range(n):
         x = sign * values[v]
@@ -107,7 +104,7 @@ def _steps_of(values, sign, thresholds):
     begin = np.zeros(k_max + 1, dtype=np.int64)
     for k in range(k_max - 1, -1, -1):
         begin[k] = begin[k + 1] + counts[k + 1]
-    order = np.empty(n, dtype=np.int64)
+    order = np.empty(n, dtype=np.int32)
     fill = begin.copy()
     for v in range(n):
         order[fill[step[v]]] = v
@@ -126,12 +123,12 @@ def _tfce_max_one_sign(values, sign, thresholds, nbr, svc, E, H):
     prefix = np.zeros(k_max + 1)  # prefix[k] = sum_{j<=k} h_j ** H
     for k in range(1, k_max + 1):
         prefix[k] = prefix[k - 1] + thresholds[k - 1] ** H
-    parent = np.arange(n)
-    size = np.ones(n, dtype=np.int64)
+    parent = np.arange(n, dtype=np.int32)
+    size = np.ones(n, dtype=np.int32)
     acc = np.zeros(n)
     acc_svc = np.full(n, -np.inf)
     top = np.zeros(n, dtype=np.int32)
-    roots = np.empty(n, dtype=np.int64)
+    roots = np.empty(n, dtype=np.int32)
     n_roots = 0
     for k in range(k_max, 0, -1):
         for i in range(begin[k], begin[k] + counts[k]):
@@ -197,8 +194,8 @@ def _tfce_map_one_sign(values, sign, thresholds, nbr, E, H, out):
     if k_max == 0 or thresholds[k_max - 1] <= 0.0:
         return
     step, order, begin, counts = _steps_of(values, sign, thresholds)
-    parent = np.arange(n)
-    size = np.ones(n, dtype=np.int64)
+    parent = np.arange(n, dtype=np.int32)
+    size = np.ones(n, dtype=np.int32)
     for k in range(k_max, 0, -1):
         for i in range(begin[k], begin[k] + counts[k]):
             v = order[i]
@@ -238,7 +235,7 @@ def tfce_map(values: np.ndarray, nbr: np.ndarray, two_sided: bool = True, E: flo
 def _cluster_labels(values, threshold, two_sided, nbr):
     """Union-find roots of supra-threshold voxels (-1 below), clusters of one sign apart."""
     n = values.shape[0]
-    parent = np.arange(n)
+    parent = np.arange(n, dtype=np.int32)
     sign = np.zeros(n, dtype=np.int8)
     for v in range(n):
         x = values[v]

@@ -23,6 +23,10 @@ from .figures import plot_statmap, save_svg
 
 #: Corrections in the order the report prefers them for figures.
 FIGURE_CORRECTIONS = ("tfceFWE", "voxelFWE", "clusterMassFWE", "svcTfceFWE", "svcVoxelFWE")
+#: Corrections in the order of the report's tables.
+TABLE_CORRECTIONS = ("voxelFWE", "tfceFWE", "clusterMassFWE", "svcVoxelFWE", "svcTfceFWE")
+#: Most tests drawn (those with the most significant voxels); the others are listed with their cluster tables.
+MAX_FIGURE_TESTS = 12
 #: Columns of the cluster tables shown in the report.
 SHOWN_CLUSTER_COLUMNS = ["correction", "sign", "n_voxels", "volume_mm3", "x_mm", "y_mm", "z_mm", "peak_t", "p_fwe",
                          "nearest_roi", "roi_distance_mm", "anatomical_label"]
@@ -71,9 +75,11 @@ def _figures(out_dir: Path, info: dict, label: str, alpha: float) -> list[str]:
     parts = []
     for kind, glass in (("glass", True), ("slices", False)):
         path = folder / "figures" / f"{stem}_desc-{kind}{correction}_figure.svg"
-        fig = plot_statmap(shown, title, threshold, glass=glass, background=_background(t_img) if not glass else None,
-                           cut_coords=cut if not glass else None)
-        save_svg(fig, path)
+        if not path.is_file() or path.stat().st_mtime < max(info["t_map"].stat().st_mtime, logp.stat().st_mtime):
+            fig = plot_statmap(shown, title, threshold, glass=glass,
+                               background=_background(t_img) if not glass else None,
+                               cut_coords=cut if not glass else None)
+            save_svg(fig, path)
         rel = path.relative_to(out_dir).as_posix()
         parts.append(f'<div class="figure"><object type="image/svg+xml" data="{rel}"></object>'
                      f'<div class="caption"><a href="{rel}">{html.escape(path.name)}</a></div></div>')
@@ -118,29 +124,34 @@ def voxelwise_section(out_dir: Path, config: AnalysisConfig) -> list[str]:
            if sloppy else "")
         + f"; family-wise error (α = {v.alpha:g}, {'two' if v.two_sided else 'one'}-sided) by voxel-level max |t|"
         + (", TFCE" if v.tfce else "")
-        + (f", cluster mass at p < {v.cluster_forming_p:g}" if v.cluster_forming_p else "")
+        + (f", cluster mass at p &lt; {v.cluster_forming_p:g}" if v.cluster_forming_p else "")
         + (" and small-volume correction within the circuit ROIs" if v.small_volume else "")
         + ". Tests and reasons: <a href=\"group/voxelwise/analyses.tsv\">analyses.tsv</a>.</p>")
     ran = analyses[analyses["status"] == "run"]
-    rows, details = [], []
+    rows, significant = [], []
     for row in ran.itertuples(index=False):
         info = _test_row(folder, row)
         if info is None:
             rows.append({"test": row.clusters, "subjects": row.n_subjects, "status": "outputs missing (see logs/crash/)"})
             continue
         meta = info["meta"]
-        label = _label(meta)
-        summary = {"test": label, "subjects": meta["NSubjects"],
+        counts = meta.get("SignificantVoxels", {})
+        summary = {"test": _label(meta), "subjects": meta["NSubjects"],
                    "rearrangements": meta["Permutation"]["Rearrangements"]}
-        summary.update({f"{c} voxels": n for c, n in meta.get("SignificantVoxels", {}).items()})
+        summary.update({f"{c} voxels": counts[c] for c in TABLE_CORRECTIONS if c in counts})
         rows.append(summary)
-        if any(meta.get("SignificantVoxels", {}).values()):
-            clusters = _read(info["clusters"])
-            details += [f"<h3>{html.escape(label)}</h3>",
-                        f"<p>{meta['NSubjects']} subjects, {html.escape(meta['Model']['Formula'])}; "
-                        f"<a href=\"group/voxelwise/{info['clusters'].name}\">cluster table</a>.</p>",
-                        *_figures(Path(out_dir), info, label, v.alpha),
-                        _html_table(clusters[[c for c in SHOWN_CLUSTER_COLUMNS if c in clusters.columns]])]
+        if any(counts.values()):
+            significant.append((max(counts.values()), info))
+    significant.sort(key=lambda item: -item[0])
+    details = []
+    for rank, (_, info) in enumerate(significant):
+        meta, label = info["meta"], _label(info["meta"])
+        clusters = _read(info["clusters"])
+        details += [f"<h4>{html.escape(label)}</h4>",
+                    f"<p>{meta['NSubjects']} subjects, {html.escape(meta['Model']['Formula'])}; "
+                    f"<a href=\"group/voxelwise/{info['clusters'].name}\">cluster table</a>.</p>",
+                    *(_figures(Path(out_dir), info, label, v.alpha) if rank < MAX_FIGURE_TESTS else []),
+                    _html_table(clusters[[c for c in SHOWN_CLUSTER_COLUMNS if c in clusters.columns]])]
     parts += [f"<p>{len(ran)} test(s) run, {int((analyses['status'] == 'skipped').sum())} skipped.</p>",
               _html_table(pd.DataFrame(rows))]
     skipped = analyses[analyses["status"] == "skipped"]
@@ -149,7 +160,11 @@ def voxelwise_section(out_dir: Path, config: AnalysisConfig) -> list[str]:
                      + _html_table(skipped[["family", "task", "contrast", "seed", "design", "session", "reason"]])
                      + "</details>")
     if details:
-        parts += ["<h3>Significant results</h3>", *details]
+        parts += ["<h3>Significant results</h3>",
+                  f"<p>{len(significant)} test(s) with voxels significant after FWE correction, the most extensive "
+                  f"first; figures for the first {min(len(significant), MAX_FIGURE_TESTS)} (the t map where the "
+                  "first available of TFCE, voxel, cluster-mass, small-volume TFCE and small-volume voxel FWE "
+                  "is significant).</p>", *details]
     else:
         parts.append("<p>No voxel is significant after family-wise error correction in any test.</p>")
     return parts

@@ -58,6 +58,8 @@ FORMULAS = {"one_sample": "map ~ 1", "paired_change": "(followup - baseline) ~ 1
             "arm_by_change": "(followup - baseline) ~ 1 + arm"}
 #: Bytes per voxel of one loaded map held during a node's work (maps, smoothed copies, 4-D stacks).
 BYTES_PER_MAP_VOXEL = 8 * 4
+#: Fewest permutations for which a node uses --nprocs threads (below, one thread and nodes in parallel).
+THREADED_PERMUTATIONS = 1000
 
 
 @dataclass
@@ -345,9 +347,12 @@ def add_voxelwise(workflow: pe.Workflow, plan: VoxelwisePlan | None, config: Ana
                                                  **ANALYSIS_COLUMNS}),
                        name="ds_voxelwise_analyses", run_without_submitting=True)
     workflow.connect(table, "analyses", ds_table, "in_file")
+    # A node's permutations share --nprocs threads when there are enough of them to pay for it;
+    # with few (--sloppy), the nodes run side by side instead.
+    threads = opts.nprocs if config.group.voxelwise.n_permutations >= THREADED_PERMUTATIONS else 1
     for label, (path, entities, memory, designs) in plan.runnable.items():
-        node = pe.Node(VoxelwiseSecondLevel(analysis_json=path, n_jobs=opts.nprocs), name=f"voxelwise_{label}",
-                       n_procs=opts.nprocs, mem_gb=memory)
+        node = pe.Node(VoxelwiseSecondLevel(analysis_json=path, n_jobs=threads), name=f"voxelwise_{label}",
+                       n_procs=threads, mem_gb=memory)
         ds_mask = _sink_node(workflow, f"ds_voxelwise_{label}_mask", group_dir, digest, entities, "mask", ".nii.gz",
                              {"Description": "group mask: voxels inside every included subject's first-level map"})
         workflow.connect(node, "mask", ds_mask, "in_file")
