@@ -29,7 +29,7 @@ No paths: the interface (:mod:`ketflow.interfaces.voxelwise`) reads and writes t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
@@ -87,7 +87,6 @@ class SecondLevelResult:
     contrast: str
     n_voxels: int
     n_svc_voxels: int
-    extra: dict = field(default_factory=dict)
 
 
 def check_same_grid(images: list, names: list[str]) -> None:
