@@ -189,6 +189,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-perm", type=int, default=100)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--null-only", action="store_true", help="only null studies (error rates)")
     parser.add_argument("--quick", action="store_true", help="N = 20, 5 studies, 50 permutations")
     args = parser.parse_args(argv)
     if args.quick:
@@ -196,7 +198,7 @@ def main(argv=None) -> int:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     settings = Settings(n_permutations=args.n_perm)
     started, cpu = time.monotonic(), time.process_time()
-    for kind in KINDS:
+    for kind in args.kinds:
         cal = calibrate(args.bids, args.out, kind)
         print(f"calibration {kind}: {cal['n_maps']} maps, target {cal['target']} ({int(cal['roi'].sum())} voxels): "
               f"ROI mean = {cal['slope']:.3f} x truth + {cal['intercept']:.3f} (r = {cal['r_roi_truth']:.2f}); "
@@ -208,19 +210,21 @@ def main(argv=None) -> int:
         for n in args.subjects:
             rng = np.random.default_rng([args.seed, n, len(kind)])
             tallies = {}
-            for null in (False, True):
+            for null in ((True,) if args.null_only else (False, True)):
                 for _ in range(args.studies):
                     pre, post, arm = simulate_study(rng, cal, n, null)
                     result = evaluate_study(cal, pre, post, arm, settings, args.n_jobs, KINDS[kind][3])
                     for design, row in result.items():
                         tallies.setdefault((null, design), []).append(row)
             for design in ("paired_change", "arm_by_change"):
-                effect, nulls = tallies[(False, design)], tallies[(True, design)]
-                detect = ", ".join(f"{c} {np.mean([r[c]['target'] for r in effect]):.2f}" for c in CORRECTIONS)
-                outside = ", ".join(f"{c} {np.mean([r[c]['outside'] for r in effect]):.2f}" for c in CORRECTIONS)
+                effect, nulls = tallies.get((False, design), []), tallies[(True, design)]
+                detect = ", ".join(f"{c} {np.mean([r[c]['target'] for r in effect]):.2f}" for c in CORRECTIONS) \
+                    if effect else "not run"
+                outside = ", ".join(f"{c} {np.mean([r[c]['outside'] for r in effect]):.2f}" for c in CORRECTIONS) \
+                    if effect else "not run"
                 fwe = ", ".join(f"{c} {np.mean([r[c]['any'] for r in nulls]):.3f}" for c in CORRECTIONS)
                 unc = np.mean([r["uncorrected_rate"] for r in nulls])
-                print(f"N={n} {kind} {design} ({args.studies} effect + {args.studies} null studies, "
+                print(f"N={n} {kind} {design} ({len(effect)} effect + {len(nulls)} null studies, "
                       f"{args.n_perm} rearrangements)\n  detection in {cal['target']} (right sign): {detect}\n"
                       f"  effect studies, significant > {OUTSIDE_MM:g} mm from {cal['target']}: {outside}\n"
                       f"  null studies, any significant voxel (FWE): {fwe}\n"
