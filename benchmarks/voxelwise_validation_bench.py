@@ -160,13 +160,15 @@ def simulate_study(rng, cal, n: int, null: bool):
     return pre, post, np.array(arm)
 
 
-def evaluate_study(cal, pre, post, arm, settings, n_jobs, sign) -> dict:
+def evaluate_study(cal, pre, post, arm, settings, n_jobs, sign, designs=("paired_change", "arm_by_change")) -> dict:
     change = difference_images(post, pre)
     mask = common_mask(pre + post)
     svc = (cal["labels"] > 0) & mask
     far = distance_transform_edt(~cal["roi"], sampling=cal["voxel_mm"]) > OUTSIDE_MM
     out = {}
     for design, contrast in (("paired_change", "intercept"), ("arm_by_change", "arm")):
+        if design not in designs:
+            continue
         matrix = design_matrix(design, len(change), arm=arm if design == "arm_by_change" else None)
         result = second_level(change, matrix, contrast, mask, settings=settings, svc=svc, n_jobs=n_jobs)
         t = np.asanyarray(result.maps[("t", None)].dataobj)
@@ -191,12 +193,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--null-only", action="store_true", help="only null studies (error rates)")
+    parser.add_argument("--designs", nargs="+", default=["paired_change", "arm_by_change"],
+                        choices=["paired_change", "arm_by_change"])
     parser.add_argument("--quick", action="store_true", help="N = 20, 5 studies, 50 permutations")
     args = parser.parse_args(argv)
     if args.quick:
         args.subjects, args.studies, args.n_perm = [20], 5, 50
     print(f"load average at start: {os.getloadavg()}", flush=True)
-    settings = Settings(n_permutations=args.n_perm)
     started, cpu = time.monotonic(), time.process_time()
     for kind in args.kinds:
         cal = calibrate(args.bids, args.out, kind)
@@ -211,12 +214,15 @@ def main(argv=None) -> int:
             rng = np.random.default_rng([args.seed, n, len(kind)])
             tallies = {}
             for null in ((True,) if args.null_only else (False, True)):
-                for _ in range(args.studies):
+                for study in range(args.studies):
                     pre, post, arm = simulate_study(rng, cal, n, null)
-                    result = evaluate_study(cal, pre, post, arm, settings, args.n_jobs, KINDS[kind][3])
+                    # a new draw of rearrangements per study: the rates are the method's, not one draw's
+                    settings = Settings(n_permutations=args.n_perm, seed=args.seed * 100003 + study)
+                    result = evaluate_study(cal, pre, post, arm, settings, args.n_jobs, KINDS[kind][3],
+                                            args.designs)
                     for design, row in result.items():
                         tallies.setdefault((null, design), []).append(row)
-            for design in ("paired_change", "arm_by_change"):
+            for design in args.designs:
                 effect, nulls = tallies.get((False, design), []), tallies[(True, design)]
                 detect = ", ".join(f"{c} {np.mean([r[c]['target'] for r in effect]):.2f}" for c in CORRECTIONS) \
                     if effect else "not run"
