@@ -321,6 +321,37 @@ class GroupModel(_Strict):
         return self
 
 
+#: Map families and designs of the voxelwise second level (``group.voxelwise``).
+VOXELWISE_MAPS = ("activation", "gppi", "fc")
+VOXELWISE_DESIGNS = ("one_sample", "paired_change", "arm_by_change")
+
+
+class Voxelwise(_Strict):
+    """Voxelwise second-level maps (``group.voxelwise``; docs/group.md, "Voxelwise second level").
+
+    ``maps``, ``contrasts`` and ``seeds`` are checked against the configuration and the
+    participant-level outputs when the group level plans its analyses: one that names nothing
+    is refused there (listed with the reason) while the other analyses run.
+    """
+
+    enabled: bool = True
+    maps: list[str] = Field(default_factory=lambda: list(VOXELWISE_MAPS))
+    designs: list[Literal["one_sample", "paired_change", "arm_by_change"]] = Field(
+        default_factory=lambda: list(VOXELWISE_DESIGNS), min_length=1)
+    contrasts: dict[str, list[str]] | None = None
+    seeds: list[str] | None = None
+    smoothing_fwhm: float = Field(default=6.0, ge=0)
+    n_permutations: int = Field(default=5000, ge=1)
+    tfce: bool = True
+    cluster_forming_p: float | None = Field(default=0.001, gt=0, lt=1)
+    two_sided: bool = True
+    small_volume: bool = True
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_subjects: int = Field(default=6, ge=3)
+    min_per_arm: int = Field(default=3, ge=2)
+    seed: int = 0
+
+
 class Group(_Strict):
     models: list[GroupModel] = Field(default_factory=lambda: [GroupModel(name="change")], min_length=1)
     l1_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9, 1.0], min_length=1)
@@ -335,6 +366,7 @@ class Group(_Strict):
     max_missing_fraction: float = Field(default=0.25, ge=0, le=1)
     min_subjects: int = Field(default=6, ge=4)
     seed: int = 0
+    voxelwise: Voxelwise = Field(default_factory=Voxelwise)
 
     @field_validator("l1_ratios")
     @classmethod
@@ -505,12 +537,15 @@ SLOPPY_GROUP = {"n_permutations": 20, "n_bootstrap": 20, "n_alphas": 20}
 
 
 def sloppy_config(config: AnalysisConfig) -> AnalysisConfig:
-    """A copy of ``config`` with the group resampling cut to :data:`SLOPPY_GROUP` (testing only).
+    """A copy of ``config`` with the group resampling cut to :data:`SLOPPY_GROUP` (testing only;
+    the voxelwise permutations to its ``n_permutations``).
 
     The copy has its own digest, so its outputs are told apart from the full analysis's.
     """
     group = config.group.model_copy(update={k: min(getattr(config.group, k), v) for k, v in SLOPPY_GROUP.items()})
-    return config.model_copy(update={"group": group})
+    voxelwise = group.voxelwise.model_copy(
+        update={"n_permutations": min(group.voxelwise.n_permutations, SLOPPY_GROUP["n_permutations"])})
+    return config.model_copy(update={"group": group.model_copy(update={"voxelwise": voxelwise})})
 
 
 def load_config(path: Path | str | None = None) -> AnalysisConfig:

@@ -36,6 +36,7 @@ from ..io.collect import collect_measures, read_exclusions
 from ..io.derivatives import bids_label
 from ..io.write import write_json, write_text, write_tsv
 from .execution import run_workflow
+from .group_voxelwise import add_voxelwise, plan_voxelwise, summary_lines
 
 LOGGER = logging.getLogger("ketflow")
 
@@ -367,7 +368,9 @@ def run_group_level(opts, config: AnalysisConfig) -> int:
         print(f"Group report rebuilt: {out_dir / 'group.html'}")
         return status
     inputs = prepare_inputs(opts, config, Path(opts.work_dir) / "ketflow_group_inputs")
+    voxelwise = plan_voxelwise(opts, config, Path(opts.work_dir) / "ketflow_group_inputs" / "voxelwise")
     workflow = init_group_wf(inputs, config, opts)
+    add_voxelwise(workflow, voxelwise, config, opts)
     crash_files = run_workflow(workflow, opts, out_dir / "logs" / "crash")
     write_text(citation, group_methods_text(config))
     report_failed = build_group_report(out_dir, config)
@@ -375,6 +378,7 @@ def run_group_level(opts, config: AnalysisConfig) -> int:
     lines = [f"ketflow group level: {int((models['status'] == 'run').sum())} model(s) fitted, "
              f"{int((models['status'] == 'skipped').sum())} skipped."]
     lines += [f"  skipped {r.model}: {r.reason}" for r in models.itertuples() if r.status == "skipped"]
+    lines += summary_lines(voxelwise)
     if crash_files:
         lines.append(f"{len(crash_files)} node(s) FAILED; crash files:")
         lines += [f"  {p}" for p in crash_files]
