@@ -23,7 +23,9 @@ import warnings
 
 import numpy as np
 
-from ketflow.dcm.peb import between_subject_design, fit_peb, peb_leave_one_out, reduce_peb
+from ketflow.dcm.peb import between_subject_design, fit_peb
+from ketflow.dcm.peb_loo import peb_leave_one_out
+from ketflow.dcm.peb_reduce import reduce_peb
 from ketflow.group.predict import (
     ModelSpec,
     design_matrix,

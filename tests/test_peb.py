@@ -1,17 +1,19 @@
-"""Tests of ketflow.dcm.peb on exactly linear-Gaussian synthetic first levels."""
+"""Tests of ketflow.dcm.peb on exactly linear-Gaussian synthetic first levels.
+
+The default scheme is SPM12's (``method="spm"``; equality with SPM's own outputs is tested in
+test_peb_spm_reference.py); the exact-in-β scheme (``method="exact"``) is tested where its
+closed form applies. The second-level reductions use ``greedy="subsets"`` where a test asks for
+the recovery of every true effect: SPM's shortcut (``greedy="spm"``) can prune a true effect
+together with many absent ones (docs/dcm.md), which ``test_spm_shortcut_documented`` records.
+"""
 
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from ketflow.dcm.peb import (
-    between_subject_design,
-    fit_peb,
-    peb_conditional,
-    peb_leave_one_out,
-    precision_components,
-    reduce_peb,
-)
+from ketflow.dcm.peb import between_subject_design, fit_peb, peb_conditional, precision_components
+from ketflow.dcm.peb_loo import peb_leave_one_out
+from ketflow.dcm.peb_reduce import reduce_peb
 from ketflow.group.synthetic import synthetic_dcm_posteriors
 
 P = 3
@@ -39,12 +41,12 @@ B_TRUE = np.array([[0.10, 0.20, -0.10],    # group mean
                    [0.0, 0.0, 0.0]])       # arm × clinical: none
 
 
-@pytest.fixture(scope="module")
-def effect_fit():
+@pytest.fixture(scope="module", params=["spm", "exact"])
+def effect_fit(request):
     X = design(40)
     qE, qC, _, _ = simulate(B_TRUE, X, seed=1)
-    peb = fit_peb(qE, qC, PE, PC, X, components="all")
-    return peb, reduce_peb(peb)
+    peb = fit_peb(qE, qC, PE, PC, X, components="all", method=request.param)
+    return peb, reduce_peb(peb, greedy="subsets")
 
 
 def test_conditional_posterior_equals_closed_form_hierarchical_gls():
@@ -127,10 +129,11 @@ def test_group_mean_is_kept_unless_searched():
     B[0] = [0.0, 0.0, 0.02]  # no or weak group means: a joint search would prune them
     qE, qC, _, _ = simulate(B, X, seed=6)
     peb = fit_peb(qE, qC, PE, PC, X)
-    red = reduce_peb(peb)
+    red = reduce_peb(peb, search="covariates")
     np.testing.assert_array_equal(red.Pp[0], 1.0)
     assert red.models[:, :P].all()
-    joint = reduce_peb(peb, search="all")
+    joint = reduce_peb(peb)  # SPM's default: every parameter, the group mean included
+    np.testing.assert_array_equal(joint.Pp, reduce_peb(peb, search="all").Pp)
     assert joint.Pp[0, 0] < 0.5
     with pytest.raises(ValueError, match="search"):
         reduce_peb(peb, search="nothing")
@@ -200,7 +203,12 @@ def test_leave_one_out_predicts_clinical_change():
     qE, qC, _, _ = simulate(B, X, seed=4)
     loo = peb_leave_one_out(qE, qC, PE, PC, X, column=1)
     assert loo.r > 0.6 and loo.p < 0.01
-    assert np.all(loo.predicted_sd > 0) and np.all(loo.predicted_sd < X[:, 1].std(ddof=1))
+    assert loo.levels.size == 0  # a continuous column: no level probabilities
+    # SPM's prior of the predicted value has variance 4 var(x) + 1 (exp(-3) after refinement)
+    assert np.all(loo.predicted_sd > 0) and np.all(loo.predicted_sd < np.sqrt(4 * X[:, 1].var(ddof=1)))
+    exact = peb_leave_one_out(qE, qC, PE, PC, X, column=1, method="exact")
+    assert exact.r > 0.6 and exact.p < 0.01
+    assert np.all(exact.predicted_sd > 0) and np.all(exact.predicted_sd < X[:, 1].std(ddof=1))
 
 
 def test_input_validation():
@@ -234,9 +242,22 @@ def test_reduction_keeps_non_candidates_and_averages_consistently(effect_fit):
     np.testing.assert_allclose(keep_means.Pp[0], 1.0)
     assert keep_means.models[:, :P].all()
     # BMA mean is the model-probability-weighted mean of reduced posteriors: zero where Pp = 0
+    # (exactly for the exact reduction; SPM's leaves a prior variance of 1e-8 there)
     off = red.Pp == 0
-    np.testing.assert_allclose(red.Ep[off], 0.0, atol=1e-12)
+    atol = 1e-5 if peb.method == "spm" else 1e-12
+    np.testing.assert_allclose(red.Ep[off], 0.0, atol=atol)
     assert np.all(np.diag(red.Cp) >= -1e-15)
+
+
+def test_spm_shortcut_documented():
+    """SPM's greedy shortcut prunes the true arm effect (z ≈ 3.4) of the effect data set with its
+    seven absent covariate effects at once (docs/dcm.md); scoring the subsets keeps it."""
+    X = design(40)
+    qE, qC, _, _ = simulate(B_TRUE, X, seed=1)
+    peb = fit_peb(qE, qC, PE, PC, X, components="all")
+    assert abs(peb.Ep[1, 0] / peb.Ep_sd[1, 0]) > 3
+    assert reduce_peb(peb).Pp[1, 0] == 0.0
+    assert reduce_peb(peb, greedy="subsets").Pp[1, 0] > 0.95
 
 
 # --- the FitPEB interface on synthetic participant outputs -------------------------------------

@@ -35,7 +35,9 @@ from scipy.stats import norm
 
 from ..dcm.average import bayesian_parameter_average
 from ..dcm.compare import group_model_comparison
-from ..dcm.peb import between_subject_design, fit_peb, peb_leave_one_out, reduce_peb
+from ..dcm.peb import between_subject_design, fit_peb
+from ..dcm.peb_loo import peb_leave_one_out
+from ..dcm.peb_reduce import reduce_peb
 from ..group.plots import peb_parameter_bars
 from ..io.write import write_json, write_text, write_tsv
 from ..reports.svg import figure_to_svg
