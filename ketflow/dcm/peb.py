@@ -140,6 +140,8 @@ def between_subject_design(arm: Sequence[str], arm_levels: tuple[str, str],
         cov = np.asarray(covariate, dtype=float)
         if cov.shape != labels.shape or np.isnan(cov).any():
             raise ValueError("covariate must be (N,) without missing values")
+        if cov.std() == 0:
+            raise ValueError(f"the covariate {covariate_name} has the same value for every subject")
         z = (cov - cov.mean()) / cov.std()
         columns.append(z)
         names.append(covariate_name)
