@@ -201,3 +201,33 @@ def test_too_few_subjects_per_arm_and_rank_deficient_design_are_refused(outputs,
     rows, _, _ = _prepare(out, tmp_path, table=table)
     assert rows["peb"]["status"] == "skipped" and rows["peb"]["reason"].startswith("peb.baseline: ")
     assert "clinical.outcome 'caps5_total'" in rows["peb"]["reason"]
+
+
+def test_report_section_and_methods(outputs, tmp_path, monkeypatch):
+    """The group report's PEB section from the stored outputs, and the methods text."""
+    import shutil
+    from collections import namedtuple
+
+    from ketflow.reports.group_peb import peb_methods_text, peb_section
+
+    out, _ = outputs
+    monkeypatch.chdir(tmp_path)
+    res = FitLongitudinalPEB(out_dir=str(out), features_tsv=str(out / "features.tsv"), task="faces",
+                             sessions=["pre", "post"], arm_column="group", arms=["ketamine", "midazolam"],
+                             outcome=OUTCOME, settings_json=str(_settings(tmp_path))).run()
+    report = tmp_path / "report"
+    (report / "group" / "figures").mkdir(parents=True)
+    for field, suffix in (("parameters_tsv", "parameters"), ("contrasts_tsv", "contrasts"),
+                          ("families_tsv", "families"), ("models_tsv", "familymodels")):
+        shutil.copy(getattr(res.outputs, field), report / "group" / f"model-pebLongitudinal_{suffix}.tsv")
+    shutil.copy(res.outputs.summary_json, report / "group" / "model-pebLongitudinal_summary.json")
+    shutil.copy(res.outputs.figure, report / "group" / "figures" / "model-pebLongitudinal_desc-parameters_figure.svg")
+    Row = namedtuple("Row", "label status reason")
+    text = "\n".join(peb_section(report, Row("pebLongitudinal", "run", "")))
+    for expected in ("both sessions (longitudinal)", "improvement-with-less-fear-modulation", "top-down",
+                     "Every parameter × effect", "session:arm:clinical", "desc-parameters_figure.svg"):
+        assert expected in text, expected
+    skipped = "\n".join(peb_section(report, Row("peb", "skipped", "peb.min_subjects_per_arm is 3")))
+    assert "Not fitted: peb.min_subjects_per_arm is 3" in skipped
+    methods = peb_methods_text(load_config())
+    assert "PEB of PEBs" in methods and "*top-down*" in methods and "session × arm" in methods

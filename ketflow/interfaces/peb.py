@@ -227,14 +227,15 @@ class _PEBBase(SimpleInterface):
         data = load_first_level(paths, tuple(settings["fields"]))
         rows = table.set_index("subject").loc[subjects]
         X, columns = peb_design(rows, inputs.arm_column, inputs.arms, inputs.outcome)
-        return table, subjects, paths, missing, settings, data, rows, X, columns
+        return subjects, paths, missing, settings, data, rows, X, columns
 
-    def _write(self, tables, grid, peb, summary, sidecar, figure_rows) -> None:
+    def _write(self, tables, grid, summary, sidecar) -> None:
+        """The tables, summary, sidecar fields and the figure (BMA per effect, 90% intervals)."""
         cwd = Path(os.getcwd())
-        Ep = peb.Ep.reshape(len(grid.effects), len(grid.parameters))
-        fig = peb_parameter_bars(tables.reduction.Ep.reshape(Ep.shape), tables.reduction.Cp,
-                                 covariate_names=figure_rows, parameter_names=list(grid.parameters),
-                                 Pp=tables.reduction.Pp.reshape(Ep.shape))
+        shape = (len(grid.effects), len(grid.parameters))
+        fig = peb_parameter_bars(tables.reduction.Ep.reshape(shape), tables.reduction.Cp,
+                                 covariate_names=grid.effects, parameter_names=list(grid.parameters),
+                                 Pp=tables.reduction.Pp.reshape(shape))
         self._results.update(
             parameters_tsv=str(write_tsv(cwd / "parameters.tsv", tables.parameters)),
             contrasts_tsv=str(write_tsv(cwd / "contrasts.tsv", tables.contrasts)),
@@ -253,7 +254,7 @@ class FitPEB(_PEBBase):
     analysis = "baseline"
 
     def _run_interface(self, runtime):
-        table, subjects, paths, missing, settings, data, rows, X, columns = self._inputs()
+        subjects, paths, missing, settings, data, rows, X, columns = self._inputs()
         qE, qC = data.qE[:, 0], data.qC[:, 0]
         pE, pC = _shared_or_per_subject(data.pE[:, 0], data.pC[:, 0])
         peb = fit_peb(qE, qC, pE, pC, X, method=settings["method"], first_level_F=data.F[:, 0])
@@ -272,7 +273,7 @@ class FitPEB(_PEBBase):
                                         "r": loo.r, "T": loo.T, "df": loo.df, "p": loo.p,
                                         "method": settings["method"]}
             self._results["predictions_tsv"] = str(write_tsv(Path(os.getcwd()) / "predictions.tsv", predictions))
-        self._write(tables, grid, peb, summary, sidecar, list(grid.effects))
+        self._write(tables, grid, summary, sidecar)
         return runtime
 
 
@@ -283,7 +284,7 @@ class FitLongitudinalPEB(_PEBBase):
     analysis = "longitudinal"
 
     def _run_interface(self, runtime):
-        table, subjects, paths, missing, settings, data, rows, X, columns = self._inputs()
+        subjects, paths, missing, settings, data, rows, X, columns = self._inputs()
         if data.qE.shape[1] != 2:
             raise ValueError("the longitudinal PEB needs two sessions")
         fit = fit_longitudinal_peb(data.qE, data.qC, data.pE, data.pC, X, between_columns=columns,
@@ -295,7 +296,7 @@ class FitLongitudinalPEB(_PEBBase):
                                      settings, X, columns, rows)
         summary["longitudinal"] = fit.settings
         sidecar["WithinSubjectDesign"] = {"columns": ["mean", "session"], "coding": {"pre": -0.5, "post": 0.5}}
-        self._write(tables, fit.grid, fit.between, summary, sidecar, list(fit.grid.effects))
+        self._write(tables, fit.grid, summary, sidecar)
         return runtime
 
 
