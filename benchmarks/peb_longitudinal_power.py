@@ -109,9 +109,9 @@ def main() -> None:
         for effect in (args.effect, 0.0):
             for seed in range(studies):
                 rows += one_study(n, effect, 1000 * n + seed + (0 if effect else 500_000), pool)
+                if args.out:  # every study as it finishes, so that an interrupted run keeps its results
+                    pd.DataFrame(rows).to_csv(args.out, sep="\t", index=False)
     table = pd.DataFrame(rows)
-    if args.out:
-        table.to_csv(args.out, sep="\t", index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summarise(table).round(3).to_string(index=False))
 

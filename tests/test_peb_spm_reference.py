@@ -139,17 +139,15 @@ def test_bma_equals_spm_exact_average(reduction, case):
     assert np.all(np.abs(reduction.Ep.ravel() - sampled) < 4 * np.sqrt(Vp / 1000) + 1e-5)
 
 
-def test_leave_one_out_close_to_spm(case):
-    """spm_dcm_loo(GCM, M, {'B'}): close to SPM's predictive means, variances and level
-    probabilities (docs/dcm.md lists the remaining differences)."""
+def test_leave_one_out_equals_spm(case):
+    """spm_dcm_loo(GCM, M, {'B'}): predictive means and variances, level probabilities, corr, T, p."""
     _, qE, qC, pE, pC = _selected(case, ("B",))
     loo = peb_leave_one_out(qE, qC, pE, pC, case["X"], column=1, first_level_F=case["F"])
     ref = case["ref"]["loo"]
     np.testing.assert_array_equal(loo.levels, ref["Q_levels"])
-    np.testing.assert_allclose(loo.predicted_mean, ref["qE"], atol=0.03)
-    np.testing.assert_allclose(loo.predicted_sd ** 2, ref["qC"], rtol=0.02)
-    np.testing.assert_allclose(loo.level_probabilities.T, np.array(ref["Q"]), atol=0.015)
-    assert loo.r == pytest.approx(ref["corr"], abs=0.003)
-    assert loo.T == pytest.approx(ref["T"], abs=0.05)
-    assert loo.df == ref["df"][1] and loo.p == pytest.approx(ref["p"], rel=0.1)
-
+    np.testing.assert_allclose(loo.predicted_mean, ref["qE"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(loo.predicted_sd ** 2, ref["qC"], rtol=1e-12)
+    np.testing.assert_allclose(loo.level_probabilities.T, np.array(ref["Q"]), rtol=0, atol=1e-7)
+    assert loo.r == pytest.approx(ref["corr"], rel=1e-12)
+    assert loo.T == pytest.approx(ref["T"], rel=1e-12)
+    assert loo.df == ref["df"][1] and loo.p == pytest.approx(ref["p"], rel=1e-9)

@@ -7,14 +7,16 @@ then estimated from its own DCM posterior:
 
 * ``method="spm"`` (SPM's scheme, the default): the subject's design row b is treated as the
   unknown parameters of a one-subject PEB whose design maps b onto the DCM parameters,
-  θ_i = Ep_trainᵀ b + ε, ε ~ N(0, Ce_train) (``M.W = PEB.Ep``, ``M.pC = PEB.Ce``), with the
+  θ_i = Ep_trainᵀ b + ε, ε ~ N(0, Ce_train) (``M.W = PEB.Ep``, ``M.pC = PEB.Ce``; with one
+  subject SPM estimates no between-subject precision, Ce_train is used as it is), with the
   prior b ~ N(x_i with the predicted entry set to 0, diag(v + 1)), v = 4·var(training column) in
   that entry and 0 elsewhere. The inversion is repeated four times, each time centring the
   prior of the predicted entry on its current estimate and tightening the others' prior
   variance to exp(−j) (j = 1, 2, 3); the posterior of the predicted entry after the fourth is
   the prediction. For a discrete column (at most 8 distinct values), the probability of each
   value follows by BMR of that posterior onto a point mass at the value (``spm_log_evidence``).
-  Reproduces SPM's qE, qC and probabilities to ~1e-10 on ``tests/data/spm/spm_peb``.
+  Reproduces SPM's qE, qC, probabilities and statistics to rounding error on
+  ``tests/data/spm/spm_peb``.
 * ``method="exact"``: the training PEB of the ``"exact"`` scheme; the left-out subject's
   ΔF(x) from BMR is exactly quadratic in x, so with the other design entries known and x ~
   N(training mean, training variance) the predictive posterior of x is Gaussian (precision
@@ -118,9 +120,10 @@ def _predict_spm(peb, qE, qC, pE, pC, F1, X, train, i, column, n_refinements):
     bC = np.diag(spread + 1.0)
     Q0 = spm_inv(peb.between_covariance)
     for j in range(1, n_refinements + 1):
+        # SPM's one-subject PEB: no random-effect precision to estimate, the training PEB's Ce is used
         fit = peb_variational(qE[None], qC[None], pE[None], pC[None], np.ones((1, 1)), W=peb.Ep.T, bE=bE,
-                              bC=bC, components=[Q0], base_precision=Q0, hE=np.array([peb.hE]),
-                              hC=np.array([[peb.hC]]), first_level_F=[F1])
+                              bC=bC, components=[], base_precision=Q0, base_weight=1.0, hE=np.zeros(0),
+                              hC=np.zeros((0, 0)), first_level_F=[F1])
         used = (bE.copy(), bC.copy())
         bE[column] = fit["b"][column]
         bC = np.diag(spread + np.exp(-j))
