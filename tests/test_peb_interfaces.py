@@ -1,6 +1,7 @@
 """The PEB interfaces and the group level's PEB preparation on synthetic participant outputs."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -65,7 +66,23 @@ def _participant_outputs(out_dir, n_sub=24, arm_effect=0.6, change_by_arm=0.8, s
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("peb_outputs") / "out"
-    return out, _participant_outputs(out)
+    return out, _participant_outputs(out, n_sub=16)
+
+
+@pytest.fixture(scope="module")
+def longitudinal(outputs, tmp_path_factory):
+    """FitLongitudinalPEB run once on the synthetic outputs: (its results, its folder)."""
+    out, _ = outputs
+    folder = tmp_path_factory.mktemp("longitudinal")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        res = FitLongitudinalPEB(out_dir=str(out), features_tsv=str(out / "features.tsv"), task="faces",
+                                 sessions=["pre", "post"], arm_column="group", arms=["ketamine", "midazolam"],
+                                 outcome=OUTCOME, settings_json=str(_settings(folder))).run()
+    finally:
+        os.chdir(cwd)
+    return res, folder
 
 
 def _settings(tmp_path, **changes):
@@ -88,7 +105,7 @@ def test_fit_peb_baseline_end_to_end(outputs, tmp_path, monkeypatch):
     assert summary["subjects_without_dcm"] == [subjects[-1]] and len(summary["subjects"]) == len(subjects) - 1
     assert sorted({n for runs in summary["runs_per_subject"] for n in runs}) == [1, 2]
     assert summary["design_columns"] == ["mean", "arm", "clinical", "arm:clinical"]
-    assert sidecar["NSubjects"] == 23 and sidecar["NSubjectsPerArm"] == {"ketamine": 12, "midazolam": 11}
+    assert sidecar["NSubjects"] == 15 and sidecar["NSubjectsPerArm"] == {"ketamine": 8, "midazolam": 7}
     # only connectivity parameters with prior variance reach the second level (A 4, B 1, C 1)
     assert set(table["parameter"]) == {"A_vmPFC-to-vmPFC", "A_vmPFC-to-amygdala_L", "A_amygdala_L-to-vmPFC",
                                        "A_amygdala_L-to-amygdala_L", B_NAME, "C_faces-to-amygdala_L"}
@@ -98,7 +115,7 @@ def test_fit_peb_baseline_end_to_end(outputs, tmp_path, monkeypatch):
     assert row.loc[("mean", B_NAME), "Pp"] > 0.95
     assert (row.xs("arm:clinical", level="effect")["Pp"] < 0.95).all()  # none present
     predictions = pd.read_csv(res.outputs.predictions_tsv, sep="\t", dtype={"subject": str})
-    assert list(predictions["subject"]) == summary["subjects"] and summary["leave_one_out"]["df"] == 21
+    assert list(predictions["subject"]) == summary["subjects"] and summary["leave_one_out"]["df"] == 13
     contrasts = pd.read_csv(res.outputs.contrasts_tsv, sep="\t")
     assert list(contrasts["name"]) == ["baseline-top-down-predicts-ketamine-response"]
     families = pd.read_csv(res.outputs.families_tsv, sep="\t").set_index("family")
@@ -106,12 +123,8 @@ def test_fit_peb_baseline_end_to_end(outputs, tmp_path, monkeypatch):
     assert open(res.outputs.figure).read().lstrip().startswith("<?xml")
 
 
-def test_fit_longitudinal_peb_detects_the_planted_change(outputs, tmp_path, monkeypatch):
-    out, subjects = outputs
-    monkeypatch.chdir(tmp_path)
-    res = FitLongitudinalPEB(out_dir=str(out), features_tsv=str(out / "features.tsv"), task="faces",
-                             sessions=["pre", "post"], arm_column="group", arms=["ketamine", "midazolam"],
-                             outcome=OUTCOME, settings_json=str(_settings(tmp_path))).run()
+def test_fit_longitudinal_peb_detects_the_planted_change(longitudinal):
+    res, _ = longitudinal
     table = pd.read_csv(res.outputs.parameters_tsv, sep="\t").set_index(["effect", "parameter"])
     change = table.loc[("session:arm", B_NAME)]
     assert change["Pp"] > 0.95 and change["ci90_low"] < 0.8 < change["ci90_high"]
@@ -165,7 +178,7 @@ def test_prepare_peb_runs_both_analyses(outputs, tmp_path):
     out, subjects = outputs
     rows, files, runnable = _prepare(out, tmp_path)
     assert {m: r["status"] for m, r in rows.items()} == {"peb": "run", "peb-longitudinal": "run"}
-    assert rows["peb"]["n_included"] == 23 and rows["peb"]["n_excluded"] == 1
+    assert rows["peb"]["n_included"] == 15 and rows["peb"]["n_excluded"] == 1
     table = pd.read_csv(files["peb-longitudinal"], sep="\t", dtype={"subject": str}).set_index("subject")
     assert table.loc[subjects[-1], "reason"] == "no task-faces DCM at session(s) pre, post"
     assert runnable["longitudinal"]["sessions"] == ["pre", "post"]
@@ -193,9 +206,9 @@ def test_family_naming_an_unknown_effect_is_refused(outputs, tmp_path):
 
 def test_too_few_subjects_per_arm_and_rank_deficient_design_are_refused(outputs, tmp_path):
     out, _ = outputs
-    rows, _, runnable = _prepare(out, tmp_path, min_subjects_per_arm=12)
-    assert rows["peb"]["status"] == "skipped" and "peb.min_subjects_per_arm is 12" in rows["peb"]["reason"]
-    assert "midazolam: 11" in rows["peb"]["reason"] and not runnable
+    rows, _, runnable = _prepare(out, tmp_path, min_subjects_per_arm=8)
+    assert rows["peb"]["status"] == "skipped" and "peb.min_subjects_per_arm is 8" in rows["peb"]["reason"]
+    assert "midazolam: 7" in rows["peb"]["reason"] and not runnable
     table = pd.read_csv(out / "features.tsv", sep="\t", dtype={"subject": str})
     table[OUTCOME] = 5.0  # the same clinical change for everyone: no clinical column
     rows, _, _ = _prepare(out, tmp_path, table=table)
@@ -203,18 +216,14 @@ def test_too_few_subjects_per_arm_and_rank_deficient_design_are_refused(outputs,
     assert "clinical.outcome 'caps5_total'" in rows["peb"]["reason"]
 
 
-def test_report_section_and_methods(outputs, tmp_path, monkeypatch):
+def test_report_section_and_methods(longitudinal, tmp_path):
     """The group report's PEB section from the stored outputs, and the methods text."""
     import shutil
     from collections import namedtuple
 
     from ketflow.reports.group_peb import peb_methods_text, peb_section
 
-    out, _ = outputs
-    monkeypatch.chdir(tmp_path)
-    res = FitLongitudinalPEB(out_dir=str(out), features_tsv=str(out / "features.tsv"), task="faces",
-                             sessions=["pre", "post"], arm_column="group", arms=["ketamine", "midazolam"],
-                             outcome=OUTCOME, settings_json=str(_settings(tmp_path))).run()
+    res, _ = longitudinal
     report = tmp_path / "report"
     (report / "group" / "figures").mkdir(parents=True)
     for field, suffix in (("parameters_tsv", "parameters"), ("contrasts_tsv", "contrasts"),
