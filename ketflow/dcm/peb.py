@@ -45,7 +45,7 @@ Two inversion schemes (``fit_peb(method=...)``):
   free energy. By default it uses neither SPM's shrinkage of the first-level covariances nor its
   per-column prior scaling (``shrink_first_level``, ``scale_prior_by_design`` switch either on):
   this is ketflow's scheme before SPM's reference outputs existed. On the SPM reference data it
-  differs from SPM by up to 0.49 posterior SD in the group effects and by 0.17 in γ; the
+  differs from SPM by up to 0.60 posterior SD in the group effects and by 0.17 in γ; the
   decomposition of that difference into the three conventions, and where each scheme is
   better calibrated, are measured in docs/dcm.md ("PEB: SPM12's scheme and the exact scheme").
 
