@@ -30,8 +30,10 @@ second-level BMR/BMA and family comparison work on the effects the trial asks ab
 With two sessions the within-subject PEB is saturated (two DCMs, two coefficients): its
 between-session random effect is not identified by the data and only adds its prior variance
 (SPM's defaults: PC/16 per session, hE = 0, hC = 1/16) to each subject's change. On simulated
-studies this halves the z-score of a session × arm effect (``benchmarks/peb_longitudinal_power.py``,
-docs/group.md "Longitudinal PEB"), and pushing that variance towards zero with a large hE makes
+studies SPM's PEB of PEBs with its defaults (this within-subject level and one second-level
+component) gives a session × arm effect of 1.6 between-subject SDs a mean z of 0.85 at N = 20
+(ketflow's formulation: 3.25; ``benchmarks/peb_longitudinal_power.py``, docs/group.md
+"Longitudinal PEB"), and pushing the within-subject variance towards zero with a large hE makes
 SPM's regularised scheme fail to converge within 64 iterations. ketflow's default within-subject
 level (``within="saturated"``) is therefore that limit computed exactly: each subject's (mean,
 change) posterior under the within-subject prior N([PE, 0], Xc ⊗ PC), Xc = diag(1, 4) (SPM's
