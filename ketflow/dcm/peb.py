@@ -10,7 +10,7 @@ and empirical Bayes for group (DCM) studies"):
 X (subjects × K, first column ones) is the between-subject design, P the number of DCM
 parameters taken to the second level, PE/PC the mean of the subjects' first-level priors of
 those parameters, Q_0 = (PC/beta)⁻¹ and Q_j its components ("single": Q_1 = Q_0; "all": one per
-parameter; "fields": one per DCM field). At γ = 0 the between-subject covariance is PC/16.
+parameter; or groups of parameters, e.g. one per DCM field). At γ = 0 the between-subject covariance is PC/16.
 Each subject enters only through Bayesian model reduction (Friston & Penny 2011): the empirical
 prior N((X_i ⊗ I)β, Π⁻¹) replaces its first-level prior, giving the change in its log evidence
 ΔF_i and its empirical-Bayes posterior.
@@ -26,8 +26,9 @@ Two inversion schemes (``fit_peb(method=...)``):
   the basis U of PC's singular vectors (sorted by singular value); β and γ are updated jointly by
   regularised Fisher scoring (SPM's ``spm_dx``: ``dp = (expm(τH) − I) H⁻¹ ∂F/∂p`` with
   ``τ = exp(t − ln|H|/n)``; t starts at −4, rises by 1/4 after each accepted step to at most 2,
-  and after a step that lowered F the previous expansion point is restored and t falls by 1,
-  to no less than −4);
+  and after a step that lowered F the previous expansion point (β, γ only: the next step uses the
+  rejected point's gradients and curvatures, as SPM's) is restored and t falls by 1, to no less
+  than −4);
   γ moves by tanh of its step; when the joint step's 1-norm reaches 8 it is recomputed without
   the β–γ cross-curvature; iterations stop after the 5th once t ≤ −4 or the last accepted gain
   in F is below 1e-4 (at most 64). Gradients and curvatures are exact for the Gaussian
@@ -56,7 +57,7 @@ when A's prior was projected onto data-dependent principal modes (more than 8 re
 ``"exact"`` the empirical prior is also restricted to the directions that prior leaves free
 (R_i = projector onto the range of pC_i: mean pE_i + R_i (X_i β − pE_i), covariance R_i Π⁻¹ R_i),
 because a second level cannot free a parameter the first level fixed; SPM's regularised BMR
-does this implicitly (the fixed directions carry a precision of 1e8). The precision components
+removes the directions a subject's prior fixes before reducing. The precision components
 and the third-level prior use the mean of the subjects' priors, as SPM does.
 
 Second-level Bayesian model reduction and averaging, model-space (family) comparison and
