@@ -387,6 +387,58 @@ class Group(_Strict):
         return self
 
 
+class PEBContrast(_Strict):
+    """A named posterior quantity of a PEB: Σ weight · effect of a design column on a DCM parameter.
+
+    weights : {effect: {parameter: weight}}; effects are the design's (``mean``, ``arm``,
+    ``clinical``, ``arm:clinical`` and, for the longitudinal PEB, ``session``, ``session:arm``,
+    ``session:clinical``, ``session:arm:clinical``); parameters are readable DCM parameter names
+    (``A_vmPFC-to-amygdala_L``, ``B_amygdala_L-to-vmPFC_fearful``, ``C_faces-to-amygdala_L``).
+    expect : the hypothesised sign; the posterior probability of that sign is reported.
+    Names are checked against the fitted model at the group level (an unknown name skips that
+    PEB analysis with the key in the reason; the other analyses run).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9-]+$")
+    analysis: Literal["baseline", "longitudinal"] = "longitudinal"
+    weights: dict[str, dict[str, float]] = Field(min_length=1)
+    expect: Literal["positive", "negative"] = "positive"
+    description: str = ""
+
+
+class PEBFamily(_Strict):
+    """A factor of the second-level model space: models with and without ``effects`` (default:
+    every effect) of ``parameters``; its family probability is reported for each PEB analysis."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9-]+$")
+    parameters: list[str] = Field(min_length=1)
+    effects: list[str] | None = Field(default=None, min_length=1)
+
+
+class PEBSettings(_Strict):
+    """PEB over the DCMs (``ketflow.dcm.peb``; docs/dcm.md and docs/group.md)."""
+
+    fields: list[Literal["A", "B", "C", "D"]] = Field(default_factory=lambda: ["A", "B", "C"], min_length=1)
+    method: Literal["spm", "exact"] = "spm"
+    greedy: Literal["spm", "subsets"] = "spm"
+    baseline: bool = True
+    leave_one_out: bool = True
+    longitudinal: bool = True
+    within: Literal["saturated", "peb"] = "saturated"
+    min_subjects_per_arm: int = Field(default=3, ge=2)
+    contrasts: list[PEBContrast] = Field(default_factory=list)
+    families: list[PEBFamily] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for key, items in (("contrasts", self.contrasts), ("families", self.families)):
+            names = [item.name for item in items]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"peb.{key} names must be unique, repeated: {repeated}")
+        return self
+
+
 class AnalysisConfig(_Strict):
     """The whole analysis configuration (see ``ketflow/data/default_config.yml``)."""
 
@@ -402,6 +454,7 @@ class AnalysisConfig(_Strict):
     dcm: DCM = Field(default_factory=DCM)
     measures: Measures = Field(default_factory=Measures)
     group: Group = Field(default_factory=Group)
+    peb: PEBSettings = Field(default_factory=PEBSettings)
 
     @field_validator("tasks")
     @classmethod

@@ -82,7 +82,7 @@ def test_group_level_end_to_end(group_run):
     models = pd.read_csv(group / "models.tsv", sep="\t", keep_default_na=False)
     status = dict(zip(models["model"], models["status"]))
     assert status == {"change": "run", "task": "run", "change-by-arm": "run", "baseline-arm-ketamine": "skipped",
-                      "baseline-arm-midazolam": "skipped", "peb": "run"}
+                      "baseline-arm-midazolam": "skipped", "peb": "run", "peb-longitudinal": "run"}
     assert models.set_index("model").loc["baseline-arm-ketamine", "reason"].startswith("only 3 subject(s)")
     # BIDS-Derivatives names, a sidecar for every table (features.json is the features' data dictionary)
     for path in group.iterdir():
@@ -121,14 +121,14 @@ def test_group_report_links_and_figures_exist(group_run):
     parser = _Links()
     parser.feed(text)
     objects = [link for tag, link in parser.links if tag == "object"]
-    assert len(objects) == 3 * 4 + 1  # every fitted model's four figures and PEB's
+    assert len(objects) == 3 * 4 + 2  # every fitted model's four figures and the two PEB analyses' 
     for tag, link in parser.links:
         assert not link.startswith(("http:", "https:", "/")), link
         target = out / link
         assert target.is_file() and target.stat().st_size > 0, f"<{tag}> {link}"
     assert sum(link.startswith("sub-") and link.endswith(".html") for _, link in parser.links) == 6
     for section in ("Clinical scores", "Imaging change per measure family", "Missing data", "Model: change-by-arm",
-                    "Model: baseline-arm-ketamine", "Parametric Empirical Bayes"):
+                    "Model: baseline-arm-ketamine", "PEB over DCM: baseline", "PEB over DCM: both sessions"):
         assert section in text, section
     assert "Not fitted: only 3 subject(s) with complete data" in text
 

@@ -22,6 +22,7 @@ from .. import __version__
 from ..config import SLOPPY_GROUP, AnalysisConfig
 from ..io.write import write_text
 from .boilerplate import REFERENCES
+from .group_peb import PEB_LABELS, PEB_REFERENCES, peb_methods_text, peb_section
 from .group_voxelwise import voxelwise_methods, voxelwise_references, voxelwise_section
 
 LOGGER = logging.getLogger("ketflow")
@@ -243,41 +244,6 @@ def _model_section(out_dir: Path, row) -> list[str]:
     return parts
 
 
-def _peb_section(out_dir: Path, row) -> list[str]:
-    group = out_dir / "group"
-    parts = ["<h2>Parametric Empirical Bayes over DCM</h2>"]
-    subjects = group / "model-peb_subjects.tsv"
-    if row.status == "skipped":
-        parts.append(f'<p class="warning">Not fitted: {html.escape(str(row.reason))}</p>')
-    peb = group / "model-peb_parameters.tsv"
-    summary_path = group / "model-peb_summary.json"
-    if row.status == "run" and not (peb.is_file() and summary_path.is_file()):
-        parts.append('<p class="warning">PEB was not fitted (see the crash files in logs/crash/).</p>')
-    elif row.status == "run":
-        summary = json.loads(summary_path.read_text())
-        loo = summary["leave_one_out"]
-        strong = _read(peb)
-        strong = strong[strong["Pp"] > 0.95]
-        parts += [f"<p>{len(summary['subjects'])} subjects' ses-{html.escape(summary['session'])} DCMs; design "
-                  f"{html.escape(', '.join(summary['design_columns']))}; free energy {_num(summary['F'])}. "
-                  f"Leave-one-out prediction of {html.escape(loo['variable'])}: r = {_num(loo['r'])} "
-                  f"(p = {_num(loo['p'])}).</p>",
-                  "<h3>Effects with posterior probability &gt; 0.95</h3>", _html_table(strong)]
-        figures = sorted((group / "figures").glob("model-peb_*.svg"))
-        if not figures:
-            parts.append('<p class="warning">Missing figure: PEB parameters</p>')
-        parts += [f'<div class="figure"><object type="image/svg+xml" data="{f.relative_to(out_dir).as_posix()}">'
-                  f'</object><div class="caption">{html.escape(f.name)}</div></div>' for f in figures]
-    if subjects.is_file():
-        table = _read(subjects)
-        left = table[~table["included"].astype(str).str.lower().isin(["true", "1"])]
-        parts.append(f"<p>{len(table) - len(left)} subject(s) included, {len(left)} left out "
-                     f"(<a href=\"group/{subjects.name}\">{subjects.name}</a>).</p>")
-        if len(left):
-            parts.append(_details("Subjects left out and why", _html_table(left[["subject", "reason"]])))
-    return parts
-
-
 def _model_comparison_section(out_dir: Path, config: AnalysisConfig) -> list[str]:
     """Fixed- and random-effects comparison of the DCM model space (``group/model-dcm_bms.tsv``)."""
     if not (config.measures.dcm and config.dcm.model_space):
@@ -317,7 +283,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
     else:
         parts += ["<h2>Models</h2>", "<p><a href=\"group/models.tsv\">models.tsv</a></p>", _html_table(models)]
         for row in models.itertuples(index=False):
-            parts += _peb_section(out_dir, row) if row.label == "peb" else _model_section(out_dir, row)
+            parts += peb_section(out_dir, row) if row.label in PEB_LABELS else _model_section(out_dir, row)
     parts += _model_comparison_section(out_dir, config)
     parts += voxelwise_section(out_dir, config)
     reports = sorted(out_dir.glob("sub-*.html"))
@@ -383,12 +349,7 @@ residual permutation with covariates; seed {g.seed})"""
     text += f""". Feature stability was summarised by selection frequencies over {g.n_bootstrap}
 bootstrap refits (Meinshausen & Bühlmann 2010)."""
     if config.measures.dcm:
-        text += f"""
-
-Baseline ({config.sessions.baseline}) DCM connectivity parameters were analysed with Parametric
-Empirical Bayes (Friston et al. 2016; design: mean, arm, change in {c.outcome}, their interaction),
-with Bayesian model reduction over the second-level parameters and leave-one-out prediction of
-the clinical change."""
+        text += peb_methods_text(config)
         if config.dcm.model_space:
             text += f"""
 
@@ -405,6 +366,8 @@ selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux 
 """
     if g.permutation_early_stop:
         text += "- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.\n"
+    if config.measures.dcm:
+        text += "".join(f"- {ref}\n" for ref in PEB_REFERENCES[1:])
     return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou")
                                                      + (("stephan_bms", "rigoux")
                                                         if config.measures.dcm and config.dcm.model_space else ())) \

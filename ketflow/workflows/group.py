@@ -26,16 +26,17 @@ from nipype.pipeline import engine as pe
 
 from ..config import AnalysisConfig
 from ..group.features import FeatureTable, build_feature_table, change_column
-from ..group.models import MIN_PER_ARM, select_model_data
+from ..group.models import select_model_data
 from ..interfaces.bids import DerivativesSink
 from ..interfaces.group import PredictClinicalChange
-from ..interfaces.peb import CompareDCMModels, FitPEB, find_dcm
+from ..interfaces.peb import CompareDCMModels
 from ..io.bids import InputError
 from ..io.clinical import ClinicalDataError, check_arms, read_participants, read_scores
 from ..io.collect import collect_measures, read_exclusions
 from ..io.derivatives import bids_label
 from ..io.write import write_json, write_text, write_tsv
 from .execution import run_workflow
+from .group_peb import add_peb_nodes, prepare_peb
 from .group_voxelwise import add_voxelwise, plan_voxelwise, summary_lines
 
 LOGGER = logging.getLogger("ketflow")
@@ -107,14 +108,14 @@ class GroupInputs:
     files : features, dictionary, missing, models (TSV/JSON paths).
     runnable : model name -> model configuration JSON, for the models that can be fitted.
     subjects : model name -> TSV of every subject (included, reason), for skipped models and PEB.
-    peb_features : table of the subjects entering PEB (None: PEB not run).
+    peb : the runnable PEB analyses (:func:`ketflow.workflows.group_peb.prepare_peb`).
     models : the rows of ``models.tsv``.
     """
 
     files: dict[str, str]
     runnable: dict[str, str] = field(default_factory=dict)
     subjects: dict[str, str] = field(default_factory=dict)
-    peb_features: str | None = None
+    peb: dict = field(default_factory=dict)
     models: pd.DataFrame | None = None
 
 
@@ -163,36 +164,6 @@ def build_features(opts, config: AnalysisConfig) -> FeatureTable:
         raise InputError([f"{out_dir}: cannot build the group feature table: {err}"]) from err
 
 
-def _peb_subjects(opts, config: AnalysisConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    """Every subject's inclusion in PEB (needs arm, clinical change and a baseline DCM) and a skip reason."""
-    arm, outcome = config.clinical.arm_column, change_column(config.clinical.outcome)
-    arms = config.clinical.arms[:2]
-    records = []
-    for values in table.to_dict("records"):
-        subject = str(values["subject"])
-        if pd.isna(values[arm]) or str(values[arm]) not in arms:
-            reason = f"missing {arm} (treatment arm)"
-        elif pd.isna(values[outcome]):
-            reason = f"missing outcome {outcome}"
-        elif find_dcm(opts.output_dir, subject, config.sessions.baseline, config.dcm.task) is None:
-            reason = f"no task-{config.dcm.task} DCM at session {config.sessions.baseline}"
-        else:
-            reason = ""
-        records.append({"subject": subject, "included": not reason, "reason": reason})
-    subjects = pd.DataFrame.from_records(records, columns=["subject", "included", "reason"])
-    included = table[subjects["included"].to_numpy()]
-    if len(arms) < 2:
-        return subjects, "PEB's design needs two arms in clinical.arms"
-    if len(included) < config.group.min_subjects:
-        return subjects, (f"only {len(included)} subject(s) with a baseline DCM, an arm and the outcome; "
-                          f"PEB needs at least {config.group.min_subjects}")
-    counts = included[arm].astype(str).value_counts()
-    few = [f"{a}: {int(counts.get(a, 0))}" for a in arms if counts.get(a, 0) < MIN_PER_ARM]
-    if few:
-        return subjects, f"PEB's arm effect needs at least {MIN_PER_ARM} subjects per arm; have {', '.join(few)}"
-    return subjects, None
-
-
 def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> GroupInputs:
     """Build the feature table and decide which models can run; writes only to ``work``.
 
@@ -219,16 +190,9 @@ def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> GroupInputs:
             subject_files[name] = str(write_tsv(work / f"model-{label}_subjects.tsv", data.subjects))
     inputs = GroupInputs(files={})
     if config.measures.dcm:
-        subjects, reason = _peb_subjects(opts, config, result.table)
-        n_in = int(subjects["included"].sum())
-        rows.append({"model": "peb", "label": "peb", "method": "PEB over DCM", "status": "skipped" if reason else "run",
-                     "n_included": n_in, "n_excluded": len(subjects) - n_in, "n_predictors": None,
-                     "reason": reason or ""})
-        subject_files["peb"] = str(write_tsv(work / "model-peb_subjects.tsv", subjects))
-        if reason is None:
-            keep = result.table[subjects["included"].to_numpy()]
-            columns = ["subject", config.clinical.arm_column, change_column(config.clinical.outcome)]
-            inputs.peb_features = str(write_tsv(work / "peb_features.tsv", keep[columns]))
+        peb_rows, peb_subjects, inputs.peb = prepare_peb(opts, config, result.table, work)
+        rows += peb_rows
+        subject_files.update(peb_subjects)
     models = pd.DataFrame.from_records(rows, columns=MODEL_COLUMNS)
     if not (models["status"] == "run").any():
         raise InputError(["no group model can be fitted:",
@@ -294,8 +258,7 @@ def init_group_wf(inputs: GroupInputs, config: AnalysisConfig, opts) -> pe.Workf
              entities={"model": name}, metadata=_SUBJECTS_META)
     for name, model_file in inputs.runnable.items():
         _add_prediction(workflow, sink, tables, name, model_file, opts)
-    if inputs.peb_features is not None:
-        _add_peb(workflow, sink, inputs.peb_features, config, opts)
+    add_peb_nodes(workflow, sink, inputs.peb, config, opts)
     if config.measures.dcm and config.dcm.model_space:
         _add_model_comparison(workflow, sink, tables, config, opts)
     return workflow
@@ -316,20 +279,6 @@ def _add_prediction(workflow, sink, tables, name: str, model_file: str, opts) ->
     sink(f"performance_{label}", predict, "performance_json", "performance", ".json", entities=ent, sidecar=False)
     sink(f"figures_{label}", predict, "figures", "figure", ".svg", entities=ent, sidecar=False,
          datatype="figures", from_filename=True)
-
-
-def _add_peb(workflow, sink, peb_features: str, config: AnalysisConfig, opts) -> None:
-    """PEB over the baseline DCMs of the subjects selected by :func:`_peb_subjects`."""
-    peb = pe.Node(FitPEB(out_dir=str(opts.output_dir), task=config.dcm.task, session=config.sessions.baseline,
-                         arm_column=config.clinical.arm_column, arms=config.clinical.arms[:2],
-                         outcome=change_column(config.clinical.outcome), features_tsv=peb_features), name="peb")
-    ent = {"model": "peb"}
-    sink("peb_params", peb, "parameters_tsv", "parameters", ".tsv", entities=ent,
-         metadata={"Description": "Parametric Empirical Bayes over baseline DCM connectivity "
-                                  "(Friston et al. 2016): effects of each design column"})
-    sink("peb_json", peb, "result_json", "summary", ".json", entities=ent, sidecar=False)
-    sink("peb_figure", peb, "figure", "figure", ".svg", entities=dict(ent, desc="parameters"), sidecar=False,
-         datatype="figures")
 
 
 def _add_model_comparison(workflow, sink, tables, config: AnalysisConfig, opts) -> None:
