@@ -29,15 +29,7 @@ from ketflow.workflows.bold.rois import init_rois_wf
 from ketflow.workflows.session import init_fixed_effects_wf
 
 from conftest import TINY_CONFIG
-
-
-def run_stage(workflow, base_dir: Path, **inputs) -> dict:
-    """Run ``workflow`` with these ``inputnode`` values; node name -> its outputs."""
-    for name, value in inputs.items():
-        setattr(workflow.inputs.inputnode, name, value)
-    workflow.base_dir = str(base_dir)
-    graph = workflow.run(plugin="Linear")
-    return {node.name: node.result.outputs for node in graph.nodes()}
+from stages import run_stage
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from ketflow.cli.parser import parse_args
 from ketflow.config import load_config
 from ketflow.io.bids import discover
 from ketflow.workflows.base import init_ketflow_wf
+from ketflow.workflows.execution import executed_nodes
 from ketflow.workflows.participant import selected_tasks, source_links
 
 from conftest import TINY_CONFIG
@@ -37,6 +38,7 @@ def test_voxels_are_decompressed_and_scaled_once_per_run(tiny_bids, tmp_path):
     """Every node reading voxels reads its run's cache; the GLM and gPPI read the one percent-scaled copy."""
     workflow, runs = _workflow(tiny_bids, tmp_path)
     graph = generate_expanded_graph(workflow._create_flat_graph())  # identity nodes removed, as executed
+    assert len(executed_nodes(workflow)) == len(graph.nodes())  # the progress log's count
     edges = {(u.fullname, v.fullname): [c for c in d["connect"]] for u, v, d in graph.edges(data=True)}
     for run in runs:
         prefix = f"ketflow_wf.single_subject_01_wf.ses_pre_task_{run.task}_wf."

@@ -88,6 +88,14 @@ def all_nodes(workflow) -> list:
     return [workflow.get_node(name) for name in workflow.list_node_names()]
 
 
+def executed_nodes(workflow) -> list:
+    """The nodes that run: all but the stage workflows' ``inputnode``/``outputnode`` (identity
+    interfaces, which Nipype removes from the graph it executes)."""
+    from nipype.interfaces.utility import IdentityInterface
+
+    return [node for node in all_nodes(workflow) if not isinstance(node.interface, IdentityInterface)]
+
+
 def reserve_threads(workflow, n_threads: int, threaded: tuple[type, ...]) -> int:
     """Make nodes running one of the ``threaded`` interfaces reserve ``n_threads`` slots.
 
@@ -211,7 +219,7 @@ def run_workflow(workflow, opts, crash_dir: Path) -> list[Path]:
     )
     workflow.config["monitoring"] = {"enabled": False}
     plugin, plugin_args = plugin_settings(opts)
-    n_nodes = len(workflow.list_node_names())
+    n_nodes = len(executed_nodes(workflow))
     if plugin.startswith("SLURM"):
         _slurm_cpus_per_task(workflow)
     if plugin not in ASYNCHRONOUS_PLUGINS:  # graph plugins do not call it
