@@ -22,7 +22,7 @@ docdict: dict[str, str] = {
     Acquisition time (s) of the first volume's slice-timing reference (BIDS ``StartTime``);
     event onsets are read against it.""",
     "described_tasks": """described_tasks : :obj:`dict` of :obj:`str` to :class:`ketflow.config.Task`
-    The tasks the methods text describes (the subject's tasks, configuration order); they
+    The tasks the methods text describes (the subject's tasks, by label); they
     only change the ``__desc__`` paragraph, never the computation.""",
     "run": """run : :class:`ketflow.io.bids.RunInputs`
     The run's input files and timing.""",
