@@ -147,6 +147,12 @@ class Task(_Strict):
         """Conditions from trial types followed by derived conditions."""
         return list(self.conditions) + [d.name for d in self.derived_conditions]
 
+    def contrasts_by_name(self) -> dict[str, dict[str, float]]:
+        """The contrasts in name order, each one's weights in condition-name order: the order in
+        which the models estimate them and their outputs list them (that of the recorded
+        configuration, ``logs/config.json``, whose keys are sorted)."""
+        return {name: dict(sorted(weights.items())) for name, weights in sorted(self.contrasts.items())}
+
 
 class GLM(_Strict):
     hrf: Literal["spm", "spm+derivative"] = "spm"

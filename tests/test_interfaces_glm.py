@@ -93,12 +93,12 @@ def test_task_model_data_scales_once_and_builds_the_design(run_files):
 def test_first_level_glm_and_fixed_effects(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = _glm(run_files).run().outputs
-    assert out.contrast_names == ["fearful-gt-neutral", "faces"]
+    assert out.contrast_names == ["faces", "fearful-gt-neutral"]  # by name (Task.contrasts_by_name)
     assert [p.split("/")[-1] for p in out.z_maps] == [
-        "contrast-fearfulGtNeutral_stat-z_statmap.nii.gz",
         "contrast-faces_stat-z_statmap.nii.gz",
+        "contrast-fearfulGtNeutral_stat-z_statmap.nii.gz",
     ]
-    z = np.asanyarray(nib.load(out.z_maps[0]).dataobj)
+    z = np.asanyarray(nib.load(out.z_maps[1]).dataobj)
     labels = np.asanyarray(nib.load(run_files["labels"]).dataobj)
     assert np.median(z[labels == 1]) > 3 and abs(np.median(z[labels == 0])) < 1
     design = pd.read_csv(out.design_tsv, sep="\t")
@@ -122,10 +122,10 @@ def test_first_level_glm_and_fixed_effects(run_files, tmp_path, monkeypatch):
         roi_tables=[out.roi_tsv] * 2,
     ).run().outputs
     assert fx.contrast_names == out.contrast_names
-    eff = np.asanyarray(nib.load(fx.effect_maps[0]).dataobj)
-    var = np.asanyarray(nib.load(fx.variance_maps[0]).dataobj)
-    np.testing.assert_allclose(eff, np.asanyarray(nib.load(out.effect_maps[0]).dataobj), rtol=1e-6)
-    np.testing.assert_allclose(var, np.asanyarray(nib.load(out.variance_maps[0]).dataobj) / 2, rtol=1e-5)
+    eff = np.asanyarray(nib.load(fx.effect_maps[1]).dataobj)
+    var = np.asanyarray(nib.load(fx.variance_maps[1]).dataobj)
+    np.testing.assert_allclose(eff, np.asanyarray(nib.load(out.effect_maps[1]).dataobj), rtol=1e-6)
+    np.testing.assert_allclose(var, np.asanyarray(nib.load(out.variance_maps[1]).dataobj) / 2, rtol=1e-5)
     combined = pd.read_csv(fx.roi_tsv, sep="\t").set_index(["roi", "contrast"])
     np.testing.assert_allclose(combined["effect"], rois["effect"], rtol=1e-8)
     np.testing.assert_allclose(combined["variance"], rois["variance"] / 2, rtol=1e-8)
@@ -154,8 +154,8 @@ def _gppi(files, seeds, noise_model="ar1", signal="mean", **ppi):
 def test_gppi_interface(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = _gppi(run_files, ["amygdala", "vmPFC"]).run().outputs
-    assert out.contrast_names == ["fearful", "neutral", "shapes", "fearful-gt-neutral", "faces"]
-    mat = pd.read_csv(out.relmat_files[3], sep="\t").set_index("Node")
+    assert out.contrast_names == ["fearful", "neutral", "shapes", "faces", "fearful-gt-neutral"]
+    mat = pd.read_csv(out.relmat_files[4], sep="\t").set_index("Node")
     assert list(mat.columns) == ["amygdala", "vmPFC", "dACC"]
     assert mat.loc["amygdala", "vmPFC"] > 0 and np.isnan(mat.loc["amygdala", "amygdala"])
     assert mat.loc["dACC"].isna().all()  # dACC was not a seed

@@ -105,7 +105,7 @@ class FirstLevelGLM(SimpleInterface):
         design = load_task_design(self.inputs.task_design)
         x = design.matrix
         fit = fit_glm(data, x.to_numpy(), glm.noise_model)
-        vectors = {name: contrast_vector(spec, design) for name, spec in task.contrasts.items()}
+        vectors = {name: contrast_vector(spec, design) for name, spec in task.contrasts_by_name().items()}
         maps = {name: write_contrast_maps("", name, compute_contrast(fit, vec), mask, mask_img.affine)
                 for name, vec in vectors.items()}
         cwd = Path(os.getcwd())

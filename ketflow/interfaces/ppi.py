@@ -105,7 +105,8 @@ class GPPI(SimpleInterface):
         unknown = [s for s in sorted(set(seeds) | set(ppi.seeds)) if s not in names]
         if unknown:
             raise ValueError(f"seeds {unknown} are not ROIs of {Path(self.inputs.labels_tsv).name} ({names})")
-        table = roi_to_roi_gppi(rois, design, seeds, task.contrasts, ppi.deconvolve, glm.noise_model)
+        contrasts = task.contrasts_by_name()
+        table = roi_to_roi_gppi(rois, design, seeds, contrasts, ppi.deconvolve, glm.noise_model)
         cwd = Path(os.getcwd())
         shown = symmetrize(table) if ppi.symmetrize else table
         contrast_names = list(pd.unique(table["contrast"]))
@@ -113,16 +114,16 @@ class GPPI(SimpleInterface):
                                  ppi_matrix(shown, name, names, ppi.symmetrize)))
                    for name in contrast_names]
         first = gppi_design(rois[seeds[0]].to_numpy(), design, ppi.deconvolve)
-        last = list(task.contrasts)[-1] if task.contrasts else contrast_names[0]
+        last = list(contrasts)[-1] if contrasts else contrast_names[0]
         figure = write_svg(cwd / "desc-ppi_design.svg",
                            ppi_figure(first, ppi_matrix(shown, last, names, ppi.symmetrize), f"PPI {last}"))
-        meta = gppi_description(design, first, task.contrasts, seeds=ppi.seeds, voxel_seeds=ppi.seeds,
+        meta = gppi_description(design, first, contrasts, seeds=ppi.seeds, voxel_seeds=ppi.seeds,
                                 deconvolve=ppi.deconvolve, symmetrize=ppi.symmetrize, signal=self.inputs.signal,
                                 high_pass_s=glm.high_pass_s, noise_model=glm.noise_model,
                                 dof=int(table["dof"].iloc[0]))
         seed_maps = []
         for seed in ppi.seeds:
-            _, maps = seed_to_voxel_gppi(data, rois[seed].to_numpy(), design, task.contrasts, ppi.deconvolve,
+            _, maps = seed_to_voxel_gppi(data, rois[seed].to_numpy(), design, contrasts, ppi.deconvolve,
                                          glm.noise_model)
             for name, result in maps.items():
                 seed_maps += write_contrast_maps(f"desc-{bids_label(seed)}_", name, result, mask,

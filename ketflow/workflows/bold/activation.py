@@ -28,7 +28,7 @@ def activation_desc(glm: GLM, described_tasks: dict[str, Task]) -> str:
     """
     tasks = {label: task for label, task in described_tasks.items() if task.type == "task"}
     hrf = "the SPM canonical HRF" + (" and its temporal derivative" if glm.hrf == "spm+derivative" else "")
-    contrasts = "; ".join(f"task '{label}': " + ", ".join(sorted(task.contrasts))
+    contrasts = "; ".join(f"task '{label}': " + ", ".join(task.contrasts_by_name())
                           for label, task in tasks.items() if task.contrasts)
     derived = [f"{d.name} = {'/'.join(_as_list(d.trial_type))} trials"
                + (f" after {'/'.join(_as_list(d.previous))} trials" if d.previous else "")
