@@ -72,7 +72,7 @@ VARIANTS = {  # name -> (ROI signal, deconvolve, noise model); the configuration
 def faces_estimates(prep: dict, config) -> dict:
     """ROI-to-ROI gPPI of the run in every variant (the gPPI node's estimates, from the run's
     percent-scaled data and task design)."""
-    contrasts = {**config.tasks["faces"].contrasts, **EXTRA_CONTRASTS}
+    contrasts = {**config.tasks["faces"].contrasts_by_name(), **EXTRA_CONTRASTS}
     design = load_task_design(prep["task_design"])
     out = {}
     for variant, (signal, deconvolve, noise_model) in VARIANTS.items():
@@ -86,7 +86,7 @@ def noise_free_estimates(bids: Path, sub: str, ses: str, files: dict, prep: dict
     and with the run's pipeline design (+ 36P and spikes), deconvolved or not, OLS or AR(1):
     where recovery is lost between the truth's definition and the noisy data."""
     task = config.tasks["faces"]
-    contrasts = {**task.contrasts, **EXTRA_CONTRASTS}
+    contrasts = {**task.contrasts_by_name(), **EXTRA_CONTRASTS}
     rois = pd.read_csv(noise_free_timeseries(bids, sub, ses, "faces"), sep="\t")
     rois = rois[["vmPFC", "amygdala_L", "amygdala_R"]]
     out = {}
