@@ -2,10 +2,10 @@
 
 Simulates a dataset with :func:`ketflow.simulate.simulate_dataset` (whose faces runs come
 from a bilinear DCM with known A/B/C in ``ground_truth.json``), then for every faces run
-runs the participant level's DCM path with the packaged configuration: circuit ROIs on the
-run's grid (BuildROIs), the task GLM's confounds with censoring spikes (SelectConfounds),
-SPM-style VOIs (ExtractVOI: grand-mean scaling, adjustment for X0, first eigenvariate) and
-the DCM fit (FitDCM). For each parameter of the estimated model it reports the truth, the
+runs the participant level's DCM path with the packaged configuration, as its stage
+workflows: circuit ROIs on the run's grid (``init_rois_wf``), the task models' confounds with
+censoring spikes (``init_task_data_wf``), SPM-style VOIs (grand-mean scaling, adjustment for X0,
+first eigenvariate) and the DCM fit (``init_dcm_wf``). For each parameter of the estimated model it reports the truth, the
 bias and RMSE of the posterior means, the mean posterior SD and the coverage of the 90%
 credible intervals.
 
@@ -35,38 +35,30 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 import pandas as pd
+from common import prepare_task_run, run_stage
 
 from ketflow.config import load_config
 from ketflow.dcm import DCMSpec, fit_dcm
-from ketflow.interfaces import run_in
-from ketflow.interfaces.confounds import SelectConfounds
-from ketflow.interfaces.dcm import ExtractVOI, FitDCM, build_spec
-from ketflow.interfaces.rois import BuildROIs
-from ketflow.io.write import write_json
+from ketflow.dcm.spec import build_spec
+from ketflow.io.tables import read_events
 from ketflow.simulate.bids import noise_free_timeseries, run_files
-from ketflow.workflows.bold import dcm_model_json
+from ketflow.simulate.truth import truth_vector, voi_agreement
+from ketflow.workflows.bold.dcm import init_dcm_wf
 
 
 def dcm_path(files: dict, config, work: Path) -> dict:
-    """The participant level's DCM nodes on one run, run in sequence; returns dcm.json as a dict."""
-    import nibabel as nib
-
-    den = config.denoising
-    rois_spec = write_json(work / "rois.json", {"min_voxels": config.circuit.min_voxels})
-    n_volumes = nib.load(files["bold"]).shape[3]
-    rois = run_in(BuildROIs(bold_ref=files["boldref"], brain_mask=files["mask"], roi_definition=str(rois_spec)),
-                  work / "rois")
-    conf = run_in(SelectConfounds(confounds_tsv=files["confounds"], confounds_json=files["confounds_json"],
-                                  strategy=den.strategy, fd_threshold=den.fd_threshold,
-                                  min_contiguous=den.min_contiguous, n_volumes=n_volumes), work / "confounds")
-    voi = run_in(ExtractVOI(bold_file=files["bold"], brain_mask=files["mask"], regions=config.dcm.regions,
-                            labels_file=rois.labels_file, labels_tsv=rois.labels_tsv,
-                            repetition_time=files["tr"], high_pass_s=config.glm.high_pass_s,
-                            confounds=conf.regressors_tsv), work / "voi")
-    dcm = run_in(FitDCM(timeseries=voi.timeseries, confounds=voi.confounds_out, events=files["events"],
-                        repetition_time=files["tr"], start_time=files["start_time"], model=dcm_model_json(config)),
-                 work / "dcm")
-    return json.loads(Path(dcm.out_json).read_text())
+    """The participant level's DCM stage on one run: dcm.json as a dict, with the files of the
+    VOIs (``voi``), X0 (``x0``) and the fit (``json``) under ``_files``."""
+    prep = prepare_task_run(files, config, config.dcm.task, work, percent_data=False)
+    workflow = init_dcm_wf(config.dcm, high_pass_s=config.glm.high_pass_s, tr=files["tr"],
+                           start_time=files["start_time"])
+    out = run_stage(workflow, work, bold_cache=prep["bold_cache"], brain_mask=files["mask"],
+                    labels_file=prep["labels"], labels_tsv=prep["labels_tsv"], confounds_file=prep["regressors"],
+                    events_file=files["events"])
+    result = json.loads(Path(out["dcm"].out_json).read_text())
+    result["_files"] = {"voi": out["dcm_voi"].timeseries, "x0": out["dcm_voi"].confounds_out,
+                        "json": out["dcm"].out_json}
+    return result
 
 
 def noise_free_series(bids: Path, sub: str, ses: str, task: str) -> pd.DataFrame:
@@ -74,56 +66,12 @@ def noise_free_series(bids: Path, sub: str, ses: str, task: str) -> pd.DataFrame
     return pd.read_csv(noise_free_timeseries(bids, sub, ses, task), sep="\t")
 
 
-def voi_agreement(voi: pd.DataFrame, X0: pd.DataFrame, truth: pd.DataFrame) -> dict:
-    """Per region: correlation and regression slope of the VOI on the noise-free signal, the
-    latter adjusted for the same X0 (slope 1 = per cent signal change recovered)."""
-    basis = np.linalg.qr(np.column_stack([np.ones(len(voi)), X0.to_numpy(dtype=float)]))[0]
-    out = {}
-    for region in voi.columns:
-        target = truth[region].to_numpy(dtype=float)
-        target = target - basis @ (basis.T @ target)
-        y = voi[region].to_numpy(dtype=float)
-        out[region] = (float(np.corrcoef(y, target)[0, 1]), float(np.polyfit(target, y, 1)[0]))
-    return out
-
-
 def noise_free_fit(bids: Path, sub: str, ses: str, files: dict, config) -> dict:
     """The same DCM fitted to the simulator's noise-free regional BOLD (control)."""
     table = noise_free_series(bids, sub, ses, config.dcm.task)
-    events = pd.read_csv(files["events"], sep="\t")
-    spec: DCMSpec = build_spec(table, events, files["tr"], files["start_time"], json.loads(dcm_model_json(config)))
+    spec: DCMSpec = build_spec(table, read_events(files["events"]), files["tr"], files["start_time"],
+                               config.dcm.model_layout())
     return fit_dcm(spec).to_dict()
-
-
-def truth_vector(result: dict, dcm_truth: dict) -> dict:
-    """True value of every free A/B/C parameter of the fitted model, keyed by parameter name.
-
-    C is given in the units of the data the model was fitted to: FitDCM rescales the VOIs to a
-    range of at most 4 % (SPM's preprocessing, ``data_scale`` in dcm.json), and the driving input
-    that explains the rescaled data is the true C times that scale (A and B are rates and do not
-    depend on it). With the simulator's spontaneous amygdala fluctuations the VOI range often
-    exceeds 4 % (docs/dcm.md).
-    """
-    regions, inputs = result["region_names"], result["input_names"]
-    r_index = [dcm_truth["regions"].index(r) for r in regions]
-    i_index = [dcm_truth["inputs"].index(i) for i in inputs]
-    A = np.asarray(dcm_truth["A"])[np.ix_(r_index, r_index)]
-    B = np.asarray(dcm_truth["B"])[np.ix_(i_index, r_index, r_index)]
-    C = np.asarray(dcm_truth["C"])[np.ix_(r_index, i_index)]
-    out = {}
-    for row in result["parameters"]:
-        name = row["name"]
-        if not row["free"] or not name.startswith(("A_", "B_", "C_")):
-            continue
-        parts = name.split("_")
-        to = int(parts[1][2:]) - 1
-        if name.startswith("A_"):
-            out[name] = A[to, int(parts[2][4:]) - 1]
-        elif name.startswith("B_"):
-            out[name] = B[int(parts[3][2:]) - 1, to, int(parts[2][4:]) - 1]
-        else:
-            out[name] = C[to, int(parts[2][2:]) - 1] * result.get("data_scale", 1.0)
-    return out
 
 
 def label(name: str, regions, inputs) -> str:
@@ -195,7 +143,7 @@ def main(argv=None) -> None:
                                 tasks=["faces"])
     t_sim = time.perf_counter() - t0
     truth_all = json.loads((Path(bids) / "ground_truth.json").read_text())
-    rows, times, iters, agreement = [], [], [], []
+    rows, times, iters, agreement, scales = [], [], [], [], []
     for sub, subject in sorted(truth_all["subjects"].items()):
         label_sub = sub.removeprefix("sub-")
         for ses, session in sorted(subject["sessions"].items()):
@@ -206,9 +154,9 @@ def main(argv=None) -> None:
             iters.append(result["n_iterations"])
             truth = truth_vector(result, session[config.dcm.task]["dcm"])
             run = f"{sub}_ses-{ses}"
-            runs_dir = work / "runs" / run / "voi"
-            voi = voi_agreement(pd.read_csv(runs_dir / "desc-voi_timeseries.tsv", sep="\t"),
-                                pd.read_csv(runs_dir / "desc-X0_regressors.tsv", sep="\t"),
+            scales.append(result["data_scale"])
+            voi = voi_agreement(pd.read_csv(result["_files"]["voi"], sep="\t"),
+                                pd.read_csv(result["_files"]["x0"], sep="\t"),
                                 noise_free_series(Path(bids), label_sub, ses, config.dcm.task))
             agreement += [{"region": k, "r": v[0], "slope": v[1]} for k, v in voi.items()]
             rows += records(result, truth, "pipeline", run)
@@ -236,7 +184,6 @@ def main(argv=None) -> None:
                 print(f"  {parameter}: r(posterior mean, truth) across runs "
                       f"{np.corrcoef(runs['estimate'], runs['truth'])[0, 1]:.2f}, "
                       f"sign right in {np.mean(np.sign(runs['estimate']) == np.sign(runs['truth'])):.2f}")
-    scales = [json.loads(p.read_text())["data_scale"] for p in sorted((work / "runs").glob("*/dcm/dcm.json"))]
     print(f"data_scale: median {np.median(scales):.2f}, range {min(scales):.2f}-{max(scales):.2f}, "
           f"< 1 in {sum(s < 1 for s in scales)}/{len(scales)} runs")
     tmp.cleanup()

@@ -32,44 +32,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
-from ketflow import templates
-from ketflow.interfaces.denoise import read_mask, read_masked_bold
-from ketflow.io.confounds import MOTION_6, TISSUE_3, ConfoundStrategy, expansions, load_confounds
+from common import TR, make_inputs
+
+from ketflow.io.boldcache import read_mask, read_masked_bold
+from ketflow.io.confounds import ConfoundStrategy, load_confounds
 from ketflow.signal.denoise import denoise
 from ketflow.signal.extract import extract
-from ketflow.signal.rois import read_sphere_table, spheres_roiset
-
-TR = 2.0
-
-
-def make_inputs(workdir: Path, n_volumes: int) -> dict[str, Path]:
-    """Write the synthetic BOLD, mask, labels and confounds once (reused when present)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    paths = {k: workdir / f"{k}{ext}" for k, ext in
-             [("bold", ".nii.gz"), ("mask", ".nii.gz"), ("labels", ".nii.gz"), ("confounds", ".tsv")]}
-    if all(p.exists() for p in paths.values()):
-        return paths
-    mask_img = nib.load(templates.get_template(resolution=2, suffix="mask", desc="brain"))
-    mask = np.asanyarray(mask_img.dataobj) > 0
-    nib.Nifti1Image(mask.astype(np.uint8), mask_img.affine).to_filename(paths["mask"])
-    roiset = spheres_roiset(read_sphere_table(), mask.shape, mask_img.affine, mask, min_voxels=10)
-    nib.Nifti1Image(roiset.labels.astype(np.int16), mask_img.affine).to_filename(paths["labels"])
-    rng = np.random.default_rng(0)
-    columns = expansions(MOTION_6) + expansions(TISSUE_3)
-    conf = pd.DataFrame(rng.normal(size=(n_volumes, len(columns))), columns=columns)
-    fd = np.abs(rng.normal(size=n_volumes)) * 0.2
-    fd[[50, 120, 121]] = 1.0
-    conf["framewise_displacement"] = fd
-    conf.to_csv(paths["confounds"], sep="\t", index=False, na_rep="n/a")
-    bold = np.zeros(mask.shape + (n_volumes,), dtype=np.float32)
-    weights = rng.normal(size=(len(columns), int(mask.sum()))).astype(np.float32) * 0.3
-    signal = 500 + rng.normal(size=(n_volumes, int(mask.sum()))).astype(np.float32) * 5
-    signal += conf[columns].to_numpy(np.float32) @ weights
-    bold[mask] = signal.T
-    nib.Nifti1Image(bold, mask_img.affine).to_filename(paths["bold"])
-    return paths
 
 
 def timed(func):

@@ -43,7 +43,6 @@ Prints a Markdown table (also written to OUT/sweep.md) and writes OUT/sweep.tsv.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
@@ -56,25 +55,20 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 import pandas as pd
 
+from common import gppi_roi_signals, prepare_task_run
+
 from ketflow.config import load_config
 from ketflow.dcm import fit_dcm
-from ketflow.interfaces.dcm import build_spec
-from ketflow.interfaces.glm import load_task_design, read_labels, scaled_bold, task_settings
-from ketflow.io.boldcache import read_mask, write_bold_cache
-from ketflow.signal.extract import roi_means
+from ketflow.dcm.spec import build_spec
+from ketflow.io.design import load_task_design
+from ketflow.io.tables import read_events
 from ketflow.signal.gppi import nuisance_columns, roi_to_roi_gppi
-from ketflow.simulate.bids import noise_free_timeseries
+from ketflow.simulate.bids import noise_free_timeseries, run_files
 from ketflow.simulate.dataset import _allocation
 from ketflow.simulate.design import faces_events
 from ketflow.simulate.grid import read_sphere_table
 from ketflow.simulate.parameters import FacesModel, draw_subject
 from ketflow.simulate.signals import faces_signals, noise_free_ppi
-from ketflow.workflows.base import write_run_specs
-from ketflow.workflows.bold import dcm_model_json, task_config_json
-
-_spec = importlib.util.spec_from_file_location("glm_ppi_recovery", Path(__file__).with_name("glm_ppi_recovery.py"))
-recovery = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recovery)  # run_files / prepare: the participant workflow's nodes
 
 DCM_REGIONS = ["vmPFC", "amygdala_L", "amygdala_R"]
 #: name -> (FacesModel, description); "default" is the simulator's, "before" the earlier one
@@ -95,29 +89,20 @@ def extract_runs(bids: Path, work: Path) -> dict:
     """Per faces run: the pipeline design and the noise of the vmPFC / amygdala ROI means."""
     truth = json.loads((bids / "ground_truth.json").read_text())
     config = load_config()
-    specs = write_run_specs(config, work / "specs")
-    settings = task_settings(task_config_json(config, "faces"))
     runs = []
     for sub_key, subject in sorted(truth["subjects"].items()):
         sub = sub_key.removeprefix("sub-")
         for ses in ("pre", "post"):
-            files = recovery.run_files(bids, sub, ses, "faces")
+            files = run_files(bids, sub, ses, "faces")
             n = subject["sessions"][ses]["faces"]["run"]["n_volumes"]
-            prep = recovery.prepare(files, config, specs, n, work / "runs" / sub_key / ses)
-            mask = read_mask(files["mask"])
-            labels, names = read_labels(prep["labels"], prep["labels_tsv"], mask)
-            run_dir = work / "runs" / sub_key / ses
-            run_dir.mkdir(parents=True, exist_ok=True)
-            cache = write_bold_cache(files["bold"], mask, run_dir / "bold_cache.npy")
-            rois = pd.DataFrame(roi_means(scaled_bold(cache, settings), labels, len(names)), columns=names)
-            cache.unlink()
+            prep = prepare_task_run(files, config, "faces", work / "runs" / sub_key / ses)
+            rois = gppi_roi_signals(prep, "mean")
             noise_free = pd.read_csv(noise_free_timeseries(bids, sub, ses, "faces"), sep="\t")
             runs.append({
                 "subject_index": int(sub) - 1, "session": ses, "n_volumes": n, "tr": files["tr"],
                 "start_time": files["start_time"],
-                "events": pd.read_csv(files["events"], sep="\t"),
-                "design": load_task_design(files["events"], files["tr"], n, files["start_time"], prep["regressors"],
-                                           settings),
+                "events": read_events(files["events"]),
+                "design": load_task_design(prep["task_design"]),
                 "noise": {r: rois[r].to_numpy() - noise_free[r].to_numpy() for r in DCM_REGIONS},
             })
     return {"seed": truth["seed"], "n_subjects": len(truth["subjects"]), "runs": runs}
@@ -239,7 +224,7 @@ def main(argv=None) -> list[dict]:
     data = extract_runs(Path(bids), args.out / "work")
     model = None
     if not args.no_dcm:
-        model = json.loads(dcm_model_json(load_config()))
+        model = load_config().dcm.model_layout()
         if args.hC is not None:
             model["options"]["hC"] = args.hC
     rows, frames = [], []

@@ -48,9 +48,8 @@ from nilearn.glm.contrasts import compute_contrast as nilearn_compute_contrast
 from nilearn.glm.first_level import FirstLevelModel, mean_scaling, run_glm
 from nilearn.maskers import NiftiMasker
 
-from ketflow.interfaces.confounds import spike_regressors
 from ketflow.io.confounds import ConfoundStrategy, load_confounds
-from ketflow.signal.design import contrast_vector, make_task_design
+from ketflow.signal.design import contrast_vector, make_task_design, spike_regressors
 from ketflow.signal.glm import compute_contrast, fit_glm
 from ketflow.signal.gppi import gppi_contrasts, seed_to_voxel_gppi
 

@@ -29,7 +29,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-import ketflow.ppi as ppi_module
+import ketflow.signal.ppi as ppi_module
 from ketflow.signal.design import make_task_design
 from ketflow.signal.glm import compute_contrast, fit_glm
 from ketflow.signal.gppi import gppi_contrasts, nuisance_columns, ppi_terms, task_columns

@@ -1,11 +1,11 @@
-"""Recovery of the simulator's gPPI and conflict activation by ketflow's per-run interfaces.
+"""Recovery of the simulator's gPPI and conflict activation by ketflow's per-run stages.
 
 Simulates a dataset with :func:`ketflow.simulate.simulate_dataset` (default 10 subjects x
 2 sessions, faces and conflict runs, 4 mm, default noise and artefacts) -- or reuses one given with ``--bids`` --
-and runs, per run, the nodes the participant workflow runs (``BuildROIs``,
-``SelectConfounds`` with the default 36P + FD-censoring spikes, ``GPPI`` and
-``FirstLevelGLM`` with the default configuration), then compares with
-``ground_truth.json``:
+and runs, per run, what the participant workflow runs (its ROI and task-model data stages,
+with the default 36P + FD-censoring spikes; the gPPI node's ROI-to-ROI estimates from the
+run's percent-scaled data and design; the activation stage, all with the default
+configuration), then compares with ``ground_truth.json``:
 
 * faces gPPI, each seed -> target pair a truth defines, contrasts ``fearful-gt-shapes``,
   ``neutral-gt-shapes`` and ``fearful-gt-neutral`` against the truth's ``fearful``,
@@ -43,16 +43,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import gppi_roi_signals, prepare_task_run, run_stage
+
 from ketflow.config import load_config
-from ketflow.interfaces import run_in
-from ketflow.interfaces.confounds import SelectConfounds
-from ketflow.interfaces.glm import FirstLevelGLM, load_task_design, task_settings
-from ketflow.interfaces.ppi import GPPI
-from ketflow.interfaces.rois import BuildROIs
+from ketflow.io.design import load_task_design, task_design_from_files
 from ketflow.signal.gppi import roi_to_roi_gppi
 from ketflow.simulate.bids import noise_free_timeseries, run_files
-from ketflow.workflows.base import write_run_specs
-from ketflow.workflows.bold import task_config_json
+from ketflow.workflows.bold.activation import init_activation_wf
 
 #: gPPI contrast -> the truth it estimates.  The simulator's noise-free gPPI has interaction
 #: terms for fearful and neutral only, so its ``fearful`` is the fearful PPI relative to shapes
@@ -72,29 +69,15 @@ VARIANTS = {  # name -> (ROI signal, deconvolve, noise model); the configuration
 }
 
 
-def prepare(files: dict, config, specs: dict, n_volumes: int, work: Path) -> dict:
-    """ROIs on the run's grid and the run's GLM confounds, as the participant workflow makes them."""
-    den = config.denoising
-    rois = run_in(BuildROIs(bold_ref=files["boldref"], brain_mask=files["mask"], roi_definition=specs["rois"]),
-                  work / "rois")
-    conf = run_in(SelectConfounds(confounds_tsv=files["confounds"], confounds_json=files["confounds_json"],
-                                  strategy=den.strategy, fd_threshold=den.fd_threshold,
-                                  min_contiguous=den.min_contiguous, n_volumes=n_volumes), work / "confounds")
-    return {"labels": rois.labels_file, "labels_tsv": rois.labels_tsv, "regressors": conf.regressors_tsv}
-
-
-def faces_estimates(files, prep, config, work: Path) -> dict:
-    settings = json.loads(task_config_json(config, "faces"))
-    settings["contrasts"] = {**settings["contrasts"], **EXTRA_CONTRASTS}
+def faces_estimates(prep: dict, config) -> dict:
+    """ROI-to-ROI gPPI of the run in every variant (the gPPI node's estimates, from the run's
+    percent-scaled data and task design)."""
+    contrasts = {**config.tasks["faces"].contrasts_by_name(), **EXTRA_CONTRASTS}
+    design = load_task_design(prep["task_design"])
     out = {}
     for variant, (signal, deconvolve, noise_model) in VARIANTS.items():
-        settings["noise_model"] = noise_model
-        res = run_in(GPPI(bold_file=files["bold"], brain_mask=files["mask"], labels_file=prep["labels"],
-                          labels_tsv=prep["labels_tsv"], signal=signal, events_file=files["events"], tr=files["tr"],
-                          start_time=files["start_time"], confounds_file=prep["regressors"],
-                          task_config=json.dumps(settings), seeds=["amygdala_L", "amygdala_R"],
-                          deconvolve=deconvolve), work / variant)
-        out[variant] = pd.read_csv(res.stats_tsv, sep="\t")
+        rois = gppi_roi_signals(prep, signal)
+        out[variant] = roi_to_roi_gppi(rois, design, ["amygdala_L", "amygdala_R"], contrasts, deconvolve, noise_model)
     return out
 
 
@@ -102,13 +85,14 @@ def noise_free_estimates(bids: Path, sub: str, ses: str, files: dict, prep: dict
     """gPPI of the simulator's noise-free ROI signals, with a plain design (conditions + cosines)
     and with the run's pipeline design (+ 36P and spikes), deconvolved or not, OLS or AR(1):
     where recovery is lost between the truth's definition and the noisy data."""
-    settings = task_settings(task_config_json(config, "faces"))
-    contrasts = {**settings["contrasts"], **EXTRA_CONTRASTS}
+    task = config.tasks["faces"]
+    contrasts = {**task.contrasts_by_name(), **EXTRA_CONTRASTS}
     rois = pd.read_csv(noise_free_timeseries(bids, sub, ses, "faces"), sep="\t")
     rois = rois[["vmPFC", "amygdala_L", "amygdala_R"]]
     out = {}
     for design_name, confounds in (("plain", None), ("pipeline", prep["regressors"])):
-        design = load_task_design(files["events"], files["tr"], n_volumes, files["start_time"], confounds, settings)
+        design = task_design_from_files(files["events"], files["tr"], n_volumes, files["start_time"], confounds, task,
+                                        config.glm)
         for deconvolve in (True, False):
             for noise_model in ("ols", "ar1"):
                 name = f"noisefree_{design_name}_{'deconvolved' if deconvolve else 'bold_product'}_{noise_model}"
@@ -118,16 +102,15 @@ def noise_free_estimates(bids: Path, sub: str, ses: str, files: dict, prep: dict
 
 
 def conflict_estimate(files, prep, config, n_volumes: int, truth_betas: dict, work: Path) -> tuple[float, float]:
-    """(estimated, true) dACC incongruent-gt-congruent."""
-    task_json = task_config_json(config, "conflict")
-    res = run_in(FirstLevelGLM(bold_file=files["bold"], brain_mask=files["mask"], events_file=files["events"],
-                               tr=files["tr"], start_time=files["start_time"], confounds_file=prep["regressors"],
-                               task_config=task_json, labels_file=prep["labels"], labels_tsv=prep["labels_tsv"]),
-                 work / "glm")
-    table = pd.read_csv(res.roi_tsv, sep="\t").set_index(["roi", "contrast"])
+    """(estimated, true) dACC incongruent-gt-congruent, from the run's activation stage."""
+    task = config.tasks["conflict"]
+    glm = run_stage(init_activation_wf(task, config.glm, mem_gb=1.0, described_tasks={}), work,
+                    percent_bold=prep["percent_bold"], task_design=prep["task_design"], brain_mask=files["mask"],
+                    labels_file=prep["labels"], labels_tsv=prep["labels_tsv"])["activation"]
+    table = pd.read_csv(glm.roi_tsv, sep="\t").set_index(["roi", "contrast"])
     estimate = float(table.loc[("dACC", "incongruent-gt-congruent"), "effect"])
-    design = load_task_design(files["events"], files["tr"], n_volumes, files["start_time"], None,
-                              task_settings(task_json))
+    design = task_design_from_files(files["events"], files["tr"], n_volumes, files["start_time"], None, task,
+                                    config.glm)
     truth = sum(w * truth_betas[c] for c, w in design.members["incongruent"].items()) - truth_betas["congruent"]
     return estimate, float(truth)
 
@@ -181,7 +164,6 @@ def main(argv=None) -> dict:
     config = load_config()
     if args.strategy:
         config.denoising.strategy = args.strategy
-    specs = write_run_specs(config, args.out / "specs")
     ppi_rows, act_rows = [], []
     t0 = time.perf_counter()
     for sub_key, subject in sorted(truth["subjects"].items()):
@@ -190,8 +172,8 @@ def main(argv=None) -> dict:
             work = args.out / "work" / sub_key / ses
             faces = run_files(bids, sub, ses, "faces")
             n_faces = session["faces"]["run"]["n_volumes"]
-            prep = prepare(faces, config, specs, n_faces, work / "faces")
-            estimates = faces_estimates(faces, prep, config, work / "faces")
+            prep = prepare_task_run(faces, config, "faces", work / "faces")
+            estimates = faces_estimates(prep, config)
             estimates.update(noise_free_estimates(bids, sub, ses, faces, prep, config, n_faces))
             truths = {"B": session["faces"]["ppi_modulation"],
                       "noise_free_ppi": session["faces"]["run"]["ppi_noise_free"]}
@@ -209,7 +191,7 @@ def main(argv=None) -> dict:
                                              "z": float(row["z"].iloc[0]), "truth": values[truth_key]})
             conflict = run_files(bids, sub, ses, "conflict")
             n_conflict = session["conflict"]["run"]["n_volumes"]
-            prep = prepare(conflict, config, specs, n_conflict, work / "conflict")
+            prep = prepare_task_run(conflict, config, "conflict", work / "conflict")
             est, tru = conflict_estimate(conflict, prep, config, n_conflict,
                                          session["conflict"]["run"]["glm_noise_free"]["dACC"], work / "conflict")
             act_rows.append({"subject": sub, "session": ses, "estimate": est, "truth": tru})

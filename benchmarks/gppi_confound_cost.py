@@ -3,10 +3,10 @@
 For every faces run of a simulated dataset (``--bids``, e.g. the one
 ``glm_ppi_recovery.py`` wrote), the simulator's *noise-free* ROI signals
 (``sourcedata/truth``) and the run's ROI means of the simulated images (mean of the
-voxels' percent signal change, the ``GPPI`` interface's ``mean`` signal) are fitted by
+voxels' percent signal change, the gPPI node's ``mean`` signal) are fitted by
 the deconvolved gPPI (amygdala_L -> vmPFC, ``fearful-gt-shapes``) with the run's
 conditions and cosines plus one confound set at a time, taken from the run's
-``SelectConfounds`` output (36P + FD spikes, the packaged strategy) or generated at
+confound regressors (36P + FD spikes, the packaged strategy) or generated at
 random; the script reports Pearson r of the estimates with the true modulation B
 across runs, OLS and AR(1) (noisy signals: AR(1), the default). Without noise any
 loss is the design's: what a confound set removes of the smooth task-related
@@ -23,26 +23,17 @@ Run (about 2 minutes for 40 runs on one core)::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import gppi_roi_signals, prepare_task_run
 
 from ketflow.config import load_config
-from ketflow.interfaces.glm import load_task_design, read_labels, scaled_bold, task_settings
-from ketflow.io.boldcache import read_mask, write_bold_cache
-from ketflow.signal.extract import roi_means
+from ketflow.io.design import task_design_from_files
 from ketflow.signal.gppi import roi_to_roi_gppi
 from ketflow.simulate.bids import noise_free_timeseries, run_files
-from ketflow.workflows.base import write_run_specs
-from ketflow.workflows.bold import task_config_json
-
-_RECOVERY = Path(__file__).resolve().with_name("glm_ppi_recovery.py")
-_module_spec = importlib.util.spec_from_file_location("glm_ppi_recovery", _RECOVERY)
-recovery = importlib.util.module_from_spec(_module_spec)
-_module_spec.loader.exec_module(recovery)  # its ``prepare``: the participant workflow's ROIs and confounds
 
 CONTRAST = {"fearful-gt-shapes": {"fearful": 1, "shapes": -1}}
 N_RANDOM = 36
@@ -76,18 +67,6 @@ CONFOUND_SETS = {
 }
 
 
-def image_roi_means(files: dict, prep: dict, settings: dict, work: Path) -> pd.DataFrame:
-    """ROI means of the run's images as the ``GPPI`` interface computes them (``mean`` signal): each
-    in-mask voxel scaled to percent of its mean, averaged over the ROI's voxels (n_scans, n_rois)."""
-    mask = read_mask(files["mask"])
-    labels, names = read_labels(prep["labels"], prep["labels_tsv"], mask)
-    cache = write_bold_cache(files["bold"], mask, work / "bold_cache.npy")
-    try:
-        return pd.DataFrame(roi_means(scaled_bold(cache, settings), labels, len(names)), columns=names)
-    finally:
-        cache.unlink()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bids", type=Path, required=True, help="simulated dataset with faces runs")
@@ -96,8 +75,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     truth = json.loads((args.bids / "ground_truth.json").read_text())
     config = load_config()
-    specs = write_run_specs(config, args.out / "specs")
-    settings = task_settings(task_config_json(config, "faces"))
     rng = np.random.default_rng(args.seed)
     rows = []
     for sub_key, subject in sorted(truth["subjects"].items()):
@@ -106,11 +83,11 @@ def main(argv=None):
             files = run_files(args.bids, sub, ses, "faces")
             n_volumes = session["faces"]["run"]["n_volumes"]
             work = args.out / "work" / sub_key / ses
-            prep = recovery.prepare(files, config, specs, n_volumes, work)
+            prep = prepare_task_run(files, config, "faces", work)
             confounds = pd.read_csv(prep["regressors"], sep="\t")
             signals = pd.read_csv(noise_free_timeseries(args.bids, sub, ses, "faces"), sep="\t")
             signals = {"noise-free": signals[["vmPFC", "amygdala_L"]],
-                       "images": image_roi_means(files, prep, settings, work)[["vmPFC", "amygdala_L"]]}
+                       "images": gppi_roi_signals(prep, "mean")[["vmPFC", "amygdala_L"]]}
             B = session["faces"]["ppi_modulation"]["seeds"]["amygdala_L"]["fearful"]
             for name, make in CONFOUND_SETS.items():
                 added = make(confounds, rng)
@@ -118,8 +95,8 @@ def main(argv=None):
                 if added is not None:
                     path = work / "confound_set.tsv"
                     added.to_csv(path, sep="\t", index=False)
-                design = load_task_design(files["events"], files["tr"], n_volumes, files["start_time"],
-                                          str(path) if path else None, settings)
+                design = task_design_from_files(files["events"], files["tr"], n_volumes, files["start_time"],
+                                                str(path) if path else None, config.tasks["faces"], config.glm)
                 for data, noise_model in (("noise-free", "ols"), ("noise-free", "ar1"), ("images", "ar1")):
                     table = roi_to_roi_gppi(signals[data], design, ["amygdala_L"], CONTRAST, True, noise_model)
                     effect = table[(table["target"] == "vmPFC") & (table["contrast"] == "fearful-gt-shapes")]

@@ -2,13 +2,14 @@
 
 Run (about 20 min of CPU):
 
-    NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 PYTHONPATH=.:tests \\
+    NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 PYTHONPATH=. \\
         /work/main/.venv/bin/python benchmarks/group_interaction_power.py [n_seeds]
 
-Uses the generator of tests/test_group_simulator_truth.py: the simulator's own per-subject
-parameter and clinical draws, "measured" with Gaussian error (per session) of the size the
-participant level shows (benchmarks/group_simulator_recovery.py), and the test's model
-settings.  Reports, over ``n_seeds`` simulated studies per cell:
+Uses :func:`ketflow.simulate.measures.simulated_study` (as tests/test_group_simulator_truth.py
+does): the simulator's own per-subject parameter and clinical draws, "measured" with Gaussian
+error (per session) of the size the participant level shows
+(benchmarks/group_simulator_recovery.py), fitted with the test's model settings
+(:func:`common.fit_study`).  Reports, over ``n_seeds`` simulated studies per cell:
 
 * ``change`` model: how often both drivers (DCM B change, negative; dACC incongruent -
   congruent change, positive) are retained with the right sign, and nested-CV R^2;
@@ -25,18 +26,19 @@ import time
 import warnings
 
 import numpy as np
+from common import fit_study
 
-import test_group_simulator_truth as truth
+from ketflow.simulate.measures import B_DRIVER, DACC_DRIVER, ERROR_SD
 
-B = f"{truth.B_DRIVER}__change"
-DACC = f"{truth.DACC_DRIVER}__change"
+B = f"{B_DRIVER}__change"
+DACC = f"{DACC_DRIVER}__change"
 
 
 def drivers(n_seeds: int) -> None:
     for n in (30, 40, 60, 120):
         hits, r2 = [], []
         for seed in range(n_seeds):
-            rep = truth._fit({"n_permutations": 0}, n=n, seed=100 + seed)
+            rep = fit_study({"n_permutations": 0}, n=n, seed=100 + seed)
             coef = rep.fit.coefficients["coef"]
             hits.append(coef[B] < 0 and coef[DACC] > 0)
             r2.append(rep.scores["r2"])
@@ -53,8 +55,8 @@ def interaction(n_seeds: int) -> None:
             found = {True: [], False: []}
             for present in (True, False):
                 for seed in range(n_seeds):
-                    rep = truth._fit(model, n=n, seed=seed, interaction=present,
-                                     error_sd=dict(truth.ERROR_SD, dcm=error_b))
+                    rep = fit_study(model, n=n, seed=seed, interaction=present,
+                                     error_sd=dict(ERROR_SD, dcm=error_b))
                     found[present].append(rep.fit.coefficients.loc[name, "coef"] < 0
                                           and rep.selection.loc[name, "frequency"] >= 0.9)
             print(f"arm x B interaction, B error {error_b:.2f} Hz/session, N={n:5d}: detected in "

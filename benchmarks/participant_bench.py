@@ -37,6 +37,11 @@ Run (about 15 minutes on 2 cores; 4 GB free memory; simulating the data adds ~5 
     NIPYPE_NO_ET=1 MPLBACKEND=Agg .venv/bin/python benchmarks/participant_bench.py --workdir /tmp/ketflow-bench \\
         [--bids EXISTING_FULL_SIZE_BIDS] [--steps read ketflow nilearn] [--repeat 1]
 
+Comparing two versions of ketflow on a loaded machine: ``--code before=/path/to/old/checkout
+--code after=.`` runs the ``ketflow`` step once per version and repeat, alternating (before,
+after, before, after, ...), each with ``PYTHONPATH`` set to that checkout, and prints the
+medians per version; ``--quick`` uses a small dataset (4 mm, 60 volumes) for a smoke run.
+
 Prints a Markdown table and appends every measurement to ``WORKDIR/results.jsonl``.
 """
 
@@ -51,6 +56,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 SUBJECT = "01"
 SAMPLE_S = 0.2
@@ -149,15 +156,17 @@ def measure(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None
 # --------------------------------------------------------------------------- data
 
 
-def dataset(workdir: Path, bids: Path | None) -> Path:
-    """The benchmark dataset: ``bids`` if given, else simulated once into ``workdir/bids``."""
+def dataset(workdir: Path, bids: Path | None, quick: bool = False) -> Path:
+    """The benchmark dataset: ``bids`` if given, else simulated once into ``workdir/bids``
+    (``workdir/bids_quick``: 4 mm, 60 volumes, with ``quick``)."""
     if bids is not None:
         return bids
-    root = workdir / "bids"
+    root = workdir / ("bids_quick" if quick else "bids")
     if not (root / "dataset_description.json").exists():
         from ketflow.simulate import simulate_dataset
 
-        simulate_dataset(root, n_subjects=2, voxel_size=2, res_entity=True, n_volumes=200)
+        simulate_dataset(root, n_subjects=2, voxel_size=4 if quick else 2, res_entity=True,
+                         n_volumes=60 if quick else 200)
     return root
 
 
@@ -331,6 +340,10 @@ def main(argv=None) -> None:
                         choices=["read", "ketflow", "nilearn"])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--note", default="", help="free text stored with the results (e.g. the git commit)")
+    parser.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
+                        help="a ketflow checkout to time the ketflow step with (PYTHONPATH=DIR); repeat the option "
+                             "to compare versions, run alternately")
+    parser.add_argument("--quick", action="store_true", help="a small dataset (4 mm, 60 volumes): a smoke run")
     parser.add_argument("--job", choices=["read", "nilearn"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.job:
@@ -338,25 +351,39 @@ def main(argv=None) -> None:
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    bids = dataset(args.workdir, args.bids)
+    bids = dataset(args.workdir, args.bids, args.quick)
     env = dict(os.environ, NIPYPE_NO_ET="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    codes = [tuple(item.split("=", 1)) for item in args.code] or [("", None)]
     rows = []
     for repeat in range(args.repeat):
         for step in args.steps:
-            log = args.workdir / f"{step}.log"
-            result = measure(step_command(step, bids, args.workdir), log, env, cwd=args.workdir)
-            if result["returncode"] != 0:
-                print(f"{step} failed (exit {result['returncode']}), see {log}", file=sys.stderr)
-            record = {"step": step, "repeat": repeat, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                      "note": args.note, "bids": str(bids), **result}
-            with open(args.workdir / "results.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            rows.append(record)
-    print("| step | wall s | CPU s (main process) | peak RSS GiB | peak PSS GiB | load before / mean / after |\n"
-          "|---|---|---|---|---|---|")
+            for code, folder in codes if step == "ketflow" else [("", None)]:
+                step_env = dict(env, PYTHONPATH=str(Path(folder).resolve())) if folder else env
+                log = args.workdir / f"{step}{'_' + code if code else ''}.log"
+                result = measure(step_command(step, bids, args.workdir), log, step_env, cwd=args.workdir)
+                if result["returncode"] != 0:
+                    print(f"{step} {code} failed (exit {result['returncode']}), see {log}", file=sys.stderr)
+                record = {"step": step, "code": code, "code_dir": folder, "repeat": repeat,
+                          "time": time.strftime("%Y-%m-%d %H:%M:%S"), "note": args.note, "bids": str(bids), **result}
+                with open(args.workdir / "results.jsonl", "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                rows.append(record)
+    print("| step | code | wall s | CPU s (main process) | peak RSS GiB | peak PSS GiB | load before / mean / after |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['step']} | {r['wall_s']} | {r['cpu_s']} ({r['main_process_cpu_s']}) | {r['peak_rss_gib']} | "
-              f"{r['peak_pss_gib']} | {r['load_before']} / {r['load_mean']} / {r['load_after']} |")
+        print(f"| {r['step']} | {r['code']} | {r['wall_s']} | {r['cpu_s']} ({r['main_process_cpu_s']}) | "
+              f"{r['peak_rss_gib']} | {r['peak_pss_gib']} | {r['load_before']} / {r['load_mean']} / "
+              f"{r['load_after']} |")
+    if len(codes) > 1:
+        print("\nmedians of the ketflow step per version:\n\n| code | runs | wall s | CPU s | peak PSS GiB | "
+              "peak RSS GiB |\n|---|---|---|---|---|---|")
+        for code, _ in codes:
+            mine = [r for r in rows if r["step"] == "ketflow" and r["code"] == code and r["returncode"] == 0]
+            if mine:
+                med = {k: float(np.median([r[k] for r in mine])) for k in ("wall_s", "cpu_s", "peak_pss_gib",
+                                                                          "peak_rss_gib")}
+                print(f"| {code} | {len(mine)} | {med['wall_s']:.1f} | {med['cpu_s']:.1f} | "
+                      f"{med['peak_pss_gib']:.3f} | {med['peak_rss_gib']:.3f} |")
 
 
 if __name__ == "__main__":

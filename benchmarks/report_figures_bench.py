@@ -23,7 +23,6 @@ Prints a Markdown table (wall and CPU seconds, SVG size per figure).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -31,13 +30,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extract_denoise_bench import make_inputs  # noqa: E402
+from common import make_inputs
 
-from ketflow import templates  # noqa: E402
-from ketflow.interfaces.denoise import read_mask, read_masked_bold  # noqa: E402
-from ketflow.reports import figures  # noqa: E402
-from ketflow.signal.rois import read_sphere_table  # noqa: E402
+from ketflow import templates
+from ketflow.io.boldcache import read_mask, read_masked_bold
+from ketflow.reports import figures
+from ketflow.signal.rois import read_sphere_table
 
 
 def timed(name, make, out_dir: Path, rows: list):

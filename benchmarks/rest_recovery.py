@@ -5,7 +5,7 @@ run length, 4 mm grid) with the simulator's artefacts switched on and off, then 
 cores exactly as the participant workflow chains them -- confound selection
 (:func:`ketflow.io.confounds.load_confounds`), one-regression denoising with censoring
 (:func:`ketflow.signal.denoise.denoise`), circuit ROIs on the run's grid
-(:func:`ketflow.interfaces.rois.roiset_from_definition`), ROI means
+(:func:`ketflow.io.rois.circuit_roiset`), ROI means
 (:func:`ketflow.signal.extract.extract`) and Pearson correlation
 (:func:`ketflow.signal.connectivity.pearson`) -- under several denoising settings:
 
@@ -69,11 +69,11 @@ import numpy as np
 import pandas as pd
 
 from ketflow.config import load_config
-from ketflow.interfaces.denoise import DEFAULTS, confound_strategy, filter_cutoffs, read_masked_bold
-from ketflow.interfaces.rois import roiset_from_definition
-from ketflow.io.confounds import load_confounds
+from ketflow.io.boldcache import read_masked_bold
+from ketflow.io.confounds import ConfoundStrategy, denoising_record, load_confounds
+from ketflow.io.rois import circuit_roiset
 from ketflow.signal.connectivity import pearson
-from ketflow.signal.denoise import TooFewVolumesError, denoise
+from ketflow.signal.denoise import TooFewVolumesError, denoise, filter_cutoffs
 from ketflow.signal.extract import extract
 from ketflow.simulate import simulate_dataset
 from ketflow.simulate.bids import noise_free_timeseries, run_files
@@ -82,15 +82,14 @@ BAND = [0.01, 0.1]
 
 
 def default_rest_settings() -> dict:
-    """Denoise-interface settings of rest runs under the packaged configuration."""
+    """Denoising settings of rest runs under the packaged configuration, as a run's QC records them."""
     den = load_config().denoising
-    return {"strategy": den.strategy, "fd_threshold": den.fd_threshold, "min_contiguous": den.min_contiguous,
-            "high_pass_s": den.high_pass_s, "min_volumes": den.min_volumes,
-            "band_pass_hz": list(den.band_pass_rest) if den.band_pass_rest else None}
+    return denoising_record(den, den.band_pass_rest)
 
 
 def settings_grid(last=(200, 160, 120, 90, 70, 55)) -> dict[str, dict | None]:
-    """Denoising settings by label (Denoise-interface strategy keys); None = no denoising.
+    """Denoising settings by label (keys of :func:`ketflow.io.confounds.denoising_record`, over the
+    packaged rest-run settings); None = no denoising.
 
     ``keep_last`` (benchmark only) censors every volume before the last ``keep_last``.
     """
@@ -131,8 +130,11 @@ def roi_series(run: dict, names: list[str], setting: dict | None, tr: float, min
     simulator's noise-free ROI BOLD, goes through the same regression) for one run."""
     setting = dict(setting or {})
     keep_last = setting.pop("keep_last", None)
-    settings = {**DEFAULTS, "strategy": "24P", **setting}
-    strategy = confound_strategy({**settings, "strategy": settings["strategy"] or "24P"})
+    settings = {**default_rest_settings(), "strategy": "24P", **setting}
+    strategy = ConfoundStrategy(name=settings["strategy"] or "24P", n_compcor=settings["n_compcor"],
+                                fd_threshold=settings["fd_threshold"],
+                                std_dvars_threshold=settings["std_dvars_threshold"],
+                                min_segment=settings["min_contiguous"])
     confounds = load_confounds(run["confounds"], run["confounds_json"], strategy, len(run["data"]))
     data, labels = run["data"], run["labels"]
     if not setting:
@@ -142,7 +144,7 @@ def roi_series(run: dict, names: list[str], setting: dict | None, tr: float, min
     if keep_last is not None:
         keep[: len(keep) - keep_last] = False
     regressors = confounds.regressors.to_numpy() if settings["strategy"] else np.zeros((len(data), 0))
-    high_pass_s, low_pass_hz = filter_cutoffs(settings)
+    high_pass_s, low_pass_hz = filter_cutoffs(settings["high_pass_s"], settings["band_pass_hz"])
     args = {"keep": keep, "high_pass_s": high_pass_s, "low_pass_hz": low_pass_hz,
             "min_volumes": settings["min_volumes"], "min_dof": min_dof}
     result = denoise(data, regressors, tr, **args)
@@ -156,7 +158,7 @@ def load_run(root: Path, sub: str, ses: str) -> dict:
     label = sub.removeprefix("sub-")
     files = run_files(root, label, ses, "rest")
     mask = np.asanyarray(nib.load(files["mask"]).dataobj) > 0
-    roiset = roiset_from_definition({}, nib.load(files["boldref"]), mask)
+    roiset = circuit_roiset(load_config().circuit, nib.load(files["boldref"]), mask)
     labels = roiset.labels[mask]
     inside = labels > 0
     data = read_masked_bold(files["bold"], mask)[:, inside]
@@ -262,7 +264,7 @@ def main(argv=None) -> int:
     p.add_argument("--subjects", type=int, default=16)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--voxel-size", type=float, default=4.0)
-    p.add_argument("--min-dof", type=int, default=DEFAULTS["min_dof"],
+    p.add_argument("--min-dof", type=int, default=load_config().denoising.min_dof,
                    help="runs with fewer residual degrees of freedom are excluded")
     args = p.parse_args(argv)
     grid = settings_grid()

@@ -31,17 +31,13 @@ import resource
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from ketflow.group.permutation import permutation_inference  # noqa: E402
-from ketflow.templates import get_template  # noqa: E402
-from nilearn_permutations import nilearn_rearrangements  # noqa: E402
+from ketflow.group.permutation import nilearn_rearrangements, permutation_inference
+from ketflow.templates import get_template
 
 FWHM_MM = 8.0
 TARGET_PERMUTATIONS = 5000

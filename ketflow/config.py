@@ -147,6 +147,12 @@ class Task(_Strict):
         """Conditions from trial types followed by derived conditions."""
         return list(self.conditions) + [d.name for d in self.derived_conditions]
 
+    def contrasts_by_name(self) -> dict[str, dict[str, float]]:
+        """The contrasts in name order, each one's weights in condition-name order: the order in
+        which the models estimate them and their outputs list them (that of the recorded
+        configuration, ``logs/config.json``, whose keys are sorted)."""
+        return {name: dict(sorted(weights.items())) for name, weights in sorted(self.contrasts.items())}
+
 
 class GLM(_Strict):
     hrf: Literal["spm", "spm+derivative"] = "spm"
@@ -224,6 +230,38 @@ class DCM(_Strict):
                 "b": {name: self.b.get(name, zeros) for name in self.inputs},
                 "c": {name: self.c.get(name, [0] * n) for name in self.inputs},
                 "d": {name: self.d[name] for name in self.regions if name in self.d}}
+
+    def model_layout(self) -> dict:
+        """The model as the DCM fit reads it (``ketflow.dcm.spec.build_spec``), also its sidecar's ``Model``.
+
+        Masks are [to][from]; b is [input][to][from], c [to][input], d [region][to][from] (all
+        regions when any is given); ``model_space`` maps each nested model's name to its masks
+        in the same layout (masks a model does not give are the full model's), in name order.
+        """
+        n = len(self.regions)
+        inputs = list(self.inputs)
+        zeros = [[0] * n for _ in range(n)]
+
+        def layout(a, b, c, d):
+            out = {"a": a, "b": [b[name] for name in inputs],
+                   "c": [[c[name][region] for name in inputs] for region in range(n)]}
+            if d:
+                out["d"] = [d.get(name, zeros) for name in self.regions]
+            return out
+
+        full = self.full_masks()
+        model = {"regions": self.regions, "inputs": self.inputs, **layout(**full),
+                 "delays": self.delays if self.delays is not None else [0.0] * n,
+                 "options": self.options.model_dump()}
+        if self.model_space:
+            model["model_space"] = {
+                m.name: layout(m.a or full["a"], {**full["b"], **(m.b or {})}, {**full["c"], **(m.c or {})},
+                               {**full["d"], **(m.d or {})} if (full["d"] or m.d) else {})
+                for m in sorted(self.model_space, key=lambda m: m.name)}
+            if not full["d"]:  # a nested model cannot add nonlinear terms
+                for masks in model["model_space"].values():
+                    masks.pop("d", None)
+        return model
 
     @model_validator(mode="after")
     def _shapes(self):
@@ -565,9 +603,14 @@ def read_atlas_labels(atlas: Atlas) -> list[str]:
 
 def roi_names(config: AnalysisConfig) -> list[str]:
     """Names of every circuit ROI, in the order they are extracted."""
-    names = [s.name for s in load_spheres(config.circuit)]
-    if config.circuit.atlas is not None:
-        names += [n for n in read_atlas_labels(config.circuit.atlas) if n not in names]
+    return circuit_roi_names(config.circuit)
+
+
+def circuit_roi_names(circuit: Circuit) -> list[str]:
+    """Names of the ROIs of a ``circuit`` section: its spheres, then its atlas regions."""
+    names = [s.name for s in load_spheres(circuit)]
+    if circuit.atlas is not None:
+        names += [n for n in read_atlas_labels(circuit.atlas) if n not in names]
     return names
 
 

@@ -2,7 +2,7 @@
 # Install ketflow with its test extra into ./.venv (pinned versions) and run the test suite.
 #
 # Some tests need system programs: a local SLURM cluster (Debian's slurm-wlm and munge, for
-# tests/test_slurm.py) and a headless browser (chromium, for the report test).  When they are
+# tests/test_cli_slurm.py) and a headless browser (chromium, for the report test).  When they are
 # missing and apt-get is usable as root, they are installed first (quietly, non-interactively);
 # otherwise, or if apt-get fails, the run goes on and those tests skip, saying why.
 # Set KETFLOW_NO_APT=1 to never call apt-get.  Arguments are passed to pytest.

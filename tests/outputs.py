@@ -19,7 +19,7 @@ def tree_differences(a: Path, b: Path) -> list[str]:
     data, affine or header differ; any other file (TSV, JSON, HTML, ...) not byte-identical.
 
     SVG figures are left out: matplotlib's are not reproducible unless written with
-    :func:`ketflow.reports.svg.figure_to_svg`.
+    :func:`ketflow.io.svg.figure_to_svg`.
     """
     files_a, files_b = output_files(a), output_files(b)
     problems = [f"only in {a}: {p}" for p in sorted(files_a - files_b)]

@@ -319,12 +319,12 @@ def test_stop_on_first_crash(tiny_bids_copy, tmp_path):
 def test_progress_log_and_summary(tiny_run):
     proc, out, _ = tiny_run
     assert proc.returncode == 0
-    assert "done   sub-01 ses-pre task-faces: denoise (" in proc.stdout
+    assert "done   sub-01 ses-pre task-faces: denoise_wf.denoise (" in proc.stdout
     assert "ketflow participant level: 12 run(s) processed, 0 failed" in proc.stdout
     assert "sub-02 ses-post task-rest: processed" in proc.stdout
     # the first run's log (time-stamped names sort in time order; a rerun test may add another)
     logs = sorted((out / "logs").glob("ketflow-ketflow_wf-*.log"))
-    assert logs and "start  sub-01 ses-pre task-faces: denoise" in logs[0].read_text()
+    assert logs and "start  sub-01 ses-pre task-faces: denoise_wf.denoise" in logs[0].read_text()
 
 
 def test_config_hash_is_the_sha256_of_config_json(tiny_run):

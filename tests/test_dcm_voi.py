@@ -1,14 +1,10 @@
 """SPM-style VOI series for DCM: grand-mean scaling, confound adjustment, first eigenvariate."""
 
-import json
-
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from ketflow.dcm.voi import grand_mean_scale, spike_volumes, voi_eigenvariates
-from ketflow.interfaces.dcm import ExtractVOI
+from ketflow.dcm.voi import grand_mean_scale, spike_volumes, voi_confounds, voi_eigenvariates
 from ketflow.signal.denoise import cosine_regressors
 
 T, TR = 120, 2.0
@@ -68,42 +64,14 @@ def test_voi_refuses_confounds_without_degrees_of_freedom():
         voi_eigenvariates([np.ones((10, 3))], np.eye(10)[:, :9])
 
 
-def _image(path, data, affine=np.eye(4)):
-    nib.save(nib.Nifti1Image(data, affine), path)
-    return str(path)
-
-
-def test_extract_voi_interface(tmp_path, monkeypatch):
-    rng = np.random.default_rng(1)
-    shape = (6, 6, 4)
-    mask = np.zeros(shape, np.uint8)
-    mask[1:5, 1:5, :] = 1
-    labels = np.zeros(shape, np.int16)
-    labels[1:3, 1:5, 1:3] = 1
-    labels[3:5, 1:5, 1:3] = 2
-    s = _signal(rng)
-    data = 900.0 * (1 + 0.3 * rng.standard_normal((*shape, T)) / 100)
-    data[labels == 2] *= 1 + s[None, :] / 100
-    data[..., 0] *= 1.5  # dummy scan
-    confounds = pd.DataFrame({"trans_x": np.r_[np.nan, rng.standard_normal(T - 1) * 0.01],
-                              "censored_0000": np.eye(T)[0]})
-    confounds.to_csv(tmp_path / "conf.tsv", sep="\t", index=False, na_rep="n/a")
-    pd.DataFrame({"index": [1, 2], "name": ["vmPFC", "amygdala_L"]}).to_csv(tmp_path / "labels.tsv", sep="\t",
-                                                                          index=False)
-    monkeypatch.chdir(tmp_path)
-    res = ExtractVOI(bold_file=_image(tmp_path / "bold.nii.gz", data.astype(np.float32)),
-                     brain_mask=_image(tmp_path / "mask.nii.gz", mask), labels_file=_image(tmp_path / "l.nii.gz", labels),
-                     labels_tsv=str(tmp_path / "labels.tsv"), regions=["amygdala_L", "vmPFC"], repetition_time=TR,
-                     confounds=str(tmp_path / "conf.tsv")).run()
-    voi = pd.read_csv(res.outputs.timeseries, sep="\t")
-    assert list(voi.columns) == ["amygdala_L", "vmPFC"] and len(voi) == T
-    assert np.corrcoef(voi["amygdala_L"][1:], s[1:])[0, 1] > 0.95
-    assert voi["amygdala_L"][1:].std() == pytest.approx(s[1:].std(), rel=0.1)  # per cent units
-    x0 = pd.read_csv(res.outputs.confounds_out, sep="\t")
-    assert {"trans_x", "censored_0000"} <= set(x0.columns) and any(c.startswith("cosine") for c in x0.columns)
-    qc = json.loads((tmp_path / "desc-voi_qc.json").read_text())
-    assert qc["CensoredVolumes"] == [0] and qc["GrandMean"] == pytest.approx(900, rel=0.01)
-    with pytest.raises(ValueError, match="not among the ROIs"):
-        ExtractVOI(bold_file=str(tmp_path / "bold.nii.gz"), brain_mask=str(tmp_path / "mask.nii.gz"),
-                   labels_file=str(tmp_path / "l.nii.gz"), labels_tsv=str(tmp_path / "labels.tsv"),
-                   regions=["thalamus"], repetition_time=TR).run()
+def test_voi_confounds_hold_cosines_and_usable_nuisance_columns():
+    """X0 without its constant: the cosine set, then the nuisance columns (n/a -> 0, constant columns dropped)."""
+    nuisance = pd.DataFrame({"trans_x": np.r_[np.nan, np.arange(T - 1.0)], "flat": 1.0, "censored_0000": np.eye(T)[0]})
+    x0 = voi_confounds(T, TR, 128.0, nuisance)
+    cosines = cosine_regressors(T, TR, 128.0)
+    assert list(x0.columns) == [f"cosine{j + 1:02d}" for j in range(cosines.shape[1])] + ["trans_x", "censored_0000"]
+    np.testing.assert_array_equal(x0.iloc[:, :cosines.shape[1]].to_numpy(), cosines)
+    assert x0["trans_x"].iloc[0] == 0.0
+    assert voi_confounds(T, TR, None).shape == (T, 0)
+    with pytest.raises(ValueError, match="conf.tsv: 3 rows, but the run has 120 volumes"):
+        voi_confounds(T, TR, 128.0, nuisance.iloc[:3], "conf.tsv")

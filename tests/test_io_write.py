@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ketflow.io.derivatives import bids_label, bids_uri, build_name, build_path, dataset_description
+from ketflow.io.derivatives import bids_uri, dataset_description
+from ketflow.io.names import bids_label, build_name, build_path
 from ketflow.io.write import atomic_path, write_json, write_nifti, write_tsv
 
 
@@ -132,7 +133,7 @@ def test_remove_partial_files_touches_only_the_given_subjects(tmp_path):
 def test_figure_to_svg_is_reproducible():
     import matplotlib.pyplot as plt
 
-    from ketflow.reports.svg import figure_to_svg
+    from ketflow.io.svg import figure_to_svg
 
     def figure():
         fig, ax = plt.subplots(figsize=(3, 2))

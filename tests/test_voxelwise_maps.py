@@ -17,9 +17,9 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from ketflow.group.clusters import cluster_table, roi_coordinates
+from ketflow.group.permutation import nilearn_rearrangements
 from ketflow.group.voxelwise import (Settings, check_same_grid, common_mask, design_matrix, difference_images,
                                      mean_image, second_level)
-from nilearn_permutations import nilearn_rearrangements
 
 SHAPE = (12, 13, 11)
 AFFINE = np.array([[4.0, 0, 0, -24], [0, 4, 0, -26], [0, 0, 4, -20], [0, 0, 0, 1]])

@@ -16,8 +16,7 @@ import pytest
 from scipy.ndimage import gaussian_filter, generate_binary_structure
 
 from ketflow.group.cluster_stats import cluster_labels, cluster_max, neighbours, tfce_map, tfce_max
-from ketflow.group.permutation import fwe_p, permutation_inference, rearrangements
-from nilearn_permutations import nilearn_rearrangements
+from ketflow.group.permutation import fwe_p, nilearn_rearrangements, permutation_inference, rearrangements
 
 SHAPE = (10, 12, 9)
 

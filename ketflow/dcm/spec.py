@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["DCMOptions", "DCMSpec", "preprocess_data"]
+__all__ = ["DCMOptions", "DCMSpec", "build_spec", "preprocess_data"]
 
 
 @dataclass
@@ -194,3 +195,55 @@ class DCMSpec:
                 maxnodes=int(opts.get("maxnodes", 8)),
             ),
         )
+
+
+def build_spec(timeseries: pd.DataFrame, events: pd.DataFrame, TR: float, start_time: float, model: dict,
+               confounds: pd.DataFrame | None = None) -> DCMSpec:
+    """A :class:`DCMSpec` from a run's regional series, its events and a model layout.
+
+    timeseries : (n_scans, regions) table, one column per region; events : BIDS events;
+    model : ``regions``, ``inputs`` (name -> trial types, or a list of trial types, one input
+    each), masks ``a`` [to][from], ``b`` [input][to][from], ``c`` [to][input], optional ``d``
+    [region][to][from], ``delays`` (s) and ``options`` (:class:`DCMOptions` fields), as
+    ``ketflow.config.DCM.model_layout`` gives them; confounds : X0 without the constant.
+    Inputs are built on the TR/16 micro-time grid (:func:`ketflow.dcm.inputs.inputs_from_events`).
+    """
+    from ketflow.signal.denoise import design_basis
+
+    from .inputs import inputs_from_events
+    from .voi import confound_matrix
+
+    regions = list(model["regions"])
+    missing = sorted(set(regions) - set(timeseries.columns))
+    if missing:
+        raise ValueError(f"regions {missing} are not columns of the time-series table")
+    inputs = model["inputs"]
+    if not isinstance(inputs, dict):
+        inputs = {name: [name] for name in inputs}
+    Y = timeseries[regions].to_numpy(dtype=float)
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("ROI time series contain missing values; DCM needs every scan")
+    n_scans = Y.shape[0]
+    U, dt = inputs_from_events(events, inputs, TR, n_scans, start_time=start_time)
+    X0 = np.ones((n_scans, 1))
+    if confounds is not None:
+        # An orthonormal basis of [constant, confounds]: the same observation model (the confound
+        # coefficients have flat priors), but badly scaled columns (raw tissue means ~1000, squared
+        # motion ~1e-6) no longer distort the Gauss-Newton step sizes of the inversion.
+        X0 = design_basis(np.column_stack([X0, confound_matrix(confounds, n_scans).to_numpy()]))
+    n = len(regions)
+    return DCMSpec(
+        Y=Y,
+        U=U,
+        U_dt=dt,
+        TR=TR,
+        a=np.asarray(model["a"], dtype=float),
+        b=np.asarray(model.get("b", np.zeros((len(inputs), n, n))), dtype=float),
+        c=np.asarray(model["c"], dtype=float),
+        d=np.asarray(model["d"], dtype=float) if model.get("d") else None,
+        delays=np.asarray(model.get("delays", np.zeros(n)), dtype=float),
+        X0=X0,
+        region_names=regions,
+        input_names=list(inputs),
+        options=model.get("options", {}),
+    )

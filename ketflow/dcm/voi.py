@@ -40,11 +40,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from ketflow.signal.denoise import design_basis
+from ketflow.signal.denoise import cosine_regressors, design_basis
 from ketflow.signal.extract import first_eigenvariate
 
-__all__ = ["VOIResult", "grand_mean_scale", "spike_volumes", "voi_eigenvariates"]
+__all__ = ["VOIResult", "VOIs", "confound_matrix", "grand_mean_scale", "spike_volumes", "voi_confounds",
+           "voi_eigenvariates", "volumes_of_interest"]
 
 
 @dataclass
@@ -127,3 +129,59 @@ def voi_eigenvariates(regions, confounds, scale: float = 1.0) -> VOIResult:
         counts.append(data.shape[1])
     return VOIResult(Y=np.column_stack(series), variance_explained=np.array(explained),
                      n_voxels=np.array(counts))
+
+
+def confound_matrix(confounds: pd.DataFrame, n_scans: int, source: str = "confounds") -> pd.DataFrame:
+    """Confound columns usable in a regression: n/a -> 0, constant columns dropped.
+
+    fMRIPrep's derivative columns start with n/a; a constant column duplicates the
+    intercept the models add themselves.  ``source`` names the table in errors.
+    """
+    if len(confounds) != n_scans:
+        raise ValueError(f"{source}: {len(confounds)} rows, but the run has {n_scans} volumes")
+    table = confounds.apply(pd.to_numeric, errors="coerce").astype(float)
+    table = table.where(np.isfinite(table), 0.0)
+    return table.loc[:, table.std(axis=0) > 0]
+
+
+def voi_confounds(n_scans: int, tr: float, high_pass_s: float | None, nuisance: pd.DataFrame | None = None,
+                  source: str = "confounds") -> pd.DataFrame:
+    """X0 without its constant (n_scans, k): the discrete cosine high-pass set (``cosineNN``;
+    none when ``high_pass_s`` is None) and the nuisance regressors (:func:`confound_matrix`,
+    censoring indicators included)."""
+    columns = {}
+    if high_pass_s is not None:
+        cosines = cosine_regressors(n_scans, tr, high_pass_s)
+        columns.update({f"cosine{j + 1:02d}": cosines[:, j] for j in range(cosines.shape[1])})
+    x0 = pd.DataFrame(columns)
+    if nuisance is not None:
+        x0 = pd.concat([x0, confound_matrix(nuisance, n_scans, source).reset_index(drop=True)], axis=1)
+    return x0.reindex(range(n_scans)) if x0.empty else x0
+
+
+@dataclass
+class VOIs:
+    """The DCM regions' series of one run and how they were made.
+
+    voi : the :class:`VOIResult`.
+    scale : grand-mean scaling factor (100 / grand mean).
+    censored : bool (T,), volumes flagged by indicator columns of X0.
+    """
+
+    voi: VOIResult
+    scale: float
+    censored: np.ndarray
+
+
+def volumes_of_interest(volume_means: np.ndarray, regions, x0: pd.DataFrame) -> VOIs:
+    """SPM-style VOIs (module docstring): grand-mean scaling over the volumes not censored by
+    X0's indicator columns, adjustment for X0 (:func:`voi_confounds`) and first eigenvariates.
+
+    volume_means : (T,) in-mask mean intensity per volume; regions : each region's (T, n_voxels)
+    raw intensities.
+    """
+    n_scans = len(volume_means)
+    censored = spike_volumes(x0.to_numpy()) if x0.shape[1] else np.zeros(n_scans, bool)
+    scale = grand_mean_scale(volume_means, ~censored)
+    voi = voi_eigenvariates(regions, x0.to_numpy(dtype=float).reshape(n_scans, -1), scale)
+    return VOIs(voi=voi, scale=scale, censored=censored)

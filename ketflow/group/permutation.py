@@ -48,7 +48,7 @@ from scipy import stats
 
 from .cluster_stats import cluster_labels, cluster_max, neighbours, tfce_map, tfce_max
 
-__all__ = ["Rearrangements", "rearrangements", "PermutationResult", "permutation_inference",
+__all__ = ["Rearrangements", "rearrangements", "nilearn_rearrangements", "PermutationResult", "permutation_inference",
            "cluster_forming_t", "fwe_p"]
 
 #: Bytes of permuted t maps held at once per thread (batch size = this / (8 * n_voxels)).
@@ -110,6 +110,30 @@ def rearrangements(tested: np.ndarray, n_permutations: int, seed: int | None, si
                 rows.append(order)
             return Rearrangements("permutation", np.array(rows, dtype=np.int64), True)
     return Rearrangements("permutation", np.array([rng.permutation(n) for _ in range(n_permutations)]), False)
+
+
+def nilearn_rearrangements(n_subjects: int, n_perm: int, random_state: int, signflip: bool) -> Rearrangements:
+    """The rearrangements nilearn 0.14's ``permuted_ols(..., n_jobs=1, random_state=random_state)`` draws.
+
+    Feeding them to :func:`permutation_inference` reproduces nilearn's permutation maps exactly
+    (the tests and ``benchmarks/voxelwise_permutation_bench.py`` compare the two this way). With
+    ``n_jobs=1`` nilearn seeds one generator from ``random_state`` and, per permutation, either
+    multiplies the data by fresh random signs or reorders the design rows by a fresh permutation,
+    cumulatively (the flips and reorderings compound).
+    """
+    from sklearn.utils import check_random_state
+
+    rng = check_random_state(random_state)
+    chunk = check_random_state(rng.randint(1, np.iinfo(np.int32).max - 1))
+    current = np.ones(n_subjects, dtype=np.int8) if signflip else np.arange(n_subjects)
+    rows = []
+    for _ in range(n_perm):
+        if signflip:
+            current = current * (chunk.randint(2, size=(n_subjects, 1)) * 2 - 1)[:, 0].astype(np.int8)
+        else:
+            current = current[chunk.permutation(n_subjects)]
+        rows.append(current.copy())
+    return Rearrangements("signflip" if signflip else "permutation", np.array(rows), False)
 
 
 def cluster_forming_t(p: float, dof: int, two_sided: bool) -> float:

@@ -3,7 +3,7 @@
 :class:`CacheBOLD` is the first node of every run that reads voxel data: it decompresses the
 run's BOLD once (checking the gzip CRC at the end of the stream) and writes
 ``<BOLD file name>.inmask.npy`` into its working directory, a (time, in-mask voxels) float32
-matrix that Denoise, FirstLevelGLM, GPPI and ExtractVOI read memory-mapped instead of
+matrix that Denoise, TaskModelData and ExtractVOI read memory-mapped instead of
 decompressing the ``.nii.gz`` again.
 
 Those interfaces take either ``bold_cache`` (the workflow) or ``bold_file`` (a 4-D NIfTI, for
@@ -18,19 +18,7 @@ from pathlib import Path
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ..io.boldcache import open_bold_cache, read_mask, write_bold_cache
-
-#: Suffix replacing ``.nii``/``.nii.gz`` in the cache's file name.
-CACHE_SUFFIX = ".inmask.npy"
-
-
-def cache_name(bold: str | os.PathLike) -> str:
-    """File name of the cache of ``bold``: its name with ``.inmask.npy`` for ``.nii(.gz)``."""
-    name = Path(bold).name
-    for extension in (".nii.gz", ".nii"):
-        if name.endswith(extension):
-            return name[: -len(extension)] + CACHE_SUFFIX
-    return name + CACHE_SUFFIX
+from ..io.boldcache import cache_name, open_bold_cache, read_mask, write_bold_cache
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ Writes into the working directory:
 
 With ``events_file`` set, condition-wise FIR task responses are regressed out of the ROI
 series (and of the voxel data for seed maps) first (task-residual connectivity, Cole et
-al. 2019); ``censoring_tsv`` then gives the acquisition times of the retained volumes.
+al. 2019; :func:`ketflow.signal.connectivity.task_residuals`); ``censoring_tsv`` then gives the
+acquisition times of the retained volumes.
 """
 
 from __future__ import annotations
@@ -35,16 +36,15 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..io.boldcache import read_denoised, read_mask
+from ..io.tables import read_events
 from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.connectivity import (
-    MEASURE_STATS,
     connectivity_matrices,
-    fir_task_regressors,
     seed_to_voxel_z,
     task_residual_timeseries,
+    task_residuals,
 )
-from ..signal.denoise import residualise
-from .denoise import read_denoised, read_mask
 
 
 class _ConnectivityInputSpec(BaseInterfaceInputSpec):
@@ -55,11 +55,10 @@ class _ConnectivityInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, desc="brain mask of the denoised data, needed for seed maps")
     seeds = InputMultiObject(Str, desc="ROI names to make seed-to-voxel maps for")
     connectivity_measures = InputMultiObject(
-        Str, desc="measures to write (keys of ketflow.signal.connectivity.MEASURE_STATS; default all)")
+        Str, mandatory=True, desc="measures to write (keys of ketflow.signal.connectivity.MEASURE_STATS)")
     events_file = File(exists=True, desc="BIDS events TSV: regress FIR task responses out first")
     censoring_tsv = File(exists=True, desc="Denoise censoring TSV (retained volumes), with events_file")
     tr = traits.Float(desc="repetition time (s), with events_file")
-    n_fir_delays = traits.Int(10, usedefault=True, desc="FIR delays (volumes) per condition")
 
 
 class _ConnectivityOutputSpec(TraitedSpec):
@@ -86,12 +85,10 @@ class Connectivity(SimpleInterface):
             if not self.inputs.tr or not self.inputs.censoring_tsv:
                 raise ValueError("task-residual connectivity needs tr and censoring_tsv with events_file")
             keep = pd.read_csv(self.inputs.censoring_tsv, sep="\t")["retained"].to_numpy(bool)
-            events = pd.read_csv(self.inputs.events_file, sep="\t", na_values=["n/a"])
-            series = task_residual_timeseries(series, events, self.inputs.tr, self.inputs.n_fir_delays, keep)
+            series = task_residual_timeseries(series, read_events(self.inputs.events_file), self.inputs.tr, keep=keep)
         cwd = Path(os.getcwd())
         relmats, measures = [], []
-        wanted = self.inputs.connectivity_measures or list(MEASURE_STATS)
-        for measure, matrix in connectivity_matrices(series, wanted).items():
+        for measure, matrix in connectivity_matrices(series, self.inputs.connectivity_measures).items():
             frame = pd.DataFrame(matrix, index=pd.Index(names, name="Node"), columns=names)
             relmats.append(str(write_tsv(cwd / f"stat-{measure}_relmat.tsv", frame, index=True)))
             measures.append(measure)
@@ -121,9 +118,7 @@ class Connectivity(SimpleInterface):
         mask = read_mask(self.inputs.brain_mask)
         data = read_denoised(self.inputs.denoised_file, mask)
         if task_residual:
-            events = pd.read_csv(self.inputs.events_file, sep="\t", na_values=["n/a"])
-            fir = fir_task_regressors(events, keep.size, self.inputs.tr, self.inputs.n_fir_delays)[keep]
-            data, _ = residualise(data, np.column_stack([np.ones(fir.shape[0]), fir]))
+            data = task_residuals(data, read_events(self.inputs.events_file), self.inputs.tr, keep=keep)
         maps, seeds = [], []
         for seed in self.inputs.seeds:
             z = np.nan_to_num(seed_to_voxel_z(series[:, names.index(seed)], data), nan=0.0)

@@ -35,7 +35,7 @@ from ..group.models import select_model_data
 from ..group.predict import evaluate
 from ..io.clinical import read_bids_tsv
 from ..io.write import write_json, write_text, write_tsv
-from ..reports.svg import figure_to_svg
+from ..io.svg import figure_to_svg
 
 
 #: joblib's loky backend registers a temporary folder per ``Parallel`` call with its resource

@@ -45,26 +45,12 @@ from ..dcm.peb_longitudinal import fit_longitudinal_peb
 from ..dcm.peb_loo import peb_leave_one_out
 from ..dcm.peb_tables import analyse_peb, check_specification
 from ..group.plots import peb_parameter_bars
+from ..io.collect import find_dcm, find_model_spaces
 from ..io.write import write_json, write_text, write_tsv
-from ..reports.svg import figure_to_svg
+from ..io.svg import figure_to_svg
 
 #: The between-subject design's clinical column (the z-scored change in clinical.outcome).
 CLINICAL = "clinical"
-
-
-def _run_files(out_dir: Path, subject: str, session: str, task: str, suffix: str) -> list[Path]:
-    folder = out_dir / f"sub-{subject}" / f"ses-{session}" / "func"
-    return sorted(folder.glob(f"sub-{subject}_ses-{session}_task-{task}_*{suffix}"))
-
-
-def find_dcm(out_dir: Path, subject: str, session: str, task: str) -> list[Path]:
-    """Every run's DCM result file of a subject, session and task (sorted; empty if none)."""
-    return [p for p in _run_files(out_dir, subject, session, task, "_dcm.json") if "_desc-" not in p.name]
-
-
-def find_model_spaces(out_dir: Path, subject: str, session: str, task: str) -> list[Path]:
-    """Every run's model-space table (``*_desc-modelspace_dcm.tsv``) of a subject, session and task."""
-    return _run_files(out_dir, subject, session, task, "_desc-modelspace_dcm.tsv")
 
 
 def subject_posterior(results: list[dict], source: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 :class:`VoxelwiseSecondLevel` reads an analysis JSON written by
 :func:`ketflow.workflows.group_voxelwise.plan_voxelwise` (the subjects' map files per session,
 their arms and covariates, the designs to fit with their subjects, the settings and the circuit
-ROI definition), loads the maps once (a session's runs averaged with equal weights), builds the
+section of the configuration), loads the maps once (a session's runs averaged with equal weights), builds the
 group mask (voxels inside every subject's map), the circuit mask on that grid, and runs
 :func:`ketflow.group.voxelwise.second_level` for each design. It writes to its working
 directory, with names the group workflow's sinks complete with the map's entities:
@@ -31,10 +31,11 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 from ..group.clusters import cluster_table, roi_coordinates
 from ..group.voxelwise import (MAP_STATS, Settings, check_same_grid, common_mask, design_matrix,
                                difference_images, mean_image, second_level)
-from ..io.derivatives import bids_label
+from ..config import Circuit
+from ..io.names import bids_label
+from ..io.rois import circuit_roiset
 from ..io.voxelwise import load_anatomical_atlas
 from ..io.write import write_json, write_nifti, write_tsv
-from .rois import roiset_from_definition
 
 #: Corrected p maps of a result that enter the cluster table: correction -> (stat, desc).
 CORRECTIONS = {"voxelFWE": ("logp", "voxelFWE"), "tfceFWE": ("logp", "tfceFWE"),
@@ -78,7 +79,7 @@ class VoxelwiseSecondLevel(SimpleInterface):
         if not mask.any():
             raise ValueError(f"{self.inputs.analysis_json}: no voxel lies inside every subject's map")
         reference = images[ordered[0]]
-        roi_labels, roi_names = _circuit_labels(plan["rois"], reference)
+        roi_labels, roi_names = _circuit_labels(Circuit.model_validate(plan["circuit"]), reference)
         svc = (roi_labels > 0) & mask if plan["small_volume"] else None
         rois = list(zip(roi_names, roi_coordinates(roi_labels, reference.affine, len(roi_names))))
         atlas = load_anatomical_atlas()
@@ -106,10 +107,9 @@ def _load_session_maps(plan: dict) -> tuple[dict, dict]:
     return images, files
 
 
-def _circuit_labels(definition: dict, reference) -> tuple[np.ndarray, list[str]]:
+def _circuit_labels(circuit: Circuit, reference) -> tuple[np.ndarray, list[str]]:
     """The circuit ROIs on the maps' grid, not cut by any mask (label image, names)."""
-    roiset = roiset_from_definition(dict(definition, min_voxels=0), reference,
-                                    np.ones(reference.shape[:3], dtype=bool))
+    roiset = circuit_roiset(circuit, reference, np.ones(reference.shape[:3], dtype=bool), min_voxels=0)
     return roiset.labels, list(roiset.names)
 
 

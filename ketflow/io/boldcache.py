@@ -11,8 +11,11 @@ cannot see, fails here with a message naming it, before any model is fitted.
 
 Readers open the cache memory-mapped and copy out the part they need:
 :func:`open_bold_cache` (the whole matrix, lazily), :func:`voxel_chunks` (blocks of columns,
-each through a fresh mapping, so the pages read are released after each block) and
-:func:`voxel_columns` (chosen columns, e.g. the voxels of some ROIs).
+each through a fresh mapping, so the pages read are released after each block),
+:func:`read_cache` (the whole matrix, optionally transformed block by block, e.g. to percent
+signal change) and :func:`voxel_columns` (chosen columns, e.g. the voxels of some ROIs).
+:func:`read_masked_bold` reads a 4-D NIfTI file the same way without a cache, and
+:func:`read_denoised` the denoised data (a cache-like ``.npy`` or a NIfTI file).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -33,6 +36,17 @@ from .write import atomic_path
 CHUNK_VOXELS = 16384
 #: dtype of the cache (float32, little-endian).
 CACHE_DTYPE = np.dtype("<f4")
+#: Suffix replacing ``.nii``/``.nii.gz`` in the cache's file name.
+CACHE_SUFFIX = ".inmask.npy"
+
+
+def cache_name(bold: str | os.PathLike) -> str:
+    """File name of the cache of ``bold``: its name with ``.inmask.npy`` for ``.nii(.gz)``."""
+    name = Path(bold).name
+    for extension in (".nii.gz", ".nii"):
+        if name.endswith(extension):
+            return name[: -len(extension)] + CACHE_SUFFIX
+    return name + CACHE_SUFFIX
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -176,3 +190,53 @@ def volume_means(path: str | os.PathLike) -> np.ndarray:
 def _copy(path, key) -> np.ndarray:
     """A copy of ``cache[key]`` through a mapping that is released on return."""
     return np.array(open_bold_cache(path)[key])
+
+
+def read_cache(path: str | os.PathLike, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The whole cache as a (time, voxels) float32 array, read in blocks of voxels.
+
+    ``transform`` (optional) is applied to each (time, block) float32 block and must act on
+    every voxel on its own (e.g. :func:`ketflow.signal.glm.percent_signal_change`), so the
+    blocks give the whole-matrix result while one block at a time is held besides the output.
+    """
+    out = np.empty(open_bold_cache(path).shape, dtype=np.float32)
+    for columns, block in voxel_chunks(path):
+        out[:, columns] = block if transform is None else transform(block)
+    return out
+
+
+def read_masked_bold(path: str | os.PathLike, mask: np.ndarray) -> np.ndarray:
+    """In-mask voxels of a 4-D BOLD file as a (time, voxels) float32 matrix.
+
+    Decompresses the file once, front to back, one volume in memory besides the output
+    (:func:`masked_volumes`, which also checks the gzip CRC).
+    """
+    shape = nib.load(path).shape
+    out = np.empty((shape[-1] if len(shape) == 4 else 0, int(mask.sum())), dtype=np.float32)
+    for t, values in enumerate(masked_volumes(path, mask)):  # raises first if not 4-D on the mask's grid
+        out[t] = values
+    return out
+
+
+def read_denoised(path: str | os.PathLike, mask: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """Denoised (retained volumes, in-mask voxels) float32 matrix from ``.npy`` or NIfTI.
+
+    columns : optional index over the in-mask voxels: read only those (from a ``.npy``, only
+        the pages holding them are read).
+    """
+    if str(path).endswith(".npy"):
+        data = open_bold_cache(path, mask)
+        return np.array(data) if columns is None else voxel_columns(path, columns)
+    data = read_masked_bold(path, mask)
+    return data if columns is None else data[:, columns]
+
+
+def cache_dvars(path: str | os.PathLike) -> np.ndarray:
+    """:func:`~ketflow.signal.connectivity.dvars` of a cache (T-1,), read in blocks of volumes."""
+    from ..signal.connectivity import dvars
+
+    parts, previous = [], None
+    for _, block in volume_blocks(path):
+        parts.append(dvars(block if previous is None else np.concatenate([previous, block])))
+        previous = block[-1:]
+    return np.concatenate(parts)

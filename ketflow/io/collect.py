@@ -18,19 +18,35 @@ run by its precision.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..config import AnalysisConfig
-
-_ENTITY = re.compile(r"(?:^|_)(sub|ses|task|run)-([A-Za-z0-9]+)")
+from .names import parse_name
 
 
 def _entities(path: Path) -> dict:
-    return dict(_ENTITY.findall(path.name))
+    return parse_name(path)[0]
+
+
+def task_outputs(out_dir: Path | str, subject: str, session: str | None, task: str, suffix: str) -> list[Path]:
+    """Outputs of every run of a subject, session and task whose names end in ``suffix`` (sorted)."""
+    folder = Path(out_dir) / f"sub-{subject}"
+    folder = folder / f"ses-{session}" / "func" if session else folder / "func"
+    prefix = "_".join([f"sub-{subject}"] + ([f"ses-{session}"] if session else []) + [f"task-{task}"])
+    return sorted(folder.glob(f"{prefix}_*{suffix}"))
+
+
+def find_dcm(out_dir: Path | str, subject: str, session: str | None, task: str) -> list[Path]:
+    """Every run's DCM result file (``*_dcm.json``) of a subject, session and task (sorted; empty if none)."""
+    return [p for p in task_outputs(out_dir, subject, session, task, "_dcm.json") if "desc" not in _entities(p)]
+
+
+def find_model_spaces(out_dir: Path | str, subject: str, session: str | None, task: str) -> list[Path]:
+    """Every run's model-space table (``*_desc-modelspace_dcm.tsv``) of a subject, session and task."""
+    return task_outputs(out_dir, subject, session, task, "_desc-modelspace_dcm.tsv")
 
 
 def _rows(path: Path, items) -> list[dict]:
@@ -65,9 +81,8 @@ def _connectivity(path: Path, config: AnalysisConfig) -> list[dict]:
 
 def _dcm_runs(path: Path) -> list[Path]:
     """The DCM result files of every run of ``path``'s subject, session and task (same folder)."""
-    task = _entities(path)["task"]
-    prefix = path.name[: path.name.index(f"task-{task}_") + len(f"task-{task}_")]
-    return sorted(p for p in path.parent.glob(f"{prefix}*_dcm.json") if "_desc-" not in p.name)
+    ent = _entities(path)
+    return find_dcm(path.parents[3 if "ses" in ent else 2], ent["sub"], ent.get("ses"), ent["task"])
 
 
 def _dcm(path: Path, config: AnalysisConfig) -> list[dict]:

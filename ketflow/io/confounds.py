@@ -35,6 +35,7 @@ import pandas as pd
 from nilearn.interfaces.fmriprep.load_confounds_compcor import find_compcor
 from nilearn.interfaces.fmriprep.load_confounds_scrub import optimize_scrub
 
+from ..config import Denoising
 from .bids import read_json
 
 MOTION_6 = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
@@ -70,6 +71,30 @@ class ConfoundStrategy:
             raise ValueError(f"unknown confound strategy {self.name!r}; choose from {STRATEGIES}")
         if isinstance(self.n_compcor, float) and not 0 < self.n_compcor <= 1:
             raise ValueError(f"n_compcor as a variance fraction must be in (0, 1], got {self.n_compcor}")
+
+
+def confound_strategy(denoising: Denoising) -> ConfoundStrategy:
+    """The configured denoising strategy as :func:`load_confounds` applies it.
+
+    ketflow's configuration sets the strategy, FD censoring and the shortest kept segment;
+    the CompCor selection (50% of the variance) and DVARS censoring (off) are fixed.
+    """
+    return ConfoundStrategy(name=denoising.strategy, fd_threshold=denoising.fd_threshold,
+                            min_segment=denoising.min_contiguous)
+
+
+def denoising_record(denoising: Denoising, band_pass_hz: tuple[float, float] | None) -> dict:
+    """The settings a run was denoised with, as its QC JSON records them (``strategy``).
+
+    ``band_pass_hz`` is ``denoising.band_pass_rest`` for rest runs, None for task runs.  The
+    fields ketflow's configuration does not set are the fixed values of
+    :func:`confound_strategy` and of :func:`ketflow.signal.denoise.denoise` (no standardising).
+    """
+    strategy = confound_strategy(denoising)
+    return {"strategy": strategy.name, "n_compcor": strategy.n_compcor, "fd_threshold": strategy.fd_threshold,
+            "std_dvars_threshold": strategy.std_dvars_threshold, "min_contiguous": strategy.min_segment,
+            "high_pass_s": denoising.high_pass_s, "band_pass_hz": list(band_pass_hz) if band_pass_hz else None,
+            "standardize": False, "min_volumes": denoising.min_volumes, "min_dof": denoising.min_dof}
 
 
 @dataclass(frozen=True)

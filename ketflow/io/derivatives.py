@@ -1,59 +1,20 @@
-"""BIDS-Derivatives naming, dataset description and provenance sidecars.
+"""The output dataset's description and provenance: ``dataset_description.json`` and BIDS URIs.
 
-Output names follow BIDS entity order, with the statistical-model and connectivity
-entities used by fMRIPrep, XCP-D and the BIDS Stats Models derivatives (``atlas-``,
-``seg-``, ``contrast-``, ``stat-``).  Entity values must be alphanumeric; :func:`bids_label`
-turns configuration names such as ``amygdala_L`` or ``faces-gt-shapes`` into labels
-(``amygdalaL``, ``facesGtShapes``).
+Output names are built and read by :mod:`ketflow.io.names` (``bids_label`` is re-exported
+here for the group level, which imports it from this module).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from .. import __version__
+from .names import bids_label
 
-#: Entity order of output file names (BIDS specification, appendix "Entity table", plus the
-#: derivative entities of XCP-D and BIDS Stats Models).
-ENTITY_ORDER = (
-    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "space", "res", "den",
-    "cohort", "atlas", "seg", "roi", "model", "contrast", "stat", "desc",
-)
+__all__ = ["BIDSIGNORE", "BIDS_VERSION", "bids_label", "bids_uri", "dataset_description"]
 
 BIDS_VERSION = "1.9.0"
-
-
-def bids_label(name: str) -> str:
-    """Alphanumeric BIDS label from a free-form name (``faces-gt-shapes`` -> ``facesGtShapes``)."""
-    parts = [p for p in re.split(r"[^A-Za-z0-9]+", str(name)) if p]
-    if not parts:
-        raise ValueError(f"cannot make a BIDS label from {name!r}")
-    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
-
-
-def build_name(entities: dict, suffix: str, extension: str) -> str:
-    """File name from entities (None values skipped), suffix and extension (with dot)."""
-    unknown = sorted(set(entities) - set(ENTITY_ORDER))
-    if unknown:
-        raise ValueError(f"unknown BIDS entities {unknown}")
-    parts = [f"{key}-{bids_label(entities[key])}" for key in ENTITY_ORDER if entities.get(key) is not None]
-    return "_".join(parts + [suffix]) + extension
-
-
-def build_path(out_dir: Path | str, entities: dict, suffix: str, extension: str, datatype: str = "func") -> Path:
-    """Full derivative path ``out/sub-X[/ses-Y]/<datatype>/<name>``.
-
-    Report figures (``datatype="figures"``) go to ``out/sub-X/figures/`` as in fMRIPrep;
-    outputs without a subject (group level) go to ``out/<datatype>/``.
-    """
-    if entities.get("sub") is None:
-        return Path(out_dir) / datatype / build_name(entities, suffix, extension)
-    folder = Path(out_dir) / f"sub-{entities['sub']}"
-    if entities.get("ses") and datatype != "figures":
-        folder /= f"ses-{entities['ses']}"
-    return folder / datatype / build_name(entities, suffix, extension)
 
 
 def dataset_description(source_links: dict[str, Path], out_dir: Path | str | None = None,

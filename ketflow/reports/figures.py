@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..io.write import atomic_path
-from .svg import figure_to_svg
+from ..io.svg import figure_to_svg
 
 #: |z| threshold of the activation and PPI glass brains (p < 0.001 one-sided, as nilearn's GLM reports).
 Z_THRESHOLD = 3.09

@@ -4,7 +4,7 @@ Reports and their figures are built from the participant-level outputs (and the 
 outputs name in their sidecars), never from the work directory, so ``--reports-only`` can
 rebuild them at any time.  A run is identified by its denoising QC file
 (``*_desc-denoise_qc.json``, written for every processed run); its other outputs share its
-identifying entities (``sub`` ... ``cohort`` in :data:`~ketflow.io.derivatives.ENTITY_ORDER`).
+identifying entities (:data:`~ketflow.io.names.RUN_ENTITIES`: ``sub`` ... ``space``, ``res``, ``den``).
 Inputs are resolved from the ``Sources`` BIDS URIs through ``DatasetLinks`` of the output's
 ``dataset_description.json``.
 """
@@ -19,10 +19,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from ..io.derivatives import ENTITY_ORDER, build_path
-
-#: Entities that identify a run (everything before the derivative entities such as ``atlas``).
-RUN_ENTITIES = ENTITY_ORDER[: ENTITY_ORDER.index("cohort") + 1]
+from ..io.names import RUN_ENTITIES, build_path, parse_name
 
 #: Input roles recognised in ``Sources`` by the end of the file name (fMRIPrep / raw BIDS names).
 _SOURCE_ROLES = {
@@ -31,15 +28,6 @@ _SOURCE_ROLES = {
     "confounds": re.compile(r"_desc-confounds_(timeseries|regressors)\.tsv$"),
     "events": re.compile(r"_events\.tsv$"),
 }
-
-
-def parse_name(path: Path | str) -> tuple[dict[str, str], str, str]:
-    """(entities, suffix, extension) of a BIDS-like file name, e.g. ``({'sub': '01'}, 'bold', '.nii.gz')``."""
-    name = Path(path).name
-    stem, dot, ext = name.partition(".")
-    parts = stem.split("_")
-    entities = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
-    return entities, parts[-1], dot + ext
 
 
 def resolve_uri(uri: str, links: dict[str, str]) -> Path | None:
@@ -78,6 +66,7 @@ class RunOutputs:
     sources: dict[str, Path] = field(default_factory=dict)
     tr: float | None = None
     config_hash: str | None = None
+    bold_cache: str | None = None  #: the run's in-mask BOLD cache in the work directory, if known
 
     @property
     def label(self) -> str:

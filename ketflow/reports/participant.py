@@ -10,11 +10,14 @@ on ``out/sub-<label>/figures/``.  Two things are ketflow's own:
   stylesheet copied next to the report and no JavaScript;
 * :meth:`ParticipantReport.generate_report`: niworkflows reads one global
   ``logs/CITATION.*`` and crash files under ``sub-X/log/<uuid>/``; ketflow renders the
-  methods of the runs this participant actually contributed, the figures that could not be
-  made and this subject's crash files from ``logs/crash/``.
+  methods of this participant's own workflow (the ``__desc__`` paragraphs of the stages its
+  runs went through, :mod:`ketflow.reports.boilerplate`) with a sentence on the runs found in
+  its outputs, the figures that could not be made and this subject's crash files from
+  ``logs/crash/``.
 
-Figures and HTML fragments come from the outputs only (:mod:`ketflow.reports.reportlets`),
-so the same code serves ``--reports-only``.
+Figures and HTML fragments come from the outputs (:mod:`ketflow.reports.reportlets`), so the
+same code serves ``--reports-only``; the carpet plots read each run's BOLD cache in the work
+directory when it is there (``bold_caches``) instead of decompressing the BOLD series again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import jinja2
 from .. import __version__
 from ..config import AnalysisConfig, ConfigError, load_config, packaged_file
 from ..io.write import copy_file, write_text
-from .boilerplate import methods
+from .boilerplate import data_sentence, methods_from_desc
 from .outputs import find_runs
 from .reportlets import ReportletError, write_subject_reportlets
 
@@ -131,16 +134,24 @@ def subject_crashes(out_dir: Path, subject: str) -> list[dict]:
     return crashes
 
 
-def build_subject_report(out_dir: Path, subject: str, config: AnalysisConfig) -> Path:
-    """Figures, HTML fragments and ``sub-<subject>.html`` of one subject; returns the page's path."""
+def build_subject_report(out_dir: Path, subject: str, config: AnalysisConfig, methods: str,
+                         bold_caches: dict[str, str] | None = None) -> Path:
+    """Figures, HTML fragments and ``sub-<subject>.html`` of one subject; returns the page's path.
+
+    ``methods``: the subject's methods text from its workflow (``__desc__`` paragraphs);
+    ``bold_caches``: resolved BOLD path -> its in-mask cache, read by the carpet plots.
+    """
     out_dir = Path(out_dir)
     runs = find_runs(out_dir, subject, session_order=[config.sessions.baseline, config.sessions.followup],
                      task_order=list(config.tasks))
+    for run in runs:
+        bold = run.sources.get("bold")
+        run.bold_cache = (bold_caches or {}).get(str(bold.resolve())) if bold is not None else None
     figure_errors: list[ReportletError] = write_subject_reportlets(out_dir, subject, runs, config)
     css = out_dir / f"sub-{subject}" / "figures" / Path(STYLESHEET).name
     copy_file(packaged_file(STYLESHEET), css)
-    described = methods(config, runs=[(r.entities.get("ses"), r.entities["task"], r.entities.get("run"))
-                                      for r in runs], group=False)
+    contributed = [(r.entities.get("ses"), r.entities["task"], r.entities.get("run")) for r in runs]
+    described = methods_from_desc(methods, data=data_sentence(contributed) if contributed else None, group=False)
     crashes = subject_crashes(out_dir, subject)
     context = {
         "subject": subject, "version": __version__, "config_name": config.name, "config_hash": config.digest(),
@@ -153,9 +164,12 @@ def build_subject_report(out_dir: Path, subject: str, config: AnalysisConfig) ->
     return out_dir / f"sub-{subject}.html"
 
 
-def build_reports(out_dir: Path, subjects: list[str], config: AnalysisConfig, n_procs: int = 1) -> int:
+def build_reports(out_dir: Path, subjects: list[str], config: AnalysisConfig, n_procs: int = 1, *,
+                  methods: dict[str, str], bold_caches: dict[str, str] | None = None) -> int:
     """Write ``sub-<label>.html`` (and its figures) for every subject; returns the number that failed.
 
+    ``methods``: subject -> the methods text of its workflow (``__desc__`` paragraphs);
+    ``bold_caches``: resolved BOLD path -> in-mask cache (the carpet plots read it when present).
     Subjects are independent, so up to ``n_procs`` are built at once in worker processes (the
     figures take most of the time: about half a minute per subject of the reference design).
     Figures that cannot be made are reported inside the page, not counted as failures.
@@ -168,12 +182,13 @@ def build_reports(out_dir: Path, subjects: list[str], config: AnalysisConfig, n_
     if n_procs > 1 and len(subjects) > 1:
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(min(n_procs, len(subjects)), mp_context=context) as pool:
-            outcomes = list(pool.map(_build_in_worker, [(Path(out_dir), s, config) for s in subjects]))
+            outcomes = list(pool.map(_build_in_worker, [(Path(out_dir), s, config, methods[s], bold_caches)
+                                                        for s in subjects]))
         for _, _, records in outcomes:  # the workers' log messages (figures that failed), in subject order
             for levelno, message in records:
                 LOGGER.log(levelno, "%s", message)
     else:
-        outcomes = [(*_build_one(Path(out_dir), s, config), []) for s in subjects]
+        outcomes = [(*_build_one(Path(out_dir), s, config, methods[s], bold_caches), []) for s in subjects]
     failures = 0
     for subject, (path, error, _) in zip(subjects, outcomes):
         if error is None:
@@ -184,7 +199,7 @@ def build_reports(out_dir: Path, subjects: list[str], config: AnalysisConfig, n_
     return failures
 
 
-def _build_in_worker(job: tuple[Path, str, AnalysisConfig]) -> tuple[Path | None, str | None, list]:
+def _build_in_worker(job: tuple) -> tuple[Path | None, str | None, list]:
     """:func:`_build_one` in a worker process, with the log records it emitted as (level, message)."""
     records: list[tuple[int, str]] = []
 
@@ -201,9 +216,10 @@ def _build_in_worker(job: tuple[Path, str, AnalysisConfig]) -> tuple[Path | None
         LOGGER.removeHandler(handler)
 
 
-def _build_one(out_dir: Path, subject: str, config: AnalysisConfig) -> tuple[Path | None, str | None]:
+def _build_one(out_dir: Path, subject: str, config: AnalysisConfig, methods: str,
+               bold_caches: dict[str, str] | None) -> tuple[Path | None, str | None]:
     """(report path, None) or (None, error message) of one subject's report."""
     try:
-        return build_subject_report(out_dir, subject, config), None
+        return build_subject_report(out_dir, subject, config, methods, bold_caches), None
     except (OSError, ValueError, KeyError, jinja2.TemplateError) as err:
         return None, str(err)

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import AnalysisConfig
-from ..io.derivatives import bids_label, build_path
+from ..io.boldcache import open_bold_cache, read_mask, read_masked_bold
+from ..io.names import bids_label, build_path, parse_name
 from ..io.write import write_text
 from . import figures
-from .outputs import RunOutputs, parse_name
+from .outputs import RunOutputs
 
 LOGGER = logging.getLogger("ketflow")
 
@@ -85,10 +86,18 @@ def _roi_centre(run: RunOutputs, seed_label: str) -> tuple[float, float, float] 
     return None
 
 
+def _preprocessed_bold(run: RunOutputs) -> np.ndarray:
+    """The run's preprocessed in-mask BOLD, (time, voxels) float32: its cache from the work
+    directory when it is there (decompressing the series again takes seconds), else read
+    from the BOLD file."""
+    mask = read_mask(run.sources["mask"])
+    if run.bold_cache and Path(run.bold_cache).is_file():
+        return np.array(open_bold_cache(run.bold_cache, mask))  # checks it holds the mask's voxels
+    return read_masked_bold(run.sources["bold"], mask)
+
+
 def _carpet(run: RunOutputs) -> Callable:
     def make():
-        from ..interfaces.denoise import read_mask, read_masked_bold
-
         missing = [role for role in ("bold", "mask") if role not in run.sources]
         if missing:
             raise FileNotFoundError(f"input(s) {', '.join(missing)} not found: "
@@ -100,7 +109,7 @@ def _carpet(run: RunOutputs) -> Callable:
             raise ValueError("no RepetitionTime in the run's sidecars")
         series = run.files("timeseries", ".tsv", atlas="*", stat="*", desc=None)  # not the DCM VOIs
         signals = pd.read_csv(series[0], sep="\t") if series else None
-        bold = read_masked_bold(run.sources["bold"], read_mask(run.sources["mask"]))
+        bold = _preprocessed_bold(run)
         threshold = run.qc.get("strategy", {}).get("fd_threshold")
         return figures.plot_carpet(bold, censoring, run.tr, threshold, signals, title=run.label)
     return make

@@ -192,21 +192,31 @@ def fir_task_regressors(events: pd.DataFrame, n_volumes: int, tr: float, n_delay
     return design.drop(columns="constant").to_numpy()
 
 
+#: FIR delays (volumes) per condition of task-residual connectivity.
+N_FIR_DELAYS = 10
+
+
+def task_residuals(data: np.ndarray, events: pd.DataFrame, tr: float, n_delays: int = N_FIR_DELAYS,
+                   keep: np.ndarray | None = None) -> np.ndarray:
+    """``data`` (n_kept, V) of the retained volumes with condition-wise FIR task responses (and
+    the mean) regressed out, in ``data``'s precision (Cole et al. 2019, NeuroImage 189:1).
+
+    keep : bool (T,) maps the rows to acquisition times (default: all T = n_kept retained).
+    Returns (n_kept, V).
+    """
+    keep = np.ones(data.shape[0], bool) if keep is None else np.asarray(keep, bool)
+    fir = fir_task_regressors(events, keep.size, tr, n_delays)[keep]
+    residuals, _ = residualise(data, np.column_stack([np.ones(int(keep.sum())), fir]))
+    return residuals
+
+
 def task_residual_timeseries(
     ts: np.ndarray,
     events: pd.DataFrame,
     tr: float,
-    n_delays: int,
+    n_delays: int = N_FIR_DELAYS,
     keep: np.ndarray | None = None,
 ) -> np.ndarray:
-    """ROI series with condition-wise FIR task responses (and the mean) regressed out.
-
-    ts : (n_kept, R) series of the retained volumes; keep : bool (T,) maps them to
-    acquisition times (default: all T = n_kept retained). Returns (n_kept, R).
-    """
-    ts = np.asarray(ts, dtype=np.float64)
-    keep = np.ones(ts.shape[0], bool) if keep is None else np.asarray(keep, bool)
-    fir = fir_task_regressors(events, keep.size, tr, n_delays)[keep]
-    design = np.column_stack([np.ones(int(keep.sum())), fir])
-    residuals, _ = residualise(ts, design)
-    return residuals
+    """ROI series (n_kept, R) with condition-wise FIR task responses (and the mean) regressed
+    out, in float64 (:func:`task_residuals`)."""
+    return task_residuals(np.asarray(ts, dtype=np.float64), events, tr, n_delays, keep)

@@ -33,7 +33,7 @@ import numpy as np
 
 
 #: Exclusion policy defaults of the analysis configuration (``denoising.min_volumes`` and
-#: ``denoising.min_dof``) and of the ``Denoise`` interface. Below about 30 residual degrees of
+#: ``denoising.min_dof``, :mod:`ketflow.config`). Below about 30 residual degrees of
 #: freedom a resting run's correlations are mostly sampling noise (benchmarks/rest_recovery.py:
 #: with 24 left, the strongest pair is ranked first in 16% of runs and the RMS error of the
 #: correlations is 0.29; docs/denoising_connectivity.md).
@@ -75,6 +75,18 @@ def dct_basis(n_volumes: int, orders) -> np.ndarray:
     t = np.arange(n_volumes)[:, None] + 0.5
     k = np.asarray(list(orders), dtype=float)[None, :]
     return np.sqrt(2.0 / n_volumes) * np.cos(np.pi * k * t / n_volumes)
+
+
+def filter_cutoffs(high_pass_s: float | None, band_pass_hz: tuple[float, float] | None
+                   ) -> tuple[float | None, float | None]:
+    """(high-pass period in s, low-pass frequency in Hz) of the denoising model.
+
+    A band-pass ``[low, high]`` Hz (rest runs) replaces the high-pass period by ``1 / low``.
+    """
+    if band_pass_hz:
+        low, high = band_pass_hz
+        return 1.0 / low, high
+    return high_pass_s, None
 
 
 def cosine_regressors(n_volumes: int, tr: float, high_pass_s: float | None, low_pass_hz: float | None = None) -> np.ndarray:

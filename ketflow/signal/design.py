@@ -51,6 +51,7 @@ __all__ = [
     "make_task_design",
     "contrast_weights",
     "contrast_vector",
+    "spike_regressors",
 ]
 
 REQUIRED_EVENT_COLUMNS = ("onset", "duration", "trial_type")
@@ -484,3 +485,21 @@ def contrast_vector(
         for col, share in design.members[cond].items():
             vec[names.index(prefix + col)] += w * share
     return vec
+
+
+#: Name prefix of the censoring spike columns of a task model's confounds (:func:`spike_regressors`).
+SPIKE_PREFIX = "censored_"
+
+
+def spike_regressors(keep: np.ndarray) -> pd.DataFrame:
+    """One indicator column per censored volume (``censored_<volume index>``); ``keep`` is bool (T,).
+
+    Task models keep every volume (deconvolution and event timing need an evenly sampled
+    series), so censoring enters them as spike regressors, which remove the censored volumes'
+    influence on the estimates exactly as dropping them would (Lemieux et al. 2007, Magn Reson
+    Imaging 25:894; Power et al. 2014, NeuroImage 84:320).
+    """
+    censored = np.flatnonzero(~keep)
+    spikes = np.zeros((keep.size, censored.size))
+    spikes[censored, np.arange(censored.size)] = 1.0
+    return pd.DataFrame(spikes, columns=[f"{SPIKE_PREFIX}{i:04d}" for i in censored])

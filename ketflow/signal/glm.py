@@ -38,6 +38,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from nilearn.glm.first_level import mean_scaling
 from scipy import stats
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "fixed_effects",
     "t_to_z",
     "roi_contrasts",
+    "fixed_effects_table",
+    "percent_signal_change",
     "column_space",
 ]
 
@@ -307,6 +310,32 @@ def fixed_effects(
     dof = float(np.sum(dofs))
     t = effect / np.sqrt(np.maximum(variance, _TINY_VARIANCE))
     return ContrastResult(effect, variance, t, t_to_z(t, dof), dof)
+
+
+def fixed_effects_table(tables: list[pd.DataFrame], dofs, names: list[str] | None = None) -> pd.DataFrame:
+    """Fixed-effects combination of per-run ROI contrast tables (columns roi, contrast, effect,
+    variance, ...), as :func:`fixed_effects`; ``names`` (e.g. the tables' files) label errors.
+
+    Returns a table with columns roi, contrast, effect, variance, t, z, dof.
+    """
+    names = names or [f"table {k + 1}" for k in range(len(tables))]
+    if len(tables) != len(dofs):
+        raise ValueError(f"{len(tables)} ROI tables for {len(dofs)} runs")
+    tables = [t.set_index(["roi", "contrast"]) for t in tables]
+    keys = tables[0].index
+    for name, table in zip(names[1:], tables[1:]):
+        if not table.index.equals(keys):
+            raise ValueError(f"{name}: ROIs or contrasts differ from {names[0]}")
+    res = fixed_effects(np.array([t["effect"].to_numpy() for t in tables]),
+                        np.array([t["variance"].to_numpy() for t in tables]), dofs)
+    return pd.DataFrame({"roi": keys.get_level_values(0), "contrast": keys.get_level_values(1),
+                         "effect": res.effect, "variance": res.variance, "t": res.t, "z": res.z, "dof": res.dof})
+
+
+def percent_signal_change(data: np.ndarray) -> np.ndarray:
+    """Each voxel (column of ``data``, (time, voxels)) in percent of its temporal mean,
+    ``100 * (y / mean - 1)``: nilearn's ``mean_scaling``, which ``FirstLevelModel`` applies."""
+    return mean_scaling(data)[0]
 
 
 def roi_contrasts(

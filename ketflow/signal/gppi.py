@@ -3,7 +3,7 @@
 McLaren, Ries, Xu & Johnson (2012), "A generalized form of context-dependent
 psychophysiological interactions (gPPI): a comparison to standard approaches",
 NeuroImage 61:1277-1286.  Deconvolution of the seed as Gitelman et al. (2003),
-NeuroImage 19:200 (``ketflow.ppi.peb_deconvolve``).
+NeuroImage 19:200 (``ketflow.signal.ppi.peb_deconvolve``).
 
 For each modelled condition ``k`` (design column, see ``ketflow.signal.design``) the
 interaction term is ``PPI_k = HRF * ((u_k - mean(u_k)) * xn)`` read at the scan times,
@@ -34,10 +34,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ketflow.ppi import peb_deconvolve
-from ketflow.signal.design import TaskDesign, contrast_vector
-from ketflow.signal.glm import ContrastResult, column_space, compute_contrast, fit_glm
-from ketflow.signal.hrf import convolve_microtime, spm_canonical_hrf
+from .design import TaskDesign, contrast_vector
+from .extract import first_eigenvariate, roi_means
+from .glm import ContrastResult, column_space, compute_contrast, fit_glm
+from .hrf import convolve_microtime, spm_canonical_hrf
+from .ppi import peb_deconvolve
 
 __all__ = [
     "task_columns",
@@ -48,6 +49,8 @@ __all__ = [
     "roi_to_roi_gppi",
     "symmetrize",
     "seed_to_voxel_gppi",
+    "ppi_roi_signals",
+    "ppi_matrix",
 ]
 
 PPI_PREFIX = "PPI_"
@@ -276,3 +279,41 @@ def seed_to_voxel_gppi(
     gd = gppi_design(seed, design, deconvolve)
     fit = fit_glm(voxels, gd.to_numpy(), noise_model)
     return gd, {name: compute_contrast(fit, vec) for name, vec in gppi_contrasts(design, gd.columns, contrasts).items()}
+
+
+def ppi_roi_signals(
+    data: np.ndarray, labels: np.ndarray, names: list[str], method: str, nuisance: np.ndarray
+) -> pd.DataFrame:
+    """ROI signals (n_scans, n_rois) of a gPPI, from percent-scaled voxels.
+
+    ``data`` (n_scans, n_voxels) the ROIs' voxels, ``labels`` (n_voxels,) 1..n_rois (0 =
+    none), ``nuisance`` (n_scans, k) the design's nuisance columns.  ``method``: ``mean`` over
+    each ROI's voxels, or its SPM-convention first ``eigenvariate`` after projecting the
+    nuisance columns out of the voxels (:func:`ketflow.signal.extract.first_eigenvariate`).
+    """
+    if method == "mean":
+        return pd.DataFrame(roi_means(data, labels, len(names)), columns=names)
+    if method != "eigenvariate":
+        raise ValueError(f"unknown ROI signal {method!r}; use 'mean' or 'eigenvariate'")
+    q = column_space(nuisance)
+    series = {}
+    for k, name in enumerate(names, start=1):
+        roi = np.asarray(data[:, labels == k], dtype=np.float64)
+        if roi.shape[1] == 0:
+            raise ValueError(f"ROI {name} has no voxels")
+        series[name] = first_eigenvariate(roi - q @ (q.T @ roi))
+    return pd.DataFrame(series)
+
+
+def ppi_matrix(table: pd.DataFrame, contrast: str, rois: list[str], symmetric: bool) -> pd.DataFrame:
+    """Seed x target matrix of one contrast's PPI effects (``Node`` column = seeds; NaN where
+    not estimated), from :func:`roi_to_roi_gppi` or, when ``symmetric``, :func:`symmetrize`."""
+    mat = pd.DataFrame(np.nan, index=rois, columns=rois)
+    rows = table[table["contrast"] == contrast]
+    if symmetric:
+        for a, b, e in rows[["roi_a", "roi_b", "effect"]].itertuples(index=False):
+            mat.loc[a, b] = mat.loc[b, a] = e
+    else:
+        for s, t, e in rows[["seed", "target", "effect"]].itertuples(index=False):
+            mat.loc[s, t] = e
+    return mat.rename_axis("Node").reset_index()

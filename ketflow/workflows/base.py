@@ -1,138 +1,116 @@
-"""Top-level participant workflow: one sub-workflow per subject, one per run inside it.
+"""The participant-level workflow: one sub-workflow per subject, one per run inside it.
 
-``init_ketflow_wf`` → ``single_subject_<label>_wf`` → ``<ses>_<task>[_<run>]_wf`` per run
-(runs are independent Nipype nodes, so MultiProc runs them in parallel).  Each run workflow
-is assembled from the measure workflows of :mod:`ketflow.workflows.bold`.
+``init_ketflow_wf`` -> ``single_subject_<label>_wf`` (:func:`init_single_subject_wf`) ->
+``<ses>_<task>[_<run>]_wf`` per run (:func:`ketflow.workflows.bold.init_bold_wf`; runs are
+independent, so MultiProc runs them in parallel) and ``<ses>_<task>_fixedeffects_wf`` per
+session with several runs of a task (:mod:`ketflow.workflows.session`).
 
-When a subject has several runs of the same task in a session (same entities apart from
-``run``), a ``<ses>_<task>_fixedeffects_wf`` combines their activation contrasts by fixed
-effects (inverse-variance weighting, :class:`~ketflow.interfaces.glm.FixedEffects`) and
-stores session-level maps and ROI tables under the run-level names without the ``run``
-entity, as FitLins names its session-level outputs.  With a single run there is nothing to
-combine and the run-level outputs are the session's.
+Every workflow is a niworkflows ``LiterateWorkflow``: the top one introduces the methods
+(``__desc__``) and ends them with the group level (``__postdesc__``); each stage describes
+itself, and ``visit_desc()`` gathers the text (:func:`boilerplate`).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
-from pathlib import Path
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from nipype.interfaces.utility import Merge
-from nipype.pipeline import engine as pe
-
-from ..config import AnalysisConfig
+from .. import __version__
+from ..config import AnalysisConfig, Task
+from ..docs import fill_doc
 from ..interfaces.connectivity import Connectivity
 from ..interfaces.denoise import Denoise
-from ..interfaces.glm import FirstLevelGLM, FixedEffects
+from ..interfaces.glm import FirstLevelGLM
 from ..interfaces.ppi import GPPI
 from ..io.bids import RunInputs
-from ..io.write import write_json
-from .bold import _Sinks, init_run_wf, run_wf_name
+from ..reports.boilerplate import paragraph
+from .bold import init_bold_wf
+from .bold.outputs import Provenance
 from .execution import reserve_threads
-from .screening import roi_definition, screen_runs
+from .screening import screen_runs
+from .session import RUN_FIELDS, init_fixed_effects_wf, session_groups
 
-__all__ = ["init_ketflow_wf", "screen_runs", "write_run_specs"]
+__all__ = ["init_ketflow_wf", "init_single_subject_wf", "screen_runs", "subject_boilerplate"]
 
 #: Interfaces whose voxel-wise linear algebra (regression, projections, correlations over
 #: every brain voxel) runs in multithreaded BLAS: their nodes reserve ``--omp-nthreads`` slots.
 THREADED_INTERFACES = (Denoise, FirstLevelGLM, GPPI, Connectivity)
 
 
-def write_run_specs(config: AnalysisConfig, spec_dir: Path) -> dict[str, str]:
-    """Write the JSON specifications nodes read (ROI definition, denoising per run kind).
+def intro_desc(config: AnalysisConfig) -> str:
+    """The first paragraph of the methods: software, configuration, preprocessing."""
+    return paragraph("", (
+        f"Results were computed with ketflow {__version__}[@ketflow] (configuration '{config.name}'), built on "
+        "Nipype ([@nipype]) and Nilearn ([@nilearn]), from data preprocessed with fMRIPrep ([@fmriprep])."))
 
-    They live in the work directory and are rewritten identically on a rerun, so Nipype's
-    hashes (and the cached results) stay valid.
+
+def group_desc(config: AnalysisConfig) -> str:
+    """The group level, which the participant-level outputs feed (the methods' last paragraph)."""
+    return paragraph("Group level", (
+        f"Change scores ({config.sessions.followup} minus {config.sessions.baseline}) of the imaging measures "
+        f"predicted change in {config.clinical.outcome} with elastic-net regression ([@zou]), the "
+        "penalty chosen by leave-one-out cross-validation as in [@norbury]; out-of-sample performance "
+        "was estimated by nested cross-validation with permutation tests ([@varoquaux]), and DCM parameters "
+        "were analysed with Parametric Empirical Bayes ([@friston_peb])."))
+
+
+def described_tasks(runs: list[RunInputs], config: AnalysisConfig) -> dict[str, Task]:
+    """The configured tasks among ``runs`` (what the methods describe), by label.
+
+    By label rather than in configuration order: the reports read the configuration recorded
+    in ``logs/config.json``, whose keys are sorted, so this order is the same everywhere.
     """
-    rois = roi_definition(config)
-    den = config.denoising
-    task_denoise = {"strategy": den.strategy, "fd_threshold": den.fd_threshold, "min_contiguous": den.min_contiguous,
-                    "high_pass_s": den.high_pass_s, "min_volumes": den.min_volumes, "min_dof": den.min_dof}
-    rest_denoise = dict(task_denoise, band_pass_hz=list(den.band_pass_rest) if den.band_pass_rest else None)
-    specs = {"rois": rois, "denoise_task": task_denoise, "denoise_rest": rest_denoise}
-    paths = {}
-    for name, content in specs.items():
-        path = spec_dir / f"{name}.json"
-        if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(content)):
-            write_json(path, content)
-        paths[name] = str(path)
-    return paths
+    present = {run.task for run in runs}
+    return {label: config.tasks[label] for label in sorted(config.tasks) if label in present}
 
 
-def init_ketflow_wf(runs: list[RunInputs], config: AnalysisConfig, opts, source_links: dict) -> pe.Workflow:
+def init_ketflow_wf(runs: list[RunInputs], config: AnalysisConfig, opts, source_links: dict) -> Workflow:
     """The whole participant-level workflow for ``runs`` (already screened)."""
-    workflow = pe.Workflow(name="ketflow_wf")
-    specs = write_run_specs(config, Path(opts.work_dir) / "ketflow_specs")
-    context = {
-        "config": config,
-        "out_dir": str(opts.output_dir),
-        "space": opts.space,
-        "specs": specs,
-        "source_links": {k: str(v) for k, v in source_links.items()},
-        "config_hash": config.digest(),
-        "omp_nthreads": opts.omp_nthreads,
-    }
+    workflow = Workflow(name="ketflow_wf")
+    workflow.__desc__ = intro_desc(config)
+    workflow.__postdesc__ = group_desc(config)
     for subject in sorted({r.subject for r in runs}):
-        subject_wf = pe.Workflow(name=f"single_subject_{subject}_wf")
-        run_wfs = []
-        for run in (r for r in runs if r.subject == subject):
-            run_wfs.append((run, init_run_wf(run, context)))
-            subject_wf.add_nodes([run_wfs[-1][1]])
-        for members in session_groups(run_wfs, config):
-            _add_fixed_effects(subject_wf, members, context)
-        workflow.add_nodes([subject_wf])
+        provenance = {"out_dir": str(opts.output_dir), "source_links": source_links, "config_hash": config.digest()}
+        workflow.add_nodes([init_single_subject_wf([r for r in runs if r.subject == subject], config, **provenance)])
     # Each process is limited to --omp-nthreads threads (execution.thread_limits); the nodes
     # that use them reserve as many MultiProc slots, never more than --nprocs.
     reserve_threads(workflow, min(opts.omp_nthreads, opts.nprocs), THREADED_INTERFACES)
     return workflow
 
 
-def session_groups(run_wfs: list, config: AnalysisConfig) -> list[list]:
-    """(run, workflow) pairs of activation runs sharing every entity but ``run``, in groups of two or more."""
-    if not config.measures.activation:
-        return []
-    groups: dict[tuple, list] = {}
-    for run, wf in run_wfs:
-        if config.tasks[run.task].type == "task":
-            key = tuple((k, v) for k, v in run.entities.items() if k != "run")
-            groups.setdefault(key, []).append((run, wf))
-    return [members for members in groups.values() if len(members) > 1]
+@fill_doc
+def init_single_subject_wf(runs: list[RunInputs], config: AnalysisConfig, *, out_dir: str, source_links: dict,
+                           config_hash: str) -> Workflow:
+    """One subject: a workflow per run, and the fixed effects of sessions with several runs of a task.
+
+    Parameters
+    ----------
+    runs : :obj:`list` of :class:`ketflow.io.bids.RunInputs`
+        The subject's runs (screened).
+    config : :class:`ketflow.config.AnalysisConfig`
+        The configuration; each stage receives the sections it needs.
+    out_dir : :obj:`str`
+        The output dataset.
+    source_links : :obj:`dict`
+        Dataset name -> folder, for the BIDS URIs of the sidecars.
+    config_hash : :obj:`str`
+        SHA-256 of the resolved configuration (``logs/config.json``).
+    """
+    workflow = Workflow(name=f"single_subject_{runs[0].subject}_wf")
+    described = described_tasks(runs, config)
+    run_wfs = {}  # run name -> its workflow
+    for run in runs:
+        provenance = Provenance.of_runs([run], out_dir=out_dir, source_links=source_links, config_hash=config_hash)
+        run_wfs[run.name] = init_bold_wf(run, config, provenance, described_tasks=described)
+        workflow.add_nodes([run_wfs[run.name]])
+    for members in session_groups(runs, config):
+        provenance = Provenance.of_runs(members, out_dir=out_dir, source_links=source_links, config_hash=config_hash)
+        fixed_wf = init_fixed_effects_wf(members, config, provenance)
+        for k, run in enumerate(members, start=1):
+            workflow.connect([(run_wfs[run.name], fixed_wf, [(f"outputnode.{f}", f"inputnode.{f}_run{k}")
+                                                             for f in RUN_FIELDS])])
+    return workflow
 
 
-def _add_fixed_effects(subject_wf: pe.Workflow, members: list, ctx: dict) -> None:
-    """Session-level fixed-effects combination of the activation contrasts of ``members``' runs."""
-    runs = [run for run, _ in members]
-    first = runs[0]
-    session = replace(first, run=None)
-    workflow = pe.Workflow(name=run_wf_name(session).removesuffix("_wf") + "_fixedeffects_wf")
-    n = len(members)
-    merges = {
-        field: pe.Node(Merge(n, no_flatten=field != "dof"), name=f"merge_{field}", run_without_submitting=True)
-        for field in ("effect_maps", "variance_maps", "contrast_names", "dof", "roi_tsv", "mask")
-    }
-    fixed = pe.Node(FixedEffects(), name="fixed_effects", mem_gb=0.5)
-    subject_wf.add_nodes([workflow])
-    workflow.connect([
-        (merges["effect_maps"], fixed, [("out", "effect_maps")]),
-        (merges["variance_maps"], fixed, [("out", "variance_maps")]),
-        (merges["contrast_names"], fixed, [("out", "contrast_names")]),
-        (merges["dof"], fixed, [("out", "dofs")]),
-        (merges["roi_tsv"], fixed, [("out", "roi_tables")]),
-        (merges["mask"], fixed, [("out", "brain_masks")]),
-    ])
-    for k, (run, run_wf) in enumerate(members, start=1):
-        for field in ("effect_maps", "variance_maps", "contrast_names", "dof", "roi_tsv"):
-            subject_wf.connect(run_wf, f"activation.{field}", workflow, f"merge_{field}.in{k}")
-        setattr(merges["mask"].inputs, f"in{k}", run.mask)
-    sinks = _Sinks(workflow, session, ctx)
-    sinks.sources = sorted({p for run in runs for p in (run.bold, run.mask, run.confounds, run.events) if p})
-    config: AnalysisConfig = ctx["config"]
-    meta = {"Level": "session", "Runs": [run.name for run in runs],
-            "TaskConfig": config.tasks[first.task].model_dump(mode="json")}
-    for stat in ("effect", "variance", "z"):
-        sinks.add(f"fixed_{stat}_maps", fixed, f"{stat}_maps", "statmap", ".nii.gz", from_filename=True,
-                  metadata=meta, meta_from=(fixed, "meta_json"))
-    sinks.add("fixed_roi_contrasts", fixed, "roi_tsv", "contrasts", ".tsv",
-              entities={"atlas": config.circuit.name, "stat": "effect"}, metadata=meta,
-              meta_from=(fixed, "meta_json"))
+def subject_boilerplate(workflow: Workflow, subject: str) -> str:
+    """The methods text of one subject's runs: the introduction and its stages' paragraphs."""
+    return workflow.__desc__ + workflow.get_node(f"single_subject_{subject}_wf").visit_desc()

@@ -88,6 +88,14 @@ def all_nodes(workflow) -> list:
     return [workflow.get_node(name) for name in workflow.list_node_names()]
 
 
+def executed_nodes(workflow) -> list:
+    """The nodes that run: all but the stage workflows' ``inputnode``/``outputnode`` (identity
+    interfaces, which Nipype removes from the graph it executes)."""
+    from nipype.interfaces.utility import IdentityInterface
+
+    return [node for node in all_nodes(workflow) if not isinstance(node.interface, IdentityInterface)]
+
+
 def reserve_threads(workflow, n_threads: int, threaded: tuple[type, ...]) -> int:
     """Make nodes running one of the ``threaded`` interfaces reserve ``n_threads`` slots.
 
@@ -112,23 +120,26 @@ def _slurm_cpus_per_task(workflow) -> None:
 
 
 def describe_node(fullname: str) -> str:
-    """A readable name for a node: ``sub-01 ses-pre task-faces: denoise``.
+    """A readable name for a node: ``sub-01 ses-pre task-faces: denoise_wf.denoise``.
 
-    Decodes ketflow's workflow names (``single_subject_<label>_wf``, ``ses_<s>_task_<t>_wf``);
-    other names are kept as they are.
+    Decodes ketflow's subject and run workflow names (``single_subject_<label>_wf``, then
+    ``ses_<s>_task_<t>_wf``); the stage workflows below them are kept, joined to the node by
+    dots; other names are kept as they are.
     """
     parts = fullname.split(".")[1:] or fullname.split(".")
-    words = []
-    for part in parts[:-1]:
+    words, path = [], []
+    for k, part in enumerate(parts[:-1]):
         subject = re.fullmatch(r"single_subject_(.+)_wf", part)
         tokens = part[: -len("_wf")].split("_") if part.endswith("_wf") else []
         if subject:
             words.append(f"sub-{subject.group(1)}")
-        elif tokens and len(tokens) % 2 == 0:
+        elif k == 1 and words and tokens and len(tokens) % 2 == 0:  # the run workflow below the subject's
             words += [f"{key}-{value}" for key, value in zip(tokens[::2], tokens[1::2])]
+        elif words:
+            path.append(part)
         else:
             words.append(part)
-    return (" ".join(words) + ": " if words else "") + parts[-1]
+    return (" ".join(words) + ": " if words else "") + ".".join(path + parts[-1:])
 
 
 class ProgressLog:
@@ -208,7 +219,7 @@ def run_workflow(workflow, opts, crash_dir: Path) -> list[Path]:
     )
     workflow.config["monitoring"] = {"enabled": False}
     plugin, plugin_args = plugin_settings(opts)
-    n_nodes = len(workflow.list_node_names())
+    n_nodes = len(executed_nodes(workflow))
     if plugin.startswith("SLURM"):
         _slurm_cpus_per_task(workflow)
     if plugin not in ASYNCHRONOUS_PLUGINS:  # graph plugins do not call it

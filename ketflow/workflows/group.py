@@ -33,7 +33,7 @@ from ..interfaces.peb import CompareDCMModels
 from ..io.bids import InputError
 from ..io.clinical import ClinicalDataError, check_arms, read_participants, read_scores
 from ..io.collect import collect_measures, read_exclusions
-from ..io.derivatives import bids_label
+from ..io.names import bids_label
 from ..io.write import write_json, write_text, write_tsv
 from .execution import run_workflow
 from .group_peb import add_peb_nodes, prepare_peb

@@ -35,10 +35,9 @@ from ..group.clusters import CLUSTER_COLUMNS
 from ..interfaces.bids import DerivativesSink
 from ..interfaces.voxelwise import VoxelwiseSecondLevel, design_prefix
 from ..io.clinical import ClinicalDataError, read_participants
-from ..io.derivatives import bids_label, build_name
+from ..io.names import bids_label, build_name
 from ..io.voxelwise import MAP_FAMILIES, find_voxel_maps, session_maps
 from ..io.write import write_json, write_tsv
-from .screening import roi_definition
 
 #: Columns of ``group/voxelwise/analyses.tsv`` and their meaning.
 ANALYSIS_COLUMNS = {
@@ -295,7 +294,7 @@ def plan_voxelwise(opts, config: AnalysisConfig, work: Path) -> VoxelwisePlan | 
                 "sessions": {"baseline": config.sessions.baseline, "followup": config.sessions.followup},
                 "arms": config.clinical.arms[:2], "covariates": list(config.clinical.covariates),
                 "subjects": people, "designs": designs, "settings": settings,
-                "small_volume": v.small_volume, "rois": roi_definition(config)}
+                "small_volume": v.small_volume, "circuit": config.circuit.model_dump(mode="json")}
         path = write_json(work / f"voxelwise_{kind.label}.json", plan)
         header = nib.load(files["path"].iloc[0])
         n_maps = sum(len(p) for s in people for p in s["maps"].values())

@@ -17,10 +17,11 @@ import pandas as pd
 from ..config import AnalysisConfig
 from ..io.bids import Discovery, InputError, discover, strip_prefix
 from ..io.derivatives import BIDSIGNORE, dataset_description
+from ..io.bids import RunInputs
 from ..io.write import remove_partial_files, write_json, write_text, write_tsv
-from ..reports.boilerplate import methods_text
-from .base import init_ketflow_wf, screen_runs
-from .bold import run_wf_name
+from ..reports.boilerplate import methods_from_desc
+from .base import group_desc, init_ketflow_wf, intro_desc, screen_runs, subject_boilerplate
+from .bold import bold_cache_file, run_wf_name
 from .execution import crash_info, run_workflow
 
 LOGGER = logging.getLogger("ketflow")
@@ -74,45 +75,62 @@ def discover_inputs(opts, config: AnalysisConfig) -> Discovery:
     )
 
 
-def init_output_dataset(out_dir: Path, opts, config: AnalysisConfig, tasks: list[str]) -> None:
+def init_output_dataset(out_dir: Path, opts, config: AnalysisConfig, citation: str) -> None:
     """``dataset_description.json``, ``.bidsignore``, resolved config and methods boilerplate."""
     write_json(out_dir / "dataset_description.json", dataset_description(source_links(opts), out_dir))
     write_text(out_dir / ".bidsignore", BIDSIGNORE)
     write_text(out_dir / "logs" / "config.json", config.to_json())  # the bytes config.digest() hashes
-    write_text(out_dir / "logs" / "CITATION.md", methods_text(config, tasks))
+    write_text(out_dir / "logs" / "CITATION.md", citation)
+
+
+def citation_text(workflow, config: AnalysisConfig) -> str:
+    """``logs/CITATION.md``: the methods gathered from the workflow that runs (fMRIPrep's way)."""
+    desc = workflow.visit_desc() if workflow is not None else intro_desc(config) + group_desc(config)
+    return methods_from_desc(desc).markdown()
+
+
+def report_inputs(workflow, runs: list[RunInputs], subjects: list[str], config: AnalysisConfig,
+                  work_dir) -> tuple[dict, dict]:
+    """What the reports take from the workflow: each subject's methods text (its stages'
+    descriptions) and each run's BOLD cache in the work directory (the carpet plots read it)."""
+    processed = {run.subject for run in runs}
+    methods = {s: subject_boilerplate(workflow, s) if s in processed else intro_desc(config) for s in subjects}
+    caches = {str(Path(run.bold).resolve()): str(bold_cache_file(work_dir, run)) for run in runs}
+    return methods, caches
 
 
 def run_participant_level(opts, config: AnalysisConfig) -> int:
     """Run the participant level; returns the exit status (0 success, 1 any failure)."""
+    from ..reports.participant import build_reports
+
     discovery = discover_inputs(opts, config)
     tasks = list(selected_tasks(opts, config))
     runs, exclusions = screen_runs(discovery.runs, config)
     LOGGER.info("found %d run(s) of %d subject(s); %d excluded before processing",
                 len(discovery.runs), len(discovery.subjects), len(exclusions))
     out_dir = opts.output_dir
+    workflow = init_ketflow_wf(runs, config, opts, source_links(opts)) if runs else None
     if opts.boilerplate_only:
-        write_text(out_dir / "logs" / "CITATION.md", methods_text(config, tasks))
+        write_text(out_dir / "logs" / "CITATION.md", citation_text(workflow, config))
         print(f"Methods boilerplate written to {out_dir / 'logs' / 'CITATION.md'}")
         return 0
+    methods, caches = report_inputs(workflow, runs, discovery.subjects, config, opts.work_dir)
     if opts.reports_only:
-        from ..reports.participant import build_reports
-
-        return 1 if build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs) else 0
+        return 1 if build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs, methods=methods,
+                                  bold_caches=caches) else 0
 
     for path in remove_partial_files(out_dir, discovery.subjects):
         LOGGER.info("removed %s, left by an interrupted run", path)
-    init_output_dataset(out_dir, opts, config, tasks)
+    init_output_dataset(out_dir, opts, config, citation_text(workflow, config))
     _write_exclusions(out_dir, discovery, exclusions, opts.session_label, tasks)
     crash_files: list[Path] = []
-    if runs:
-        workflow = init_ketflow_wf(runs, config, opts, source_links(opts))
+    if workflow is not None:
         crash_files = run_workflow(workflow, opts, out_dir / "logs" / "crash")
     else:
         LOGGER.warning("no run left to process after exclusions")
 
-    from ..reports.participant import build_reports
-
-    report_status = build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs)
+    report_status = build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs, methods=methods,
+                                  bold_caches=caches)
     # A subject left with no run to process is a failure (docs/inputs.md), though the others go on.
     unprocessed = sorted(set(discovery.subjects) - {r.subject for r in runs})
     _print_summary(out_dir, runs, exclusions + discovery.skipped, crash_files, unprocessed,

@@ -16,54 +16,15 @@ from __future__ import annotations
 
 import nibabel as nb
 import numpy as np
-import pandas as pd
 
-from ..config import AnalysisConfig, load_spheres
-from ..interfaces.rois import roiset_from_definition
+from ..config import AnalysisConfig
 from ..io.bids import InputError, RunInputs
-from ..io.confounds import ConfoundStrategy, load_confounds
-from ..signal.denoise import TooFewVolumesError, kept_design
+from ..io.confounds import confound_strategy, load_confounds
+from ..io.rois import circuit_roiset
+from ..io.tables import read_events
+from ..signal.denoise import TooFewVolumesError, filter_cutoffs, kept_design
 from ..signal.design import contrast_vector, make_task_design
 from ..signal.rois import mask_labels
-
-
-def filter_settings(config: AnalysisConfig, kind: str) -> tuple[float | None, float | None]:
-    """(high-pass period in s, low-pass frequency in Hz) of denoising for a 'task' or 'rest' run.
-
-    Rest runs with ``band_pass_rest`` are band-passed: the high-pass period becomes 1/low.
-    """
-    den = config.denoising
-    if kind == "rest" and den.band_pass_rest:
-        low, high = den.band_pass_rest
-        return 1.0 / low, high
-    return den.high_pass_s, None
-
-
-def confound_strategy(config: AnalysisConfig) -> ConfoundStrategy:
-    """The configured denoising strategy as the confounds reader expects it."""
-    den = config.denoising
-    return ConfoundStrategy(name=den.strategy, fd_threshold=den.fd_threshold, min_segment=den.min_contiguous)
-
-
-def roi_definition(config: AnalysisConfig) -> dict:
-    """The circuit ROIs as the BuildROIs interface reads them (sphere list, then atlas regions)."""
-    circuit = config.circuit
-    # the spheres (packaged table + overrides, or only `circuit.spheres` beside an atlas) and
-    # the atlas regions after them: the ROIs and order of `config.roi_names`
-    rois: dict = {"min_voxels": circuit.min_voxels,
-                  "spheres": [s.model_dump(include={"name", "x", "y", "z", "radius_mm"})
-                              for s in load_spheres(circuit)]}
-    if circuit.atlas is not None:
-        rois.update(atlas=str(circuit.atlas.dseg), atlas_labels=str(circuit.atlas.labels))
-    return rois
-
-
-def read_events(path: str) -> pd.DataFrame:
-    """Read a BIDS events TSV; a ValueError names the file if it cannot be parsed."""
-    try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read the events TSV ({err})") from err
 
 
 def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[RunInputs], list[dict]]:
@@ -81,7 +42,7 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
         first row, negative durations, onsets past the run, conditions absent from the events,
         ...) and every ROI too small in all the runs' brain masks.
     """
-    strategy = confound_strategy(config)
+    strategy = confound_strategy(config.denoising)
     rois = _ROICoverage(config)
     problems: list[str] = []
     screened: list[tuple[RunInputs, list[str], dict[str, str]]] = []  # run, exclusion reasons, short ROIs
@@ -102,7 +63,8 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
             problems.append(f"{run.mask}: cannot place the circuit ROIs on this run's grid ({err})")
             continue
         reasons = []
-        high_pass_s, low_pass_hz = filter_settings(config, config.tasks[run.task].type)
+        band = config.denoising.band_pass_rest if config.tasks[run.task].type == "rest" else None
+        high_pass_s, low_pass_hz = filter_cutoffs(config.denoising.high_pass_s, band)
         try:
             kept_design(confounds.regressors.to_numpy(), run.tr, confounds.keep, high_pass_s, low_pass_hz,
                         min_volumes=config.denoising.min_volumes, min_dof=config.denoising.min_dof)
@@ -181,7 +143,7 @@ class _ROICoverage:
     """Voxel counts of the circuit ROIs inside each run's brain mask (labels cached per grid)."""
 
     def __init__(self, config: AnalysisConfig):
-        self.definition = roi_definition(config)
+        self.circuit = config.circuit
         self.min_voxels = config.circuit.min_voxels
         self._unmasked: dict[tuple, object] = {}
 
@@ -191,8 +153,7 @@ class _ROICoverage:
         mask = np.asanyarray(image.dataobj) > 0
         key = (image.shape, np.round(image.affine, 4).tobytes())
         if key not in self._unmasked:  # ROI labels on the grid, before masking
-            self._unmasked[key] = roiset_from_definition(dict(self.definition, min_voxels=0), image,
-                                                         np.ones(image.shape, bool))
+            self._unmasked[key] = circuit_roiset(self.circuit, image, np.ones(image.shape, bool), min_voxels=0)
         full = self._unmasked[key]
         counted = mask_labels(full.labels, full.names, mask, min_voxels=0)
         return {

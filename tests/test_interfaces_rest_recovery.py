@@ -23,15 +23,16 @@ from sklearn.covariance import EmpiricalCovariance
 from ketflow.config import load_config
 from ketflow.interfaces import run_in
 from ketflow.interfaces.connectivity import Connectivity
-from ketflow.interfaces.denoise import Denoise, read_mask, read_masked_bold
+from ketflow.interfaces.denoise import Denoise
 from ketflow.interfaces.rois import BuildROIs, ExtractROISignals
+from ketflow.io.boldcache import read_mask, read_masked_bold
 from ketflow.io.confounds import ConfoundStrategy, load_confounds
 from ketflow.signal import rois
 from ketflow.signal.denoise import denoise
 from ketflow.signal.extract import extract
 from ketflow.simulate import simulate_dataset
 from ketflow.simulate.bids import run_files
-from ketflow.workflows.base import write_run_specs
+from ketflow.workflows.bold.connectivity import fc_measures
 
 RUNS = [("sub-01", "pre"), ("sub-01", "post"), ("sub-02", "pre"), ("sub-02", "post")]
 
@@ -44,19 +45,19 @@ def rest(tmp_path_factory):
     root = simulate_dataset(base / "bids", n_subjects=2, seed=4, tasks=["rest"])
     truth = json.loads((root / "ground_truth.json").read_text())
     config = load_config()
-    specs = write_run_specs(config, base / "specs")
     runs = []
     for sub, ses in RUNS:
         paths = run_files(root, sub.removeprefix("sub-"), ses, "rest")
         work = base / "work" / f"{sub}_{ses}"
-        built = run_in(BuildROIs(bold_ref=paths["boldref"], brain_mask=paths["mask"], roi_definition=specs["rois"]),
-                       work)
+        built = run_in(BuildROIs(bold_ref=paths["boldref"], brain_mask=paths["mask"], circuit=config.circuit), work)
         den = run_in(Denoise(bold_file=paths["bold"], brain_mask=paths["mask"], confounds_tsv=paths["confounds"],
-                             confounds_json=paths["confounds_json"], strategy_json=specs["denoise_rest"], tr=2.0),
-                     work)
+                             confounds_json=paths["confounds_json"], denoising=config.denoising, band_pass=True,
+                             tr=2.0), work)
         ext = run_in(ExtractROISignals(denoised_file=den.denoised_file, brain_mask=paths["mask"],
-                                       labels_file=built.labels_file, labels_tsv=built.labels_tsv), work)
-        con = run_in(Connectivity(timeseries=ext.timeseries, coverage=ext.coverage, denoise_qc=den.qc_json), work)
+                                       labels_file=built.labels_file, labels_tsv=built.labels_tsv,
+                                       method=config.circuit.signal), work)
+        con = run_in(Connectivity(timeseries=ext.timeseries, coverage=ext.coverage, denoise_qc=den.qc_json,
+                                  connectivity_measures=fc_measures(config.connectivity)), work)
         relmat = con.relmat_files[con.measures.index("pearsoncorrelation")]
         rest_truth = truth["subjects"][sub]["sessions"][ses]["rest"]
         runs.append({**paths, "labels": built.labels_file, "timeseries": ext.timeseries,

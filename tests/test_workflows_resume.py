@@ -33,7 +33,7 @@ def node_results(work: Path) -> dict[Path, int]:
 def kill_part_way(cmd: list[str], work: Path, log: Path, timeout: float = 600) -> None:
     """Start ``cmd`` in its own process group; SIGKILL the group once the first outputs of the
     faces run were sunk (the ROI label image), while its models are still to be fitted."""
-    trigger = work / RUN_WF / "ses_pre_task_faces_wf" / "ds_dseg" / "result_ds_dseg.pklz"
+    trigger = work / RUN_WF / "ses_pre_task_faces_wf" / "derivatives_wf" / "ds_dseg" / "result_ds_dseg.pklz"
     env = dict(os.environ, NIPYPE_NO_ET="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     with open(log, "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -1,4 +1,4 @@
-"""FirstLevelGLM, FixedEffects and GPPI Nipype interfaces on a small synthetic run."""
+"""TaskModelData, FirstLevelGLM, FixedEffects and GPPI Nipype interfaces on a small synthetic run."""
 
 import json
 
@@ -7,17 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ketflow.interfaces.glm import FirstLevelGLM, FixedEffects, task_settings
+from ketflow.config import GLM, PPI, Task
+from ketflow.interfaces import run_in
+from ketflow.interfaces.glm import FirstLevelGLM, FixedEffects
 from ketflow.interfaces.ppi import GPPI
+from ketflow.interfaces.task import TaskModelData
 from ketflow.signal.design import make_task_design
 from ketflow.signal.hrf import convolve_microtime, spm_canonical_hrf
 
 TR, N, SHAPE = 2.0, 150, (6, 6, 4)
-CONFIG = {
-    "conditions": ["fearful", "neutral", "shapes"],
-    "contrasts": {"fearful-gt-neutral": {"fearful": 1, "neutral": -1}, "faces": "fearful + neutral - 2*shapes"},
-    "noise_model": "ar1",
-}
+TASK = Task(conditions=["fearful", "neutral", "shapes"],
+            contrasts={"fearful-gt-neutral": {"fearful": 1, "neutral": -1},
+                       "faces": {"fearful": 1, "neutral": 1, "shapes": -2}})
 
 
 def _events():
@@ -31,7 +32,7 @@ def run_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     rng = np.random.default_rng(0)
     events = _events()
-    design = make_task_design(events, TR, N, CONFIG["conditions"], high_pass=None)
+    design = make_task_design(events, TR, N, TASK.conditions, high_pass=None)
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     labels = np.zeros(SHAPE, np.int16)
     labels[:3, :, :2] = 1  # "amygdala": responds to fearful faces
@@ -62,31 +63,42 @@ def run_files(tmp_path_factory):
     pd.DataFrame({"trans_x": rng.standard_normal(N) * 0.1}).to_csv(paths["confounds"], sep="\t", index=False)
     pd.DataFrame({"index": [1, 2, 3], "name": ["amygdala", "vmPFC", "dACC"]}).to_csv(
         paths["labels_tsv"], sep="\t", index=False)
-    return {k: str(v) for k, v in paths.items()}
+    files = {k: str(v) for k, v in paths.items()}
+    data = run_in(TaskModelData(bold_file=files["bold"], brain_mask=files["mask"], events_file=files["events"], tr=TR,
+                                start_time=0.0, confounds_file=files["confounds"], task=TASK, glm=GLM()),
+                  root / "task_data")
+    return {**files, "percent_bold": data.percent_bold, "task_design": data.task_design}
 
 
-def _glm(files, events=None):
-    return FirstLevelGLM(
-        bold_file=files["bold"],
-        brain_mask=files["mask"],
-        events_file=events or files["events"],
-        tr=TR,
-        confounds_file=files["confounds"],
-        task_config=json.dumps(CONFIG),
-        labels_file=files["labels"],
-        labels_tsv=files["labels_tsv"],
-    )
+def _glm(files, noise_model="ar1"):
+    return FirstLevelGLM(percent_bold=files["percent_bold"], task_design=files["task_design"],
+                         brain_mask=files["mask"], labels_file=files["labels"], labels_tsv=files["labels_tsv"],
+                         task=TASK, glm=GLM(noise_model=noise_model))
+
+
+def test_task_model_data_scales_once_and_builds_the_design(run_files):
+    """The per-run node's percent-scaled data and design: nilearn's mean scaling, the configured design."""
+    from nilearn.glm.first_level import mean_scaling
+
+    from ketflow.io.boldcache import read_mask, read_masked_bold
+    from ketflow.io.design import load_task_design
+
+    raw = read_masked_bold(run_files["bold"], read_mask(run_files["mask"]))
+    np.testing.assert_array_equal(np.load(run_files["percent_bold"]), mean_scaling(raw)[0])
+    design = load_task_design(run_files["task_design"])
+    assert design.columns == ["fearful", "neutral", "shapes"] and "trans_x" in design.matrix.columns
+    assert any(c.startswith("drift_cosine") for c in design.matrix.columns)  # glm.high_pass_s: 128 s
 
 
 def test_first_level_glm_and_fixed_effects(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = _glm(run_files).run().outputs
-    assert out.contrast_names == ["fearful-gt-neutral", "faces"]
+    assert out.contrast_names == ["faces", "fearful-gt-neutral"]  # by name (Task.contrasts_by_name)
     assert [p.split("/")[-1] for p in out.z_maps] == [
-        "contrast-fearfulGtNeutral_stat-z_statmap.nii.gz",
         "contrast-faces_stat-z_statmap.nii.gz",
+        "contrast-fearfulGtNeutral_stat-z_statmap.nii.gz",
     ]
-    z = np.asanyarray(nib.load(out.z_maps[0]).dataobj)
+    z = np.asanyarray(nib.load(out.z_maps[1]).dataobj)
     labels = np.asanyarray(nib.load(run_files["labels"]).dataobj)
     assert np.median(z[labels == 1]) > 3 and abs(np.median(z[labels == 0])) < 1
     design = pd.read_csv(out.design_tsv, sep="\t")
@@ -110,10 +122,10 @@ def test_first_level_glm_and_fixed_effects(run_files, tmp_path, monkeypatch):
         roi_tables=[out.roi_tsv] * 2,
     ).run().outputs
     assert fx.contrast_names == out.contrast_names
-    eff = np.asanyarray(nib.load(fx.effect_maps[0]).dataobj)
-    var = np.asanyarray(nib.load(fx.variance_maps[0]).dataobj)
-    np.testing.assert_allclose(eff, np.asanyarray(nib.load(out.effect_maps[0]).dataobj), rtol=1e-6)
-    np.testing.assert_allclose(var, np.asanyarray(nib.load(out.variance_maps[0]).dataobj) / 2, rtol=1e-5)
+    eff = np.asanyarray(nib.load(fx.effect_maps[1]).dataobj)
+    var = np.asanyarray(nib.load(fx.variance_maps[1]).dataobj)
+    np.testing.assert_allclose(eff, np.asanyarray(nib.load(out.effect_maps[1]).dataobj), rtol=1e-6)
+    np.testing.assert_allclose(var, np.asanyarray(nib.load(out.variance_maps[1]).dataobj) / 2, rtol=1e-5)
     combined = pd.read_csv(fx.roi_tsv, sep="\t").set_index(["roi", "contrast"])
     np.testing.assert_allclose(combined["effect"], rois["effect"], rtol=1e-8)
     np.testing.assert_allclose(combined["variance"], rois["variance"] / 2, rtol=1e-8)
@@ -129,46 +141,41 @@ def test_bad_events_error_names_the_file(run_files, tmp_path, monkeypatch):
     bad = tmp_path / "sub-01_task-faces_events.tsv"
     _events().assign(duration=-1.0).to_csv(bad, sep="\t", index=False)
     with pytest.raises(ValueError, match="sub-01_task-faces_events.tsv: .*negative durations"):
-        _glm(run_files, str(bad)).run()
-    with pytest.raises(ValueError, match="unknown task settings"):
-        task_settings(json.dumps({"conditions": ["a"], "hrf_model": "spm"}))
-    with pytest.raises(ValueError, match="type 'rest'"):
-        task_settings(json.dumps({"type": "rest", "conditions": ["a"]}))
-    assert task_settings(json.dumps({"conditions": ["a"], "hrf": "spm+derivative"}))["derivative"]
+        TaskModelData(bold_file=run_files["bold"], brain_mask=run_files["mask"], events_file=str(bad), tr=TR,
+                      start_time=0.0, task=TASK, glm=GLM()).run()
 
 
-def _gppi(files, **kw):
-    config = dict(CONFIG, noise_model=kw.pop("noise_model", "ar1"))
-    return GPPI(bold_file=files["bold"], brain_mask=files["mask"], labels_file=files["labels"],
-                labels_tsv=files["labels_tsv"], events_file=files["events"], tr=TR,
-                confounds_file=files["confounds"], task_config=json.dumps(config), **kw)
+def _gppi(files, seeds, noise_model="ar1", signal="mean", **ppi):
+    return GPPI(percent_bold=files["percent_bold"], task_design=files["task_design"], brain_mask=files["mask"],
+                labels_file=files["labels"], labels_tsv=files["labels_tsv"], signal=signal, task=TASK,
+                glm=GLM(noise_model=noise_model), ppi=PPI(seeds=seeds, **ppi))
 
 
 def test_gppi_interface(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = _gppi(run_files, seeds=["amygdala", "vmPFC"], voxel_seeds=["amygdala"]).run().outputs
-    assert out.contrast_names == ["fearful", "neutral", "shapes", "fearful-gt-neutral", "faces"]
-    mat = pd.read_csv(out.relmat_files[3], sep="\t").set_index("Node")
+    out = _gppi(run_files, ["amygdala", "vmPFC"]).run().outputs
+    assert out.contrast_names == ["fearful", "neutral", "shapes", "faces", "fearful-gt-neutral"]
+    mat = pd.read_csv(out.relmat_files[4], sep="\t").set_index("Node")
     assert list(mat.columns) == ["amygdala", "vmPFC", "dACC"]
     assert mat.loc["amygdala", "vmPFC"] > 0 and np.isnan(mat.loc["amygdala", "amygdala"])
     assert mat.loc["dACC"].isna().all()  # dACC was not a seed
     stats = pd.read_csv(out.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
     assert stats.loc[("amygdala", "vmPFC", "fearful-gt-neutral"), "z"] > 3
     assert (stats["variance"] > 0).all()
-    assert len(out.seed_maps) == 5 * 3
+    assert len(out.seed_maps) == 2 * 5 * 3  # two seeds, five conditions and contrasts, three statistics
     assert "PPI_fearful" in pd.read_csv(out.design_tsv, sep="\t").columns
     meta = json.loads(open(out.meta_json).read())
     assert "PPI_fearful" in meta["DesignColumns"] and meta["ConfoundColumns"] == ["trans_x"]
     assert meta["PPI"]["Contrasts"]["fearful-gt-neutral"] == {"PPI_fearful": 1.0, "PPI_neutral": -1.0}
     assert "Gitelman" in meta["PPI"]["Deconvolution"] and "percent" in meta["EffectUnits"]
     with pytest.raises(ValueError, match="seeds \\['insula'\\] are not ROIs"):
-        _gppi(run_files, seeds=["insula"]).run()
+        _gppi(run_files, ["insula"]).run()
 
 
 def test_gppi_units_roi_equals_mean_of_voxel_map(run_files, tmp_path, monkeypatch):
     """ROI-to-ROI and seed-to-voxel gPPI share units: the ROI effect is the ROI mean of the map (OLS)."""
     monkeypatch.chdir(tmp_path)
-    out = _gppi(run_files, seeds=["amygdala"], voxel_seeds=["amygdala"], noise_model="ols").run().outputs
+    out = _gppi(run_files, ["amygdala"], noise_model="ols").run().outputs
     stats = pd.read_csv(out.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
     labels = np.asanyarray(nib.load(run_files["labels"]).dataobj)
     mask = np.asanyarray(nib.load(run_files["mask"]).dataobj) > 0
@@ -179,7 +186,7 @@ def test_gppi_units_roi_equals_mean_of_voxel_map(run_files, tmp_path, monkeypatc
     # percent units: the simulated interaction is 1 % per unit neuronal seed signal; the raw
     # BOLD is ~500, so raw-unit fits would be 5x larger for the target and 5x smaller for the seed
     assert 0.3 < stats.loc[("amygdala", "vmPFC", "fearful"), "effect"] < 3
-    eig = _gppi(run_files, seeds=["amygdala"], signal="eigenvariate").run().outputs
+    eig = _gppi(run_files, ["amygdala"], signal="eigenvariate").run().outputs
     eig_stats = pd.read_csv(eig.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
     assert eig_stats.loc[("amygdala", "vmPFC", "fearful-gt-neutral"), "z"] > 3
     assert "eigenvariate" in json.loads(open(eig.meta_json).read())["PPI"]["ROISignal"]
@@ -187,7 +194,7 @@ def test_gppi_units_roi_equals_mean_of_voxel_map(run_files, tmp_path, monkeypatc
 
 def test_gppi_symmetrized_bold_variant(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    sym = _gppi(run_files, symmetrize=True, deconvolve=False).run().outputs
+    sym = _gppi(run_files, ["amygdala", "vmPFC", "dACC"], symmetrize=True, deconvolve=False).run().outputs
     smat = pd.read_csv(sym.relmat_files[0], sep="\t").set_index("Node")
     assert smat.loc["amygdala", "vmPFC"] == pytest.approx(smat.loc["vmPFC", "amygdala"])
     assert "none" in json.loads(open(sym.meta_json).read())["PPI"]["Deconvolution"]

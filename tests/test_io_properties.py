@@ -26,8 +26,8 @@ from ketflow.config import AnalysisConfig, ConfigError, load_config
 from ketflow.io.bids import read_json
 from ketflow.io.confounds import MOTION_6, TISSUE_3, ConfoundStrategy, expansions, load_confounds, strategy_columns
 from ketflow.io.integrity import check_nifti
+from ketflow.io.tables import read_events
 from ketflow.signal.design import validate_events
-from ketflow.workflows.screening import read_events
 
 from conftest import TINY_CONFIG
 

@@ -152,9 +152,9 @@ def test_chunking_and_rank_deficient_design():
 
 def pipeline_design(bids, sub="01", ses="pre", seed_column=False):
     """Design the pipeline builds for a simulated faces run (36P, FD spikes, cosines), data in percent."""
-    from ketflow.interfaces.confounds import spike_regressors
-    from ketflow.interfaces.denoise import read_mask, read_masked_bold
+    from ketflow.io.boldcache import read_mask, read_masked_bold
     from ketflow.io.confounds import ConfoundStrategy, load_confounds
+    from ketflow.signal.design import spike_regressors
 
     func = bids / "derivatives" / "fmriprep" / f"sub-{sub}" / f"ses-{ses}" / "func"
     prefix = f"sub-{sub}_ses-{ses}_task-faces"

@@ -1,4 +1,4 @@
-"""Report building blocks without running the workflow: methods text, output discovery, figures."""
+"""Report building blocks without running the workflow: output discovery, crash files, figures."""
 
 from __future__ import annotations
 
@@ -10,43 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ketflow.config import load_config
-from ketflow.reports.boilerplate import methods, methods_text
+from ketflow.io.names import parse_name
 from ketflow.reports.figures import plot_carpet, plot_relmats, plot_statmap, save_svg
-from ketflow.reports.outputs import find_runs, parse_name, resolve_uri
+from ketflow.reports.outputs import find_runs, resolve_uri
 from ketflow.reports.participant import subject_crashes
-
-from conftest import TINY_CONFIG
-
-
-@pytest.fixture(scope="module")
-def config():
-    return load_config(TINY_CONFIG)
-
-
-def test_methods_describe_only_the_runs_processed(config):
-    text = methods(config, runs=[("pre", "rest", None), ("post", "rest", None)], group=False).markdown()
-    assert "2 BOLD runs of this participant were analysed: task 'rest' (2 runs; sessions pre, post)" in text
-    assert "Functional connectivity" in text and "Ledoit" in text
-    for absent in ("Task activation", "Generalized PPI", "Dynamic causal", "Group level", "McLaren"):
-        assert absent not in text
-    full = methods_text(config)
-    for present in ("Task activation", "Generalized PPI", "Dynamic causal", "Group level", "Etkin",
-                    "iI = incongruent trials after incongruent trials"):
-        assert present in full
-
-
-def test_methods_cite_task_residual_connectivity_only_when_used(config):
-    assert "Cole" not in methods_text(config)
-    task_fc = config.model_copy(update={"connectivity": config.connectivity.model_copy(update={"tasks": ["faces"]})})
-    assert "Cole MW" in methods_text(task_fc)
-
-
-def test_methods_html_is_escaped(config):
-    odd = config.model_copy(update={"name": "<b>x&y</b>"})
-    page = methods(odd, group=False).html()
-    assert "&lt;b&gt;x&amp;y&lt;/b&gt;" in page and "<b>x" not in page
-    assert page.count("<li>") == len(methods(odd, group=False).references)
 
 
 def test_names_and_uris():

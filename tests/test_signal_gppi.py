@@ -195,7 +195,7 @@ def test_seed_is_deconvolved_before_any_prewhitening(monkeypatch):
 
 def test_raw_unit_confounds_and_seed_give_positive_variances(tiny_bids):
     """ROI-to-ROI gPPI with the pipeline's raw-unit 36P design: no zero variances, no saturated z."""
-    from test_glm import pipeline_design
+    from test_signal_glm import pipeline_design
 
     design, x, y = pipeline_design(tiny_bids)
     rois = pd.DataFrame(y[:, :: y.shape[1] // 6][:, :6].astype(np.float64), columns=[f"roi{k}" for k in range(6)])

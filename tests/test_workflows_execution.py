@@ -101,6 +101,8 @@ def test_reserve_threads_counts_marked_nodes():
 
 @pytest.mark.parametrize("fullname, described", [
     ("ketflow_wf.single_subject_01_wf.ses_pre_task_faces_wf.denoise", "sub-01 ses-pre task-faces: denoise"),
+    ("ketflow_wf.single_subject_01_wf.ses_pre_task_faces_wf.task_data_wf.task_data",
+     "sub-01 ses-pre task-faces: task_data_wf.task_data"),
     ("ketflow_wf.single_subject_A2_wf.task_rest_run_2_wf.ds_timeseries", "sub-A2 task-rest run-2: ds_timeseries"),
     ("ketflow_group_wf.predict_change", "predict_change"),
 ])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ketflow.ppi import PPIResult, peb_deconvolve, peb_ppi
+from ketflow.signal.ppi import PPIResult, peb_deconvolve, peb_ppi
 from ketflow.signal.hrf import convolve_microtime, spm_canonical_hrf
 
 REF = Path(__file__).resolve().parent / "data" / "spm" / "spm_ppi" / "ppi_amygdala_fear"
@@ -54,3 +54,11 @@ def test_input_validation():
         peb_ppi(np.zeros(20), np.zeros(20), 2.0, np.ones((20, 1)))
     with pytest.raises(ValueError, match="confounds"):
         peb_ppi(np.zeros(20), np.zeros(320), 2.0, np.ones((19, 1)))
+
+
+def test_the_former_module_path_still_works():
+    """Other tools import ``ketflow.ppi.peb_ppi``: the module re-exports the core's functions."""
+    import ketflow.ppi
+
+    assert (ketflow.ppi.peb_ppi, ketflow.ppi.peb_deconvolve, ketflow.ppi.PPIResult) == (peb_ppi, peb_deconvolve,
+                                                                                         PPIResult)

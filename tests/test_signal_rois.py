@@ -161,15 +161,12 @@ def test_combine_labels_spheres_first_and_own_shared_voxels():
     assert labels.tolist() == [3, 1, 1, 4, 2, 0]
 
 
-def test_atlas_extends_the_circuit_through_the_run_specs(tmp_path):
-    """circuit.atlas + circuit.spheres: the workflow builds every ROI config.roi_names lists."""
-    import json
-
+def test_atlas_extends_the_circuit(tmp_path):
+    """circuit.atlas + circuit.spheres: the ROI reader builds every ROI config.roi_names lists."""
     import yaml
 
     from ketflow.config import load_config, packaged_file, roi_names
-    from ketflow.interfaces.rois import roiset_from_definition
-    from ketflow.workflows.base import write_run_specs
+    from ketflow.io.rois import circuit_roiset
 
     # a 2 mm atlas in MNI space: NAcc_L (a 10 mm box at -10, 12, -8), and a region named like a
     # sphere (vmPFC), which the sphere replaces
@@ -190,16 +187,14 @@ def test_atlas_extends_the_circuit_through_the_run_specs(tmp_path):
     config = load_config(tmp_path / "config.yml")
     assert roi_names(config) == ["vmPFC", "amygdala_L", "NAcc_L"]
 
-    definition = json.loads(open(write_run_specs(config, tmp_path / "specs")["rois"]).read())
     aff4 = np.diag([4.0, 4.0, 4.0, 1.0])
     aff4[:3, 3] = (-40.0, -40.0, -40.0)
     reference = nib.Nifti1Image(np.zeros((21, 21, 21), np.float32), aff4)
-    roiset = roiset_from_definition(definition, reference, np.ones((21, 21, 21), bool))
+    roiset = circuit_roiset(config.circuit, reference, np.ones((21, 21, 21), bool))
     assert roiset.names == tuple(roi_names(config))
     assert np.all(roiset.n_voxels >= rois.MIN_VOXELS)
     nacc = rois.voxel_centres_mm((21, 21, 21), aff4)[roiset.labels == 3]
     assert np.abs(nacc.mean(axis=0) - [-10.0, 12.0, -8.0]).max() < 2.5
     # the atlas alone when no spheres are listed beside it
-    definition["spheres"] = []
-    only = roiset_from_definition(definition, reference, np.ones((21, 21, 21), bool))
+    only = circuit_roiset(config.circuit.model_copy(update={"spheres": []}), reference, np.ones((21, 21, 21), bool))
     assert only.names == ("NAcc_L", "vmPFC")

@@ -26,3 +26,15 @@ def figure_to_svg(fig, **savefig_kwargs) -> str:
     with matplotlib.rc_context({"svg.hashsalt": HASH_SALT}):
         fig.savefig(buffer, format="svg", metadata={"Date": None}, **savefig_kwargs)
     return buffer.getvalue()
+
+
+def write_svg(path, fig, **savefig_kwargs):
+    """Write ``fig`` as deterministic SVG (:func:`figure_to_svg`) atomically, then close it
+    (pyplot keeps the figures it made until they are closed); returns the path."""
+    import matplotlib.pyplot as plt
+
+    from .write import write_text
+
+    out = write_text(path, figure_to_svg(fig, **savefig_kwargs))
+    plt.close(fig)
+    return out

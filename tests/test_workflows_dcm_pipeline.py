@@ -1,9 +1,9 @@
 """The participant level's DCM path on the simulator: VOIs in per cent, C and B recovered.
 
-Two simulated subjects (4 mm, 150-volume faces runs) go through the nodes the participant
-workflow wires for the DCM task (BuildROIs -> SelectConfounds -> ExtractVOI -> FitDCM, with
-the packaged configuration), as ``benchmarks/dcm_simulator_recovery.py`` does on more
-subjects. The simulator's faces data come from a bilinear DCM whose amygdala_L also receives
+Two simulated subjects (4 mm, 150-volume faces runs) go through the stage workflows the
+participant workflow runs for the DCM task (ROIs, the task models' confounds, the DCM stage:
+VOIs and fit, with the packaged configuration), as ``benchmarks/dcm_simulator_recovery.py``
+does on more subjects. The simulator's faces data come from a bilinear DCM whose amygdala_L also receives
 unmodelled spontaneous input (docs/simulator.md), so the estimated two-region model is
 misspecified; the bounds below come from the benchmark's distribution over 84 runs with the
 packaged configuration (AR(1) noise, hC = 1; 12 subjects seed 1 and 30 subjects seed 2,
@@ -17,23 +17,40 @@ are only required to have C > 0 and 3 of 4 runs Pp > 0.95. (With SPM's noise mod
 hC = 1/128, the 84-run ranges were C/truth [0.24, 1.67] and B - truth SD 0.40.)
 """
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
 from ketflow.config import load_config
+from ketflow.io.boldcache import read_mask, write_bold_cache
 from ketflow.simulate import simulate_dataset
+from ketflow.simulate.bids import noise_free_timeseries, run_files
+from ketflow.simulate.truth import truth_vector, voi_agreement
+from ketflow.workflows.bold.data import init_task_data_wf
+from ketflow.workflows.bold.dcm import init_dcm_wf
+from ketflow.workflows.bold.rois import init_rois_wf
 
-_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "dcm_simulator_recovery.py"
-_spec = importlib.util.spec_from_file_location("dcm_simulator_recovery", _BENCH)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)  # the benchmark's DCM path: the same nodes as the participant workflow
+from stages import run_stage
 
+
+def dcm_stages(files: dict, config, work: Path) -> dict:
+    """The DCM task's stages on one simulated run: ROIs, confounds, then VOIs and the DCM."""
+    cache = write_bold_cache(files["bold"], read_mask(files["mask"]), work / "bold.inmask.npy")
+    rois = run_stage(init_rois_wf(config.circuit), work, bold_ref=files["boldref"], brain_mask=files["mask"])["rois"]
+    data_wf = init_task_data_wf(config.tasks["faces"], config.glm, config.denoising, tr=files["tr"],
+                                start_time=files["start_time"], n_volumes=nib.load(files["bold"]).shape[3],
+                                percent_data=False, mem_gb=1.0)
+    confounds = run_stage(data_wf, work, brain_mask=files["mask"], confounds_tsv=files["confounds"],
+                          confounds_json=files["confounds_json"])["glm_confounds"]
+    dcm_wf = init_dcm_wf(config.dcm, high_pass_s=config.glm.high_pass_s, tr=files["tr"],
+                         start_time=files["start_time"])
+    return run_stage(dcm_wf, work, bold_cache=str(cache), brain_mask=files["mask"], labels_file=rois.labels_file,
+                     labels_tsv=rois.labels_tsv, confounds_file=confounds.regressors_tsv, events_file=files["events"])
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +66,13 @@ def fitted(tmp_path_factory):
         for sub, subject in sorted(truth["subjects"].items()):
             label = sub.removeprefix("sub-")
             for ses, session in sorted(subject["sessions"].items()):
-                files = bench.run_files(bids, label, ses, "faces")
+                files = run_files(bids, label, ses, "faces")
                 work = root / "work" / f"{sub}_{ses}"
-                result = bench.dcm_path(files, config, work)
-                runs.append({"result": result, "truth": bench.truth_vector(result, session["faces"]["dcm"]),
-                             "work": work, "noise_free": bench.noise_free_series(bids, label, ses, "faces")})
+                work.mkdir(parents=True)
+                out = dcm_stages(files, config, work)
+                result = json.loads(Path(out["dcm"].out_json).read_text())
+                runs.append({"result": result, "truth": truth_vector(result, session["faces"]["dcm"]), "out": out,
+                             "noise_free": pd.read_csv(noise_free_timeseries(bids, label, ses, "faces"), sep="\t")})
     return runs
 
 
@@ -64,10 +83,10 @@ def _param(run, name):
 
 def test_voi_is_percent_signal_change_of_the_regions(fitted):
     for run in fitted:
-        voi = pd.read_csv(run["work"] / "voi" / "desc-voi_timeseries.tsv", sep="\t")
-        X0 = pd.read_csv(run["work"] / "voi" / "desc-X0_regressors.tsv", sep="\t")
+        voi = pd.read_csv(run["out"]["dcm_voi"].timeseries, sep="\t")
+        X0 = pd.read_csv(run["out"]["dcm_voi"].confounds_out, sep="\t")
         assert len(voi) == 150  # every acquired volume; dummies and spikes are X0 columns
-        for region, (r, slope) in bench.voi_agreement(voi, X0, run["noise_free"]).items():
+        for region, (r, slope) in voi_agreement(voi, X0, run["noise_free"]).items():
             assert r > 0.5, (region, r)
             assert 0.75 < slope < 1.3, (region, slope)
 
@@ -84,6 +103,6 @@ def test_driving_input_and_modulation_are_recovered(fitted):
 
 
 def test_model_space_is_scored(fitted):
-    space = pd.read_csv(fitted[0]["work"] / "dcm" / "dcm_model_space.tsv", sep="\t")
+    space = pd.read_csv(fitted[0]["out"]["dcm"].out_model_space, sep="\t")
     assert list(space["model"])[0] == "full" and len(space) == 4
     assert space["posterior_probability"].sum() == pytest.approx(1.0)

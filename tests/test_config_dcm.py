@@ -1,6 +1,4 @@
-"""The DCM section of the configuration and its conversion to the FitDCM model."""
-
-import json
+"""The DCM section of the configuration and its model layout (what FitDCM fits, the sidecars' ``Model``)."""
 
 import numpy as np
 import pytest
@@ -8,7 +6,6 @@ import yaml
 
 from ketflow.config import ConfigError, load_config, packaged_file
 from ketflow.dcm.priors import dcm_fmri_priors
-from ketflow.workflows.bold import dcm_model_json
 
 
 def _raw():
@@ -22,7 +19,7 @@ def _load(tmp_path, raw):
 
 
 def test_default_model_and_model_space_in_interface_layout():
-    model = json.loads(dcm_model_json(load_config()))
+    model = load_config().dcm.model_layout()
     assert model["regions"] == ["vmPFC", "amygdala_L"] and list(model["inputs"]) == ["faces", "fearful"]
     assert model["a"] == [[1, 1], [1, 1]]
     assert model["b"] == [[[0, 0], [0, 0]], [[0, 1], [0, 0]]]  # [input][to][from]: fearful amygdala -> vmPFC
@@ -47,7 +44,7 @@ def test_options_delays_and_nonlinear_terms_reach_the_model(tmp_path):
     raw["dcm"].update(options={"hE": 4.0, "hC": 1.0, "maxit": 64, "centre": True}, delays=[0.5, 1.0],
                       d={"amygdala_L": [[0, 1], [0, 0]]},
                       model_space=[{"name": "linear", "d": {"amygdala_L": [[0, 0], [0, 0]]}}])
-    model = json.loads(dcm_model_json(_load(tmp_path, raw)))
+    model = _load(tmp_path, raw).dcm.model_layout()
     assert model["options"]["hE"] == 4.0 and model["options"]["centre"] is True and model["options"]["maxit"] == 64
     assert model["delays"] == [0.5, 1.0]
     assert model["d"] == [[[0, 0], [0, 0]], [[0, 1], [0, 0]]]  # [modulating region][to][from]

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ketflow.config import Circuit, Denoising
 from ketflow.interfaces.connectivity import Connectivity
 from ketflow.interfaces.denoise import Denoise
 from ketflow.interfaces.rois import BuildROIs, ExtractROISignals
@@ -17,6 +18,7 @@ from ketflow.signal.extract import roi_means
 CIRCUIT = ["dACC", "rACC", "vmPFC", "antHippocampus_L", "antHippocampus_R",
            "antInsula_L", "antInsula_R", "amygdala_L", "amygdala_R"]
 TR, N = 2.0, 90
+DENOISING = Denoising(strategy="36P", fd_threshold=0.5, min_volumes=30)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,6 @@ def run_files(tmp_path_factory):
     conf["non_steady_state_outlier00"] = np.eye(N)[0]
     conf.to_csv(root / "confounds.tsv", sep="\t", index=False, na_rep="n/a")
     (root / "confounds.json").write_text("{}")
-    (root / "strategy.json").write_text(json.dumps({"strategy": "36P", "fd_threshold": 0.5, "min_volumes": 30}))
     events = pd.DataFrame({"onset": np.arange(6.0, 170, 20.0), "duration": 4.0, "trial_type": "faces"})
     events.to_csv(root / "events.tsv", sep="\t", index=False)
     return root
@@ -53,21 +54,18 @@ def test_chain(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # an ROI keeping fewer in-mask voxels than min_voxels is an error naming it (5 mm spheres
     # keep ~6 voxels at 4 mm)
-    (tmp_path / "strict.json").write_text(json.dumps({"min_voxels": 20}))
     with pytest.raises(ValueError, match="antHippocampus_L"):
         BuildROIs(bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"),
-                  roi_definition=str(tmp_path / "strict.json")).run()
-    (tmp_path / "rois.json").write_text(json.dumps({"min_voxels": 3}))
-    rois = BuildROIs(
-        bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"), roi_definition=str(tmp_path / "rois.json")
-    ).run().outputs
+                  circuit=Circuit(min_voxels=20)).run()
+    rois = BuildROIs(bold_ref=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"),
+                     circuit=Circuit(min_voxels=3)).run().outputs
     labels_tsv = pd.read_csv(rois.labels_tsv, sep="\t")
     assert labels_tsv["name"].tolist() == CIRCUIT and (labels_tsv["n_voxels"] >= 3).all()
     assert nib.load(rois.labels_file).shape == (24, 30, 22)
 
     den = Denoise(
         bold_file=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"), confounds_tsv=str(r / "confounds.tsv"),
-        confounds_json=str(r / "confounds.json"), strategy_json=str(r / "strategy.json"), tr=TR,
+        confounds_json=str(r / "confounds.json"), denoising=DENOISING, band_pass=False, tr=TR,
     ).run().outputs
     censoring = pd.read_csv(den.censoring_tsv, sep="\t")
     assert len(censoring) == N and censoring["retained"].sum() == N - 1 - censoring["motion_censored"].sum()
@@ -76,12 +74,15 @@ def test_chain(run_files, tmp_path, monkeypatch):
     n_kept = int(censoring["retained"].sum())
     assert data.shape == (n_kept, 22 * 28 * 20) and data.dtype == np.float32
     qc = json.loads(open(den.qc_json).read())
+    assert qc["strategy"] == {"strategy": "36P", "n_compcor": 0.5, "fd_threshold": 0.5, "std_dvars_threshold": None,
+                              "min_contiguous": 5, "high_pass_s": 128, "band_pass_hz": None, "standardize": False,
+                              "min_volumes": 30, "min_dof": 30}
     assert qc["num_censored_volumes"] == N - n_kept and qc["dof_lost"] == 1 + 36 + int(2 * N * TR / 128)
     assert qc["mean_dvars_final"] < qc["mean_dvars_initial"]
 
     ext = ExtractROISignals(
         denoised_file=den.denoised_file, brain_mask=str(r / "mask.nii.gz"),
-        labels_file=rois.labels_file, labels_tsv=rois.labels_tsv,
+        labels_file=rois.labels_file, labels_tsv=rois.labels_tsv, method="mean",
     ).run().outputs
     ts = pd.read_csv(ext.timeseries, sep="\t")
     assert ext.timeseries.endswith("stat-mean_timeseries.tsv") and ext.coverage.endswith("stat-coverage_bold.tsv")
@@ -92,7 +93,7 @@ def test_chain(run_files, tmp_path, monkeypatch):
 
     con = Connectivity(
         timeseries=ext.timeseries, coverage=ext.coverage, denoise_qc=den.qc_json, denoised_file=den.denoised_file,
-        brain_mask=str(r / "mask.nii.gz"), seeds=["amygdala_L"],
+        brain_mask=str(r / "mask.nii.gz"), seeds=["amygdala_L"], connectivity_measures=["pearson", "fisher_z"],
     ).run().outputs
     assert "pearsoncorrelation" in con.measures and len(con.relmat_files) == len(con.measures)
     pearson = pd.read_csv(con.relmat_files[con.measures.index("pearsoncorrelation")], sep="\t", index_col="Node")
@@ -106,13 +107,13 @@ def test_chain(run_files, tmp_path, monkeypatch):
 
     task = Connectivity(
         timeseries=ext.timeseries, events_file=str(r / "events.tsv"), censoring_tsv=den.censoring_tsv, tr=TR,
-        n_fir_delays=5,
+        connectivity_measures=["pearson"],
     ).run().outputs
     assert json.loads(open(task.qc_json).read())["task_residual"] is True
 
     nifti = Denoise(
         bold_file=str(r / "bold.nii.gz"), brain_mask=str(r / "mask.nii.gz"), confounds_tsv=str(r / "confounds.tsv"),
-        strategy_json=str(r / "strategy.json"), tr=TR, output_format="nifti",
+        denoising=DENOISING, band_pass=False, tr=TR, output_format="nifti",
     ).run().outputs
     img = nib.load(nifti.denoised_file)
     assert img.shape == (24, 30, 22, n_kept)
@@ -121,29 +122,30 @@ def test_chain(run_files, tmp_path, monkeypatch):
 
 def test_denoise_too_few_volumes(run_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "strict.json").write_text(json.dumps({"strategy": "24P", "fd_threshold": 0.05, "min_volumes": 30}))
+    strict = Denoising(strategy="24P", fd_threshold=0.05, min_volumes=30)
     with pytest.raises(TooFewVolumesError):
         Denoise(
             bold_file=str(run_files / "bold.nii.gz"), brain_mask=str(run_files / "mask.nii.gz"),
-            confounds_tsv=str(run_files / "confounds.tsv"), strategy_json=str(tmp_path / "strict.json"), tr=TR,
+            confounds_tsv=str(run_files / "confounds.tsv"), denoising=strict, band_pass=False, tr=TR,
         ).run()
 
 
-def test_unknown_settings_rejected(run_files, tmp_path, monkeypatch):
+def test_settings_come_typed_from_the_configuration(run_files, tmp_path, monkeypatch):
+    """The interfaces take the configuration's sections, not JSON, and hold no defaults of their own."""
+    from traits.api import TraitError
+
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "bad.json").write_text(json.dumps({"fd_treshold": 0.3}))
-    with pytest.raises(ValueError, match="fd_treshold"):
-        Denoise(
-            bold_file=str(run_files / "bold.nii.gz"), brain_mask=str(run_files / "mask.nii.gz"),
-            confounds_tsv=str(run_files / "confounds.tsv"), strategy_json=str(tmp_path / "bad.json"), tr=TR,
-        ).run()
+    with pytest.raises(TraitError):
+        Denoise(denoising={"fd_treshold": 0.3})
+    with pytest.raises(ValueError, match="band_pass"):  # no silent default for the run kind
+        Denoise(bold_file=str(run_files / "bold.nii.gz"), brain_mask=str(run_files / "mask.nii.gz"),
+                confounds_tsv=str(run_files / "confounds.tsv"), denoising=DENOISING, tr=TR).run()
 
 
 def test_exclusion_policy_defaults_are_one_value():
     from ketflow.config import load_config
-    from ketflow.interfaces.denoise import DEFAULTS
     from ketflow.signal.denoise import MIN_DOF, MIN_VOLUMES
 
     den = load_config().denoising
-    assert (den.min_volumes, den.min_dof) == (DEFAULTS["min_volumes"], DEFAULTS["min_dof"]) == (MIN_VOLUMES, MIN_DOF)
-    assert den.band_pass_rest is None and DEFAULTS["band_pass_hz"] is None
+    assert (den.min_volumes, den.min_dof) == (Denoising().min_volumes, Denoising().min_dof) == (MIN_VOLUMES, MIN_DOF)
+    assert den.band_pass_rest is None
