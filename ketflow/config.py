@@ -329,9 +329,8 @@ class Group(_Strict):
     inner_folds: int | None = Field(default=5, ge=2)
     outer_folds: int | None = Field(default=10, ge=2)
     outer_repeats: int = Field(default=1, ge=1)
-    n_permutations: int = Field(default=100, ge=0)
-    permutation_early_stop: int | None = Field(default=10, ge=1)
-    n_bootstrap: int = Field(default=100, ge=0)
+    n_permutations: int = Field(default=1000, ge=0)
+    n_bootstrap: int = Field(default=1000, ge=0)
     max_missing_fraction: float = Field(default=0.25, ge=0, le=1)
     min_subjects: int = Field(default=6, ge=4)
     seed: int = 0

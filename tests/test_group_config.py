@@ -29,7 +29,7 @@ def test_packaged_group_settings_are_the_documented_defaults():
     ({"inner_folds": 1}, "group.inner_folds"),
     ({"max_missing_fraction": 1.5}, "group.max_missing_fraction"),
     ({"min_subjects": 2}, "group.min_subjects"),
-    ({"permutation_early_stop": 0}, "group.permutation_early_stop"),
+    ({"permutation_early_stop": 10}, "group.permutation_early_stop"),
     ({"n_alphas": 1}, "group.n_alphas"),
     ({"models": [{"name": "x", "predictor_pattern": "(dcm"}]}, "not a valid regular expression"),
     ({"models": [{"name": "x", "measures": ["bold"]}]}, "group.models.0.measures.0"),

@@ -42,7 +42,7 @@ B_DRIVER = "dcm_faces_B_amygdala_L-to-vmPFC_fearful"
 DACC_DRIVER = "activation_conflict_incongruent-gt-congruent_dACC"
 OUTCOME = "caps5_total__change"
 SETTINGS = {"l1_ratios": [0.5, 0.9, 1.0], "n_alphas": 30, "refit_inner_folds": None, "inner_folds": 5,
-            "outer_folds": 5, "n_permutations": 40, "permutation_early_stop": 10,
+            "outer_folds": 5, "n_permutations": 40,
             "n_selection_bootstrap": 50, "seed": 0}
 
 

@@ -16,7 +16,7 @@ Keys (all optional except ``outcome``)::
                          null = leave-one-out, as in the reference study
     arm_subset           fit within this arm only (per-arm model; arm terms dropped)
     min_subjects         fewest complete cases for the model to be fitted (default 6)
-    inner_folds, outer_folds, outer_repeats, n_permutations, permutation_early_stop,
+    inner_folds, outer_folds, outer_repeats, n_permutations,
     n_bootstrap, n_selection_bootstrap, level, seed
                          as in :func:`ketflow.group.predict.evaluate`
 
@@ -41,7 +41,7 @@ DEFAULT_MIN_SUBJECTS = 6
 
 _SPEC_KEYS = {"arm", "arm_levels", "arm_coding", "include_arm", "arm_interactions", "covariates",
               "penalise_covariates", "l1_ratios", "n_alphas", "max_iter"}
-_EVAL_KEYS = {"inner_folds", "outer_folds", "outer_repeats", "n_permutations", "permutation_early_stop",
+_EVAL_KEYS = {"inner_folds", "outer_folds", "outer_repeats", "n_permutations",
               "n_bootstrap", "n_selection_bootstrap", "level", "seed"}
 _OWN_KEYS = {"outcome", "predictors", "baseline_session", "measures", "predictor_pattern", "arm_subset",
              "refit_inner_folds", "min_subjects"}

@@ -178,7 +178,7 @@ def _figures(out_dir: Path, label: str) -> str:
 
 def _expected_figures(perf: dict) -> list[str]:
     settings = perf["settings"]
-    return [f for f, wanted in zip(MODEL_FIGURES, (True, True, settings.get("n_permutations_run", 0) > 0,
+    return [f for f, wanted in zip(MODEL_FIGURES, (True, True, settings["n_permutations"] > 0,
                                                    settings["n_selection_bootstrap"] > 0)) if wanted]
 
 
@@ -198,12 +198,8 @@ def _performance(perf: dict) -> str:
             f"{html.escape(', '.join(refit['retained'][:40]) or 'none')}"
             + (f" and {len(refit['retained']) - 40} more" if len(refit["retained"]) > 40 else "")
             + f". Nested CV: outer {html.escape(settings['outer_cv'])}, inner {html.escape(settings['inner_cv'])}; "
-            f"{settings.get('n_permutations_run', settings['n_permutations'])} of at most "
-            f"{settings['n_permutations']} permutations ({html.escape(settings['permutation_scheme'])}"
-            + (f", stopped after {settings['permutation_early_stop']} permuted scores reached the observed one"
-               if settings.get("permutation_early_stop") and settings.get("n_permutations_run", 0)
-               < settings["n_permutations"] else "")
-            + f"); {settings['n_selection_bootstrap']} selection bootstraps.</p>"
+            f"{settings['n_permutations']} permutations ({html.escape(settings['permutation_scheme'])}); "
+            f"{settings['n_selection_bootstrap']} selection bootstraps.</p>"
             f"<table><tr><th>score</th><th>estimate</th><th>{level}% interval</th><th>permutation p</th></tr>"
             + "".join(rows) + "</table>")
 
@@ -305,7 +301,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
              f"{html.escape(config.sessions.followup)} minus {html.escape(config.sessions.baseline)}; the outcome is "
              f"the change in <code>{html.escape(config.clinical.outcome)}</code>. Methods: "
              "<a href=\"logs/CITATION_group.md\">logs/CITATION_group.md</a>.</p>",
-             f"<p>Resampling: up to {config.group.n_permutations} permutations, {config.group.n_bootstrap} "
+             f"<p>Resampling: {config.group.n_permutations} permutations, {config.group.n_bootstrap} "
              f"bootstraps, {config.group.n_alphas} penalties per mixing value"
              + (" (<strong>as low as --sloppy sets them: for testing only, do not report these p-values and selection "
                 "frequencies</strong>)" if _is_sloppy(config) else "") + ".</p>"]
@@ -373,11 +369,8 @@ Out-of-sample performance (R² and prediction–observation correlation) was est
 cross-validation ({outer} outer folds; penalty search by {cv(g.inner_folds)} cross-validation
 within each training set), with {int(100 * 0.95)}% percentile bootstrap intervals over subjects
 (Varoquaux 2018). Its significance was assessed by a permutation test repeating the whole
-nested cross-validation on up to {g.n_permutations} permutations of the outcome (Freedman–Lane
+nested cross-validation on {g.n_permutations} permutations of the outcome (Freedman–Lane
 residual permutation with covariates; seed {g.seed})"""
-    if g.permutation_early_stop:
-        text += (f", stopped once {g.permutation_early_stop} permuted scores reached the observed one "
-                 "(sequential p-value, Besag & Clifford 1991)")
     text += f""". Feature stability was summarised by selection frequencies over {g.n_bootstrap}
 bootstrap refits (Meinshausen & Bühlmann 2010)."""
     if config.measures.dcm:
@@ -400,8 +393,6 @@ selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux 
 - Freedman D, Lane D (1983). A nonstochastic interpretation of reported significance levels. J Bus Econ Stat 1:292-298.
 - Meinshausen N, Bühlmann P (2010). Stability selection. J R Stat Soc B 72:417-473.
 """
-    if g.permutation_early_stop:
-        text += "- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.\n"
     return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou")
                                                      + (("stephan_bms", "rigoux")
                                                         if config.measures.dcm and config.dcm.model_space else ()))

@@ -81,7 +81,6 @@ def model_configs(config: AnalysisConfig) -> dict[str, dict]:
             "outer_folds": group.outer_folds,
             "outer_repeats": group.outer_repeats,
             "n_permutations": group.n_permutations,
-            "permutation_early_stop": group.permutation_early_stop,
             "n_selection_bootstrap": group.n_bootstrap,
             "min_subjects": group.min_subjects,
             "seed": group.seed,
