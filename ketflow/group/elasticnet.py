@@ -92,46 +92,159 @@ def _cholesky_solve(M, rhs, m):
 
 
 @njit(cache=True, nogil=True)
-def _polish(G, c, w, grad, lam1, lam2, work_M, work_x, support, trial):
-    """Exact solution on the support and signs of ``w``, kept if it satisfies the optimality conditions.
+def _support_solve(G, F, c, support, m, theta, lam1, lam2, work):
+    """x_A = (G_AA + λ2 I)⁻¹ (c_A − λ1 θ_A) into work[1][:m]; False if the system is singular.
 
-    On a fixed support A with signs s the objective is quadratic: w_A = (G_AA + λ2 I)⁻¹ (c_A − λ1 s).
-    It is the solution when its signs are s and every other coordinate has |c_j − G_jA w_A| ≤ λ1
-    (Karush–Kuhn–Tucker).  Then ``w`` and ``grad`` are replaced and True returned; otherwise
-    nothing changes.  c (p,) = Xcᵀ y / n.
+    F (r, p) with G = Fᵀ F (centred rows / √n), or r = 0 when p ≤ n: when the support is larger than
+    r > 0 (and λ2 > 0) the system is solved in the r-dimensional row space (Woodbury:
+    (F_Aᵀ F_A + λ2 I)⁻¹ v = (v − F_Aᵀ (λ2 I + F_A F_Aᵀ)⁻¹ F_A v) / λ2), O(r² m) instead of O(m³).
     """
-    p = w.shape[0]
-    m = 0
-    for j in range(p):
-        if w[j] != 0.0:
-            support[m] = j
-            m += 1
+    work_M, work_x, work_u = work[0], work[1], work[4]
+    r = F.shape[0]
+    for a in range(m):
+        work_x[a] = c[support[a]] - lam1 * theta[a]
+    if lam2 > 0.0 and 0 < r < m:
+        for i in range(r):  # u = F_A v, K = λ2 I + F_A F_Aᵀ
+            acc = 0.0
+            for a in range(m):
+                acc += F[i, support[a]] * work_x[a]
+            work_u[i] = acc
+            for k in range(i + 1):
+                acc = 0.0
+                for a in range(m):
+                    ja = support[a]
+                    acc += F[i, ja] * F[k, ja]
+                work_M[i, k] = acc
+                work_M[k, i] = acc
+            work_M[i, i] += lam2
+        if not _cholesky_solve(work_M, work_u, r):
+            return False
+        for a in range(m):
+            ja = support[a]
+            acc = work_x[a]
+            for i in range(r):
+                acc -= F[i, ja] * work_u[i]
+            work_x[a] = acc / lam2
+        return True
     for a in range(m):
         ja = support[a]
         for b in range(m):
             work_M[a, b] = G[ja, support[b]]
         work_M[a, a] += lam2
-        work_x[a] = c[ja] - (lam1 if w[ja] > 0.0 else -lam1)
-    if not _cholesky_solve(work_M, work_x, m):
-        return False
-    for a in range(m):
-        if (work_x[a] > 0.0) != (w[support[a]] > 0.0) or work_x[a] == 0.0:
-            return False
-    bound = lam1 * (1.0 + 1e-9) + 1e-14
+    return _cholesky_solve(work_M, work_x, m)
+
+
+@njit(cache=True, nogil=True)
+def _gradient(G, F, c, w, support, m, grad, work):
+    """grad = c − G w for w supported on support[:m] (through F when that is cheaper)."""
+    work_u = work[4]
+    p = w.shape[0]
+    r = F.shape[0]
+    if 0 < r < m:
+        for i in range(r):
+            acc = 0.0
+            for a in range(m):
+                acc += F[i, support[a]] * w[support[a]]
+            work_u[i] = acc
+        for j in range(p):
+            acc = c[j]
+            for i in range(r):
+                acc -= F[i, j] * work_u[i]
+            grad[j] = acc
+    else:
+        for j in range(p):
+            acc = c[j]
+            for a in range(m):
+                acc -= G[j, support[a]] * w[support[a]]
+            grad[j] = acc
+
+
+@njit(cache=True, nogil=True)
+def _feature_sign(G, F, c, w, grad, lam1, lam2, work, theta, max_steps):
+    """Exact solution by an active-set (feature-sign) search from the warm start ``w``; False if it
+    stalls or meets a singular system (``w``, ``grad`` are then still a valid, improved iterate).
+
+    Lee, Battle, Raina & Ng (2007), "Efficient sparse coding algorithms" (NIPS 19): on the current
+    support A with signs θ the objective is quadratic and its minimiser x_A is one linear solve; move
+    from w towards x until the first coefficient reaches zero (it leaves A) or to x; at x, add the
+    inactive coordinate that most violates |c_j − G_jA x_A| ≤ λ1 (Karush–Kuhn–Tucker) with the sign
+    of its gradient, or stop: x is then the exact solution.  Each step lowers the objective.
+    """
+    support = work[2]
+    p = w.shape[0]
+    bound = lam1 * (1.0 + 1e-9) + 1e-300
+    m = 0
     for j in range(p):
-        s = c[j]
+        if w[j] != 0.0:
+            support[m] = j
+            theta[m] = 1.0 if w[j] > 0.0 else -1.0
+            m += 1
+    at_minimum = False
+    single = False  # add one violator at a time (after adding all of them at once failed)
+    for _ in range(max_steps):
+        if at_minimum:
+            start = m
+            best, worst = -1, bound
+            for j in range(p):
+                if w[j] == 0.0 and G[j, j] >= _ZERO_COLUMN and abs(grad[j]) > bound:
+                    if single:
+                        if abs(grad[j]) > worst:
+                            best, worst = j, abs(grad[j])
+                    else:
+                        support[m] = j
+                        theta[m] = 1.0 if grad[j] > 0.0 else -1.0
+                        m += 1
+            if single and best >= 0:
+                support[m] = best
+                theta[m] = 1.0 if grad[best] > 0.0 else -1.0
+                m += 1
+            if m == start:
+                return True
+        if not _support_solve(G, F, c, support, m, theta, lam1, lam2, work):
+            return False
+        x = work[1]
+        # entering coordinates whose solution has the wrong sign leave again (w does not move)
+        kept = 0
         for a in range(m):
-            s -= G[j, support[a]] * work_x[a]
-        trial[j] = s
-    for j in range(p):
-        if w[j] == 0.0 and G[j, j] >= _ZERO_COLUMN and abs(trial[j]) > bound:
+            if w[support[a]] == 0.0 and x[a] * theta[a] <= 0.0:
+                continue
+            support[kept] = support[a]
+            theta[kept] = theta[a]
+            x[kept] = x[a]
+            kept += 1
+        if kept < m:
+            if single:
+                return False
+            single = at_minimum and kept == start
+            m = kept
+            at_minimum = False
+            continue
+        crossing = work[3]
+        step = 1.0
+        for a in range(m):
+            crossing[a] = 2.0
+            if x[a] * theta[a] <= 0.0:
+                wa = w[support[a]]
+                crossing[a] = wa / (wa - x[a]) if wa != 0.0 else 0.0
+                if crossing[a] < step:
+                    step = crossing[a]
+        if step <= 0.0:
             return False
-    for j in range(p):
-        grad[j] = trial[j]
-        w[j] = 0.0
-    for a in range(m):
-        w[support[a]] = work_x[a]
-    return True
+        kept = 0
+        for a in range(m):
+            ja = support[a]
+            value = x[a] if step == 1.0 else w[ja] + step * (x[a] - w[ja])
+            if step < 1.0 and (crossing[a] <= step or value * theta[a] <= 0.0):
+                value = 0.0
+            w[ja] = value
+            if value != 0.0:
+                support[kept] = ja
+                theta[kept] = theta[a]
+                kept += 1
+        m = kept
+        _gradient(G, F, c, w, support, m, grad, work)
+        at_minimum = step == 1.0
+    return False
 
 
 @njit(cache=True, nogil=True)
@@ -194,56 +307,66 @@ def _sweep(G, w, grad, coords, n_coords, lam1, lam2):
 
 
 @njit(cache=True, nogil=True)
-def _solve(G, c, w, grad, everyone, active, n_active, lam1, lam2, tol2, yy, max_sweeps, work):
+def _solve(G, F, c, w, grad, everyone, active, n_active, lam1, lam2, tol2, yy, max_sweeps, work):
     """Elastic net at one penalty from the warm start ``w`` (in place); returns (n_active, converged).
 
-    Coordinate descent (full sweeps, then sweeps over the active set until it settles); when a
-    full sweep has not converged, the exact solution on the current support is tried
-    (:func:`_polish`), which ends ill-conditioned problems (p ≥ n, small ridge) that coordinate
-    descent would need thousands of sweeps for.  After :data:`_GAP_AFTER` sweeps the duality gap is
-    checked too: where the solution is not unique or nearly so (a lasso with as many non-zero
-    coefficients as the fold has distinct subjects, as in bootstrap resamples) coordinate descent
-    crawls and the support's system is singular; the gap bounds the objective's error there.
-    active (p,): coordinates ever non-zero, the
-    first ``n_active`` used; everyone = arange(p); work = (M (p, p), x (p,), support (p,), trial (p,)).
+    The exact active-set search (:func:`_feature_sign`) first: from the previous penalty's solution
+    it usually needs one or two linear solves.  Where it stalls (a singular support system: a
+    lasso with as many non-zero coefficients as the fold has distinct subjects, as in bootstrap
+    resamples), coordinate descent takes over: full sweeps, then sweeps over the active set until
+    it settles, until no coordinate moves by more than ``tol2`` (maxⱼ Gⱼⱼ Δwⱼ² ≤ tol2) or, after
+    :data:`_GAP_AFTER` sweeps, the duality gap is small (1e-15 · yy, loosened tenfold every
+    :data:`_GAP_AFTER` sweeps up to scikit-learn's default 1e-4 · yy: such problems end no worse
+    than scikit-learn does).  active (p,): coordinates ever non-zero, the first ``n_active`` used
+    (held-out predictions loop over them); everyone = arange(p); F (r, p) with G = Fᵀ F.
     """
-    work_M, work_x, support, trial = work
     p = w.shape[0]
+    done = _feature_sign(G, F, c, w, grad, lam1, lam2, work, work[5], 4 * p + 10)
     sweeps = 0
-    while True:
+    while not done:
         biggest = _sweep(G, w, grad, everyone, p, lam1, lam2)
         sweeps += 1
-        for j in range(p):  # coordinates that entered join the active set
-            if w[j] != 0.0:
-                seen = False
-                for k in range(n_active):
-                    if active[k] == j:
-                        seen = True
-                        break
-                if not seen:
-                    active[n_active] = j
-                    n_active += 1
+        n_active = _note_active(w, active, n_active)
         if biggest <= tol2:
-            return n_active, True
-        if _polish(G, c, w, grad, lam1, lam2, work_M, work_x, support, trial):
-            return n_active, True
+            break
         if sweeps >= max_sweeps:
             return n_active, False
         if sweeps >= _GAP_AFTER:
-            # tolerance on the gap: 1e-15 · yy, loosened tenfold every _GAP_AFTER sweeps, at most
-            # scikit-learn's default (1e-4 · yy): degenerate problems end no worse than it does
             relax = min(10.0 ** ((sweeps - _GAP_AFTER) / _GAP_AFTER), _GAP_TOL_MAX / _GAP_TOL)
             if _duality_gap(c, w, grad, yy, lam1, lam2) <= _GAP_TOL * relax * yy:
-                return n_active, True
+                break
         for _ in range(10):
             biggest = _sweep(G, w, grad, active, n_active, lam1, lam2)
             sweeps += 1
             if biggest <= tol2:
                 break
+    return _note_active(w, active, n_active), True
 
 
 @njit(cache=True, nogil=True)
-def _path_errors(G, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_err):
+def _note_active(w, active, n_active):
+    """Append the non-zero coordinates of ``w`` missing from ``active[:n_active]``; the new count."""
+    for j in range(w.shape[0]):
+        if w[j] != 0.0:
+            seen = False
+            for k in range(n_active):
+                if active[k] == j:
+                    seen = True
+                    break
+            if not seen:
+                active[n_active] = j
+                n_active += 1
+    return n_active
+
+
+@njit(cache=True, nogil=True)
+def _work(p):
+    """Scratch arrays: M (p, p), x (p,), support (p,), crossing (p,), u (p,), theta (p,)."""
+    return np.zeros((p, p)), np.zeros(p), np.zeros(p, dtype=np.int64), np.zeros(p), np.zeros(p), np.zeros(p)
+
+
+@njit(cache=True, nogil=True)
+def _path_errors(G, F, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_err):
     """Add each penalty's mean squared held-out error to ``sq_err`` (B, L, A); returns failures.
 
     G (p, p), C (p, B) = Xcᵀ Yc / n of the fold's training part; Xte (t, p), Yte (t, B) held-out
@@ -256,7 +379,7 @@ def _path_errors(G, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_err
     grad = np.zeros(p)
     active = np.zeros(p, dtype=np.int64)
     everyone = np.arange(p)
-    work = (np.zeros((p, p)), np.zeros(p), np.zeros(p, dtype=np.int64), np.zeros(p))
+    work = _work(p)
     failures = 0
     for b in range(n_out):
         c = C[:, b].copy()
@@ -267,7 +390,7 @@ def _path_errors(G, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_err
             n_active = 0
             for ai in range(alphas.shape[2]):
                 alpha = alphas[b, li, ai]
-                n_active, ok = _solve(G, c, w, grad, everyone, active, n_active, alpha * l1,
+                n_active, ok = _solve(G, F, c, w, grad, everyone, active, n_active, alpha * l1,
                                       alpha * (1.0 - l1), tol2[b], yy[b], max_sweeps, work)
                 if not ok:
                     failures += 1
@@ -284,14 +407,14 @@ def _path_errors(G, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_err
 
 
 @njit(cache=True, nogil=True)
-def _path_coefficients(G, C, alphas, l1_ratios, l1_index, alpha_index, tol2, yy, max_sweeps, W):
+def _path_coefficients(G, F, C, alphas, l1_ratios, l1_index, alpha_index, tol2, yy, max_sweeps, W):
     """Coefficients W (B, p) at penalty (l1_index[b], alpha_index[b]) of each outcome, following
     the path of that l1_ratio from its largest alpha (warm starts); returns failures."""
     p, n_out = C.shape
     grad = np.zeros(p)
     active = np.zeros(p, dtype=np.int64)
     everyone = np.arange(p)
-    work = (np.zeros((p, p)), np.zeros(p), np.zeros(p, dtype=np.int64), np.zeros(p))
+    work = _work(p)
     failures = 0
     for b in range(n_out):
         c = C[:, b].copy()
@@ -303,7 +426,7 @@ def _path_coefficients(G, C, alphas, l1_ratios, l1_index, alpha_index, tol2, yy,
         n_active = 0
         for ai in range(alpha_index[b] + 1):
             alpha = alphas[b, li, ai]
-            n_active, ok = _solve(G, c, w, grad, everyone, active, n_active, alpha * l1,
+            n_active, ok = _solve(G, F, c, w, grad, everyone, active, n_active, alpha * l1,
                                   alpha * (1.0 - l1), tol2[b], yy[b], max_sweeps, work)
             if not ok:
                 failures += 1
@@ -327,9 +450,11 @@ def alpha_grid(X: np.ndarray, Y: np.ndarray, l1_ratios: Sequence[float], n_alpha
 
 @dataclass(frozen=True)
 class FoldProblem:
-    """One fold's shared quantities: G (p, p), C (p, B), centred held-out Xte (t, p), Yte (t, B)."""
+    """One fold's shared quantities: G (p, p), C (p, B), centred held-out Xte (t, p), Yte (t, B), and
+    F (n_train, p) = centred training rows / √n_train when p > n_train (else (0, p)), G = Fᵀ F."""
 
     G: np.ndarray
+    F: np.ndarray
     C: np.ndarray
     Xte: np.ndarray
     Yte: np.ndarray
@@ -351,7 +476,16 @@ def fold_problems(X: np.ndarray, Y: np.ndarray, folds: Sequence[tuple[np.ndarray
             mx, my = Xr.mean(axis=0), Yr.mean(axis=0)
             Xc = Xr - mx
             G, C = Xc.T @ Xc / n, Xc.T @ (Yr - my) / n
-        yield FoldProblem(np.ascontiguousarray(G), np.ascontiguousarray(C), Xt - mx, Yt - my)
+        F = _row_factor(X[train], mx)
+        yield FoldProblem(np.ascontiguousarray(G), F, np.ascontiguousarray(C), Xt - mx, Yt - my)
+
+
+def _row_factor(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(X − mean) / √n when there are more columns than rows (used by :func:`_support_solve`), else (0, p)."""
+    n, p = X.shape
+    if p <= n:
+        return np.zeros((0, p))
+    return np.ascontiguousarray((X - mean) / np.sqrt(n))
 
 
 def _outcome_scale(Y: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -397,7 +531,7 @@ def penalty_search(X: np.ndarray, Y: np.ndarray, folds, l1_ratios: Sequence[floa
     folds = list(folds)
     failures = 0
     for prob in fold_problems(X, Y, folds):
-        failures += _path_errors(prob.G, prob.C, prob.Xte, prob.Yte, alphas, ratios, tol2, yy, max_sweeps, sq_err)
+        failures += _path_errors(prob.G, prob.F, prob.C, prob.Xte, prob.Yte, alphas, ratios, tol2, yy, max_sweeps, sq_err)
     cv_mse = sq_err / len(folds)
     best_alpha = np.argmin(cv_mse, axis=2)                       # first minimum per l1_ratio
     best_per_l1 = np.take_along_axis(cv_mse, best_alpha[:, :, None], axis=2)[:, :, 0]
@@ -423,7 +557,7 @@ def fit_at(X: np.ndarray, Y: np.ndarray, search: SearchResult, l1_ratios: Sequen
     G = np.ascontiguousarray(Xc.T @ Xc / n)
     C = np.ascontiguousarray(Xc.T @ (Y - my) / n)
     W = np.zeros((Y.shape[1], X.shape[1]))
-    failures = _path_coefficients(G, C, search.alphas, np.asarray(l1_ratios, dtype=float),
+    failures = _path_coefficients(G, _row_factor(X, mx), C, search.alphas, np.asarray(l1_ratios, dtype=float),
                                   search.l1_index.astype(np.int64), search.alpha_index.astype(np.int64),
                                   *_outcome_scale(Y, tol), max_sweeps, W)
     return W, my - W @ mx, failures

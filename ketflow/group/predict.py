@@ -78,6 +78,7 @@ __all__ = [
     "bootstrap_score_intervals",
     "permutation_null",
     "permutation_p_value",
+    "reference_predictions",
     "selection_frequencies",
     "evaluate",
     "evaluate_per_arm",
@@ -95,8 +96,8 @@ class ModelSpec:
     arm : column holding the treatment arm labels, or None.
     arm_levels : (control, active) labels; required when the arm is used.
     arm_coding : ``"effect"`` (−0.5/+0.5) or ``"dummy"`` (0/1).
-    include_arm : add the arm main effect as a (penalised) predictor; implied by
-        ``arm_interactions``.
+    include_arm : add the arm main effect as an unpenalised predictor (exact, as forced
+        covariates); implied by ``arm_interactions``.
     arm_interactions : add arm × feature columns for every feature.
     covariates : covariate columns forced into the model.
     penalise_covariates : False = unpenalised (exact, by residualisation);
@@ -147,7 +148,7 @@ class Design:
     """Numeric design: X (n_subjects, n_columns), y (n_subjects,), column names.
 
     ``arm_index`` is the arm column (or None), ``interaction_indices`` the
-    features multiplied by the arm, ``unpenalised_indices`` the forced covariates.
+    features multiplied by the arm, ``unpenalised_indices`` the arm and the forced covariates.
     """
 
     X: np.ndarray
@@ -195,6 +196,8 @@ def design_matrix(table: pd.DataFrame, spec: ModelSpec) -> Design:
     columns += list(spec.covariates)
     blocks += [_numeric_column(table, c) for c in spec.covariates]
     unpenalised = () if spec.penalise_covariates else tuple(range(cov_start, len(columns)))
+    if arm_index is not None:  # the arm is never penalised
+        unpenalised = (arm_index, *unpenalised)
     interactions = tuple(range(len(spec.features))) if spec.arm_interactions else ()
     subjects = tuple(table["subject"].astype(str)) if "subject" in table else tuple(map(str, range(len(table))))
     return Design(X=np.column_stack(blocks), y=_numeric_column(table, spec.outcome),
@@ -316,7 +319,8 @@ class FittedModel:
 
     coefficients : DataFrame indexed by predictor with ``coef`` (outcome units per
     predictor unit), ``coef_std`` (per predictor SD; for forced covariates per
-    covariate SD), ``penalised`` and ``retained`` (non-zero or forced).
+    covariate SD), ``beta_std`` (standardised β: predictor and outcome in SD units, the
+    reference study's units), ``penalised`` and ``retained`` (non-zero or forced).
     alpha, l1_ratio : the chosen penalty; cv_mse : its cross-validated mean squared error
     (leave-one-out by default: the reference study's "minimum predictive error").
     """
@@ -346,8 +350,8 @@ def fit_model(table: pd.DataFrame, spec: ModelSpec, *, seed: int = 0, n_jobs=Non
     coef = fit.coef[0]
     coef_std = coef * full.std(axis=0)
     coef_std[penalised] = fit.coef_std[0]
-    coefs = pd.DataFrame({"coef": coef, "coef_std": coef_std, "penalised": penalised,
-                          "retained": (coef != 0) | ~penalised},
+    coefs = pd.DataFrame({"coef": coef, "coef_std": coef_std, "beta_std": coef * full.std(axis=0) / design.y.std(),
+                          "penalised": penalised, "retained": (coef != 0) | ~penalised},
                          index=pd.Index(design.output_columns, name="predictor"))
     return FittedModel(coefficients=coefs, alpha=float(fit.search.alpha[0]),
                        l1_ratio=float(fit.search.l1_ratio[0]), intercept=float(fit.intercept[0]),
@@ -474,6 +478,21 @@ def permutation_null(design: Design, spec: ModelSpec, *, n_permutations: int = 1
     return _scores(Y.T, preds)
 
 
+def reference_predictions(design: Design, Y: np.ndarray, *, outer_folds: int | None = None,
+                          outer_repeats: int = 1, seed: int = 0) -> np.ndarray:
+    """Nested-CV predictions (B, n_repeats, n) of the reference model: least squares of each column
+    of Y (n, B) on [1, unpenalised columns] (the arm and forced covariates), on the same outer folds
+    as :func:`nested_cv_predictions`."""
+    Y = np.asarray(Y, dtype=float).reshape(len(design.y), -1)
+    Z = np.column_stack([np.ones(len(Y)), design.X[:, list(design.unpenalised_indices)]])
+    splits = _outer_splits(len(Y), outer_folds, outer_repeats, seed)
+    out = np.full((Y.shape[1], 1 + max(rep for rep, _, _ in splits), len(Y)), np.nan)
+    for rep, train, test in splits:
+        coef, *_ = np.linalg.lstsq(Z[train], Y[train], rcond=None)
+        out[:, rep, test] = (Z[test] @ coef).T
+    return out
+
+
 def permutation_p_value(null: np.ndarray, observed: float) -> float:
     """Monte Carlo permutation p-value (1 + #{null >= observed}) / (1 + n)."""
     null = np.asarray(null, dtype=float)
@@ -521,6 +540,9 @@ class PredictionReport:
         :func:`sequential_p_value`.
     selection : bootstrap selection frequencies (empty if not requested).
     settings : the resampling settings used (JSON-ready).
+    reference : with unpenalised columns (arm, covariates): {columns, r2 (nested-CV R² of least
+        squares on them alone), delta_r2 (the model's R² minus that), p_delta_r2 (its
+        Freedman–Lane permutation p: the null keeps the arm and covariate effects)}; else None.
     """
 
     fit: FittedModel
@@ -532,6 +554,7 @@ class PredictionReport:
     p_values: dict
     selection: pd.DataFrame
     settings: dict = field(default_factory=dict)
+    reference: dict | None = None
 
     def summary(self) -> dict:
         """JSON-ready performance summary (no NaN: undefined values are None)."""
@@ -541,8 +564,9 @@ class PredictionReport:
             "out_of_sample": {k: {"estimate": self.scores[k],
                                   "interval": list(self.intervals[k]),
                                   "p_permutation": self.p_values.get(k)} for k in ("r2", "r")},
+            "reference_model": self.reference,
             "refit": {"alpha": self.fit.alpha, "l1_ratio": self.fit.l1_ratio,
-                      "intercept": self.fit.intercept,
+                      "intercept": self.fit.intercept, "cv_mse": self.fit.cv_mse,
                       "retained": [str(c) for c in coefs.index[coefs["retained"]]]},
             "settings": self.settings,
         }
@@ -572,10 +596,21 @@ def evaluate(table: pd.DataFrame, spec: ModelSpec, *, inner_folds: int | None | 
                                       outer_repeats=outer_repeats, seed=seed, n_jobs=n_jobs)
     preds = all_preds[0]
     scores = prediction_scores(design.y, preds)
+    reference = None
+    if design.unpenalised_indices:
+        ref_scores = _scores(Y.T, reference_predictions(design, Y, outer_folds=outer_folds,
+                                                        outer_repeats=outer_repeats, seed=seed))
+        full_scores = _scores(Y.T, all_preds)
+        delta = (full_scores["r2"] - ref_scores["r2"]).to_numpy()
+        reference = {"columns": [design.columns[j] for j in design.unpenalised_indices],
+                     "r2": float(ref_scores["r2"].iloc[0]), "delta_r2": float(delta[0]),
+                     "p_delta_r2": permutation_p_value(delta[1:], delta[0]) if n_permutations else None}
     intervals = bootstrap_score_intervals(design.y, preds, n_bootstrap=n_bootstrap, level=level,
                                           seed=seed)
     if n_permutations:
         null = _scores(Y[:, 1:].T, all_preds[1:])
+        if reference is not None:
+            null["delta_r2"] = delta[1:]
         p_values = {k: permutation_p_value(null[k].to_numpy(), scores[k]) for k in ("r2", "r")}
     else:
         null, p_values = pd.DataFrame(columns=["r2", "r"]), {}
@@ -593,12 +628,13 @@ def evaluate(table: pd.DataFrame, spec: ModelSpec, *, inner_folds: int | None | 
                 "n_subjects": int(n), "n_permutations": int(n_permutations),
                 "n_bootstrap": int(n_bootstrap), "n_selection_bootstrap": int(n_selection_bootstrap),
                 "interval_level": level, "seed": int(seed),
-                "permutation_scheme": "Freedman-Lane (covariate residuals)" if design.unpenalised_indices
-                else "outcome permutation",
+                "permutation_scheme": "Freedman-Lane (residuals of the outcome on "
+                + ", ".join(design.columns[j] for j in design.unpenalised_indices) + ")"
+                if design.unpenalised_indices else "outcome permutation",
                 "spec": dataclasses.asdict(spec)}
     return PredictionReport(fit=fitted, predictions=preds, observed=design.y, scores=scores,
                             intervals=intervals, null=null, p_values=p_values, selection=selection,
-                            settings=settings)
+                            settings=settings, reference=reference)
 
 
 def evaluate_per_arm(table: pd.DataFrame, spec: ModelSpec, *, arm: str | None = None,

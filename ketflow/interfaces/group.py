@@ -79,6 +79,8 @@ class PredictClinicalChange(SimpleInterface):
         summary["subjects"] = {"n_included": int(data.subjects["included"].sum()), "n_excluded": len(excluded),
                                "excluded": excluded[["subject", "reason"]].to_dict("records")}
         summary["arm_subset"] = data.config.arm_subset
+        summary["predictor_set"] = data.config.predictor_set
+        summary["dropped_predictors"] = data.dropped  # exact linear combinations of other predictors
         out = {
             "subjects_tsv": write_tsv(cwd / "subjects.tsv", data.subjects),
             "coefficients_tsv": write_tsv(cwd / "coefficients.tsv", report.fit.coefficients.reset_index()),

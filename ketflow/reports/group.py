@@ -201,7 +201,67 @@ def _performance(perf: dict) -> str:
             f"{settings['n_permutations']} permutations ({html.escape(settings['permutation_scheme'])}); "
             f"{settings['n_selection_bootstrap']} selection bootstraps.</p>"
             f"<table><tr><th>score</th><th>estimate</th><th>{level}% interval</th><th>permutation p</th></tr>"
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + _paper_statistics(perf))
+
+
+def _paper_statistics(perf: dict) -> str:
+    """The reference study's statistic (cross-validated error at the selected penalty), dropped
+    predictors, and the reference model of the unpenalised columns with ΔR²."""
+    refit, settings = perf["refit"], perf["settings"]
+    text = (f"<p>Cross-validated mean squared error of the reported model at the selected penalty "
+            f"({html.escape(settings.get('refit_inner_cv', 'leave-one-out'))}; the reference study's \"model with "
+            f"minimum predictive error\"): {_num(refit.get('cv_mse'))}. It selected the penalty, so it is optimistic; "
+            "the nested-CV R² above is the honest estimate.</p>")
+    ref = perf.get("reference_model")
+    if ref:
+        text += (f"<p>Reference model: least squares on {html.escape(', '.join(ref['columns']))} alone, nested-CV "
+                 f"R² {_num(ref['r2'])}; imaging adds ΔR² = {_num(ref['delta_r2'])} (Freedman–Lane permutation "
+                 f"p = {_num(ref.get('p_delta_r2'))}).</p>")
+    dropped = perf.get("dropped_predictors") or {}
+    if dropped:
+        text += _details(f"{len(dropped)} predictor(s) dropped as exact linear combinations of others",
+                         _html_table(pd.DataFrame({"dropped": list(dropped),
+                                                   "combination of": [", ".join(v) or "(constant)"
+                                                                      for v in dropped.values()]})))
+    return text
+
+
+def _headline_section(out_dir: Path, models: pd.DataFrame) -> list[str]:
+    """The first fitted model with a named predictor set (the a-priori model): standardised β,
+    cross-validated error, nested-CV R², and ΔR² over the arm from the same set's arm model."""
+    group = out_dir / "group"
+    perfs = {}
+    for row in models.itertuples(index=False):
+        path = group / f"model-{row.label}_performance.json"
+        if row.label != "peb" and row.status == "run" and path.is_file():
+            perfs[row.label] = (row.model, json.loads(path.read_text()))
+    lead = next(((label, name, perf) for label, (name, perf) in perfs.items() if perf.get("predictor_set")), None)
+    if lead is None:
+        return []
+    label, name, perf = lead
+    r2 = perf["out_of_sample"]["r2"]
+    parts = [f"<h2>A-priori model: {html.escape(name)}</h2>",
+             f"<p>Predictor set <code>{html.escape(perf['predictor_set'])}</code> (group.predictor_sets); "
+             f"{perf['settings']['n_subjects']} subjects. Nested-CV R² {_num(r2['estimate'])} "
+             f"[{_num(r2['interval'][0])}, {_num(r2['interval'][1])}], permutation p {_num(r2.get('p_permutation'))}; "
+             f"cross-validated MSE at the selected penalty {_num(perf['refit'].get('cv_mse'))}.</p>"]
+    def has_arm(p):
+        spec = p["settings"]["spec"]
+        return bool(p.get("reference_model")) and (spec.get("include_arm") or spec.get("arm_interactions"))
+
+    with_arm = next((p for _, p in perfs.values() if p.get("predictor_set") == perf["predictor_set"] and has_arm(p)),
+                    None)
+    if with_arm is not None:
+        ref = with_arm["reference_model"]
+        parts.append(f"<p>Over the arm ({html.escape(', '.join(ref['columns']))} alone: R² {_num(ref['r2'])}), "
+                     f"the same measures add ΔR² = {_num(ref['delta_r2'])} (Freedman–Lane p = "
+                     f"{_num(ref.get('p_delta_r2'))}).</p>")
+    coefs_path = group / f"model-{label}_coefficients.tsv"
+    if coefs_path.is_file():
+        coefs = _read(coefs_path)
+        columns = [c for c in ("predictor", "beta_std", "coef", "retained") if c in coefs.columns]
+        parts += ["<h3>Standardised β (predictor and outcome in SD units)</h3>", _html_table(coefs[columns])]
+    return parts
 
 
 def _model_section(out_dir: Path, row) -> list[str]:
@@ -310,6 +370,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
     if models is None:
         parts.append('<p class="warning">group/models.tsv is missing: no model outputs to report.</p>')
     else:
+        parts += _headline_section(out_dir, models)
         parts += ["<h2>Models</h2>", "<p><a href=\"group/models.tsv\">models.tsv</a></p>", _html_table(models)]
         for row in models.itertuples(index=False):
             parts += _peb_section(out_dir, row) if row.label == "peb" else _model_section(out_dir, row)

@@ -73,6 +73,8 @@ def model_configs(config: AnalysisConfig) -> dict[str, dict]:
             "baseline_session": config.sessions.baseline,
             "measures": model.measures,
             "predictor_pattern": model.predictor_pattern,
+            **({"predictor_set": {"name": model.predictor_set, "measures": group.predictor_sets[model.predictor_set]}}
+               if model.predictor_set else {}),
             "covariates": list(dict.fromkeys(clinical.covariates + model.covariates)),
             "l1_ratios": group.l1_ratios,
             "n_alphas": group.n_alphas,
@@ -204,6 +206,8 @@ def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> GroupInputs:
     rows, runnable, subject_files = [], {}, {}
     for name, model in model_configs(config).items():
         data = select_model_data(model, result.table, result.dictionary)
+        for message in data.messages:
+            LOGGER.warning("model %s: %s", name, message)
         label = bids_label(name)
         n_in = int(data.subjects["included"].sum())
         rows.append({"model": name, "label": label, "method": "elastic net",
