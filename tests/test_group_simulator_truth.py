@@ -24,72 +24,24 @@ permutations, selection bootstrap) must find what ``clinical_model`` says:
   simulated studies (docs/group.md); the other measures keep their realistic error.
 """
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from ketflow.group.features import build_feature_table
 from ketflow.group.models import select_model_data
 from ketflow.group.predict import evaluate
-from ketflow.simulate.clinical import clinical_model, draw_scores
-from ketflow.simulate.dataset import _allocation
-from ketflow.simulate.grid import read_sphere_table
-from ketflow.simulate.parameters import draw_subject
+from ketflow.simulate.features import B_DRIVER, DACC_DRIVER, simulated_feature_study
 
 #: Per-session estimation error SD of each measure family (benchmark, demo data at 4 mm).
 ERROR_SD = {"dcm": 0.20, "activation": 0.16, "fc": 0.18}
-B_DRIVER = "dcm_faces_B_amygdala_L-to-vmPFC_fearful"
-DACC_DRIVER = "activation_conflict_incongruent-gt-congruent_dACC"
 OUTCOME = "caps5_total__change"
 SETTINGS = {"l1_ratios": [0.5, 0.9, 1.0], "n_alphas": 30, "refit_inner_folds": None, "inner_folds": 5,
             "outer_folds": 5, "n_permutations": 40,
             "n_selection_bootstrap": 50, "seed": 0}
 
 
-def _true_values(session: dict, rois: list[str]) -> dict:
-    """The measures ketflow estimates, at their true values, for one subject and session."""
-    dcm = session["faces"]["dcm"]
-    regions = dcm["regions"]
-    v, a = regions.index("vmPFC"), regions.index("amygdala_L")
-    values = {B_DRIVER: dcm["B"][1][v][a],
-              "dcm_faces_A_amygdala_L-to-vmPFC": dcm["A"][v][a],
-              "dcm_faces_A_vmPFC-to-amygdala_L": dcm["A"][a][v]}
-    dacc = session["conflict"]["activation"]["dACC"]
-    values[DACC_DRIVER] = dacc["cI"] - dacc["congruent"]
-    racc = session["conflict"]["activation"]["rACC"]
-    values["activation_conflict_iI-gt-cI_rACC"] = racc["iI"] - racc["cI"]
-    for roi, amp in session["faces"]["activation"].items():
-        values[f"activation_faces_fearful-gt-shapes_{roi}"] = amp["fearful"] - amp["shapes"]
-    coupling = np.array(session["rest"]["coupling"])
-    order = session["rest"]["roi_order"]
-    for i, j in zip(*np.triu_indices(len(order), 1)):
-        if "vmPFC" in (order[i], order[j]) or "amygdala_L" in (order[i], order[j]):
-            values[f"fc_rest_{order[i]}-{order[j]}"] = float(np.arctanh(coupling[i, j]))
-    return values
-
-
 def simulated_study(n: int, seed: int, interaction: bool = True, error_sd: dict = ERROR_SD):
-    """(measures, clinical, participants) long tables of ``n`` simulated subjects, measured with error.
-
-    error_sd : per-session estimation error SD by measure family (``dcm``, ``activation``, ``fc``).
-    """
-    rois = [s.name for s in read_sphere_table()]
-    model = clinical_model(interaction)
-    noise = np.random.default_rng([seed, 99])
-    measures, clinical, participants = [], [], []
-    for i, arm in enumerate(_allocation(n, seed)):
-        rng = np.random.default_rng([seed, 1, i])  # the simulator's per-subject stream
-        truth = draw_subject(rng, arm, rois)
-        scores = draw_scores(rng, model, arm, truth["change"])
-        sub = f"{i + 1:03d}"
-        participants.append({"participant_id": f"sub-{sub}", "group": arm})
-        for ses in ("pre", "post"):
-            for name, value in _true_values(truth["sessions"][ses], rois).items():
-                family, task = name.split("_")[:2]
-                measures.append({"subject": sub, "session": ses, "task": task, "measure": name,
-                                 "value": value + noise.normal(0, error_sd[family])})
-            clinical.append({"subject": sub, "session": ses, **{k: v[ses] for k, v in scores.items()}})
-    return pd.DataFrame(measures), pd.DataFrame(clinical), pd.DataFrame(participants)
+    """(measures, clinical, participants) of ``n`` simulated subjects measured with ``error_sd``."""
+    return simulated_feature_study(n, seed, interaction=interaction, error_sd=error_sd)
 
 
 def _fit(model: dict, n: int, seed: int, interaction: bool = True, error_sd: dict | None = None):
