@@ -2,8 +2,9 @@
 
 Sections: clinical scores per arm; the feature table (per measure family and arm: subjects,
 missing values, mean change ± SD; columns too often missing to be used; every missing value
-with its reason); the models (fitted or skipped, subjects included and left out); one
-section per fitted model (out-of-sample performance with intervals and permutation
+with its reason); the a-priori model first (standardised β, cross-validated error at the
+selected penalty, nested-CV R², ΔR² over the arm); the models (fitted or skipped, subjects
+included and left out); one section per fitted model (out-of-sample performance with intervals and permutation
 p-values, retained features, figures); PEB over DCM; links to every participant's report.
 Also the group-level methods text (``logs/CITATION_group.md``).
 """
@@ -401,12 +402,16 @@ def group_methods_text(config: AnalysisConfig) -> str:
 
     models = "; ".join(
         f"*{m.name}*: {m.predictors} measures"
+        + (f" of the predictor set '{m.predictor_set}'" if m.predictor_set else " of the whole circuit")
         + (f" of families {', '.join(m.measures)}" if m.measures else "")
         + (f" matching `{m.predictor_pattern}`" if m.predictor_pattern else "")
-        + (", with arm and arm × imaging interaction terms" if m.interaction else "")
+        + (", with the arm (unpenalised) and arm × imaging interaction terms" if m.interaction else "")
         + (", fitted within each arm" if m.per_arm else "")
         + (f", covariates {', '.join(m.covariates)}" if m.covariates else "")
         for m in g.models)
+    used = list(dict.fromkeys(m.predictor_set for m in g.models if m.predictor_set))
+    if used:
+        models += ". " + "; ".join(f"Predictor set '{k}': {', '.join(g.predictor_sets[k])}" for k in used)
     outer = cv(g.outer_folds) + (f" repeated {g.outer_repeats} times" if g.outer_repeats > 1 else "")
     text = f"""# Group-level methods
 
@@ -423,15 +428,22 @@ Change in {c.outcome} was predicted with elastic-net regression (Zou & Hastie 20
 standardised imaging predictors, standardisation learned within each training set. As in
 Norbury et al. (2021), the penalty (alpha, {g.n_alphas} values per mixing parameter, mixing
 parameter from {g.l1_ratios}) was chosen at the minimum {cv(g.refit_inner_folds)} cross-validated
-error and the model refitted on all subjects. Models: {models}. Arm terms used effect coding
-({c.arms[0]} +0.5, {c.arms[-1]} −0.5).
+error and the model refitted on all subjects; that cross-validated error and the standardised
+coefficients (β) of the refitted model are reported. Models: {models}. Predictors that were exact
+linear combinations of other predictors of the same model were dropped. The arm and covariates
+were left unpenalised (the outcome and the penalised predictors residualised on them within each
+training set). Arm terms used effect coding ({c.arms[0]} +0.5, {c.arms[-1]} −0.5).
+Computations used ketflow's batched elastic-net engine, which equals scikit-learn's ElasticNetCV
+on the same penalty grid and folds.
 
 Out-of-sample performance (R² and prediction–observation correlation) was estimated by nested
 cross-validation ({outer} outer folds; penalty search by {cv(g.inner_folds)} cross-validation
 within each training set), with {int(100 * 0.95)}% percentile bootstrap intervals over subjects
 (Varoquaux 2018). Its significance was assessed by a permutation test repeating the whole
 nested cross-validation on {g.n_permutations} permutations of the outcome (Freedman–Lane
-residual permutation with covariates; seed {g.seed})"""
+residual permutation with the arm or covariates; seed {g.seed}). For models with the arm or
+covariates, the gain in nested-CV R² over a least-squares model of those columns alone (ΔR²) was
+tested with the same permutations"""
     text += f""". Feature stability was summarised by selection frequencies over {g.n_bootstrap}
 bootstrap refits (Meinshausen & Bühlmann 2010)."""
     if config.measures.dcm:
