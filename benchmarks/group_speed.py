@@ -26,7 +26,8 @@ its peak memory is its own):
     NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 python benchmarks/group_speed.py \
         --baseline-tree /path/to/f12c3c1 [--sizes 21 60 200] [--nprocs 2] [--quick]
 
-``--quick``: N = 21 only, 20 permutations and bootstraps, baselines with k = 1.  Prints one line per
+``--quick``: N = 21 only, 20 permutations and bootstraps, baselines with k = 1.  ``--no-full``: skip
+the full-circuit model.  Prints one line per
 model and size: wall and CPU seconds, and the speed-ups.
 """
 
@@ -110,12 +111,13 @@ def feature_table(n: int, seed: int, config):
     return build_feature_table(pd.DataFrame(rows), clinical, participants, arm="group")
 
 
-def _model_configs(config, quick: bool) -> dict:
+def _model_configs(config, quick: bool, full: bool) -> dict:
     from ketflow.workflows.group import model_configs
 
     models = model_configs(config)
-    full = next(iter(models.values()))
-    models["change-full"] = {k: v for k, v in full.items() if k != "predictor_set"}
+    if full:
+        first = next(iter(models.values()))
+        models["change-full"] = {k: v for k, v in first.items() if k != "predictor_set"}
     if quick:
         for m in models.values():
             m.update(n_permutations=20, n_selection_bootstrap=20)
@@ -123,7 +125,7 @@ def _model_configs(config, quick: bool) -> dict:
 
 
 # ---------------------------------------------------------------- this branch (one size, child process)
-def run_size(n: int, nprocs: int, quick: bool, out: Path) -> dict:
+def run_size(n: int, nprocs: int, quick: bool, full: bool, out: Path) -> dict:
     from ketflow.config import load_config
     from ketflow.dcm.peb import between_subject_design, fit_peb, peb_leave_one_out, reduce_peb
     from ketflow.group.models import select_model_data
@@ -142,7 +144,7 @@ def run_size(n: int, nprocs: int, quick: bool, out: Path) -> dict:
     dictionary = write_json(group / "features.json", result.dictionary)
     write_tsv(group / "missing.tsv", result.missing)
     times, rows, baseline_models = {}, [], {}
-    for name, model in _model_configs(config, quick).items():
+    for name, model in _model_configs(config, quick, full).items():
         data = select_model_data(model, result.table, result.dictionary)
         label = bids_label(name)
         rows.append({"model": name, "label": label, "method": "elastic net", "status": "run" if data.can_run
@@ -285,6 +287,7 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path, help="checkout of f12c3c1 (omit: no baseline)")
     parser.add_argument("--baseline-permutations", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-full", action="store_true", help="skip the full-circuit model (change-full)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -292,7 +295,7 @@ def main() -> None:
     if args.child:
         mode, out = args.child[0], Path(args.child[1])
         if mode == "ours":
-            res = run_size(args.n, args.nprocs, args.quick, out)
+            res = run_size(args.n, args.nprocs, args.quick, not args.no_full, out)
         elif mode == "baseline":
             res = run_baseline(out, args.baseline_permutations)
         else:
@@ -313,6 +316,8 @@ def main() -> None:
                        str(args.nprocs), "--baseline-permutations", str(args.baseline_permutations)]
                 if args.quick:
                     cmd.append("--quick")
+                if args.no_full:
+                    cmd.append("--no-full")
                 start = time.monotonic()
                 proc = subprocess.run(cmd, env=dict(env, PYTHONPATH=pythonpath), capture_output=True, text=True)
                 if proc.returncode:

@@ -339,7 +339,7 @@ class FittedModel:
         return _with_interactions(self.design, X, means) @ self.coefficients["coef"].to_numpy() + self.intercept
 
 
-def fit_model(table: pd.DataFrame, spec: ModelSpec, *, seed: int = 0, n_jobs=None) -> FittedModel:
+def fit_model(table: pd.DataFrame, spec: ModelSpec, *, seed: int = 0) -> FittedModel:
     """Fit ``spec`` on every subject of ``table`` (penalty by the inner CV of ``spec``)."""
     design = design_matrix(table, spec)
     n = len(design.y)
