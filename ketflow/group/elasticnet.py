@@ -23,8 +23,9 @@ same system in the n-dimensional row space by the Woodbury identity) and the ans
 rounding.  Why not plain coordinate descent (glmnet's covariance updates; Friedman, Hastie &
 Tibshirani 2010, J Stat Softw 33(1)) alone: it was implemented first and kept as the fallback,
 but with p ≥ n and a small ridge (l1_ratio 0.1 at the small-alpha end) it needs thousands of
-sweeps to reach 1e-6 agreement; the active-set solves were measured 5–13× faster on our models
-(docs/performance.md).  Exact homotopy (LARS-EN) is piecewise linear only for a fixed ridge
+sweeps to reach 1e-6 agreement; replacing it by the active-set solves cut the CPU time of a
+nested CV with 50 permutations and 50 bootstraps at N = 21 from 146 s to 11.5 s with 207
+predictors, and of the 1000/1000 analysis with 13 predictors from 40 s to 24 s.  Exact homotopy (LARS-EN) is piecewise linear only for a fixed ridge
 penalty, whereas scikit-learn's grid scales both penalties together.  The coordinate-descent
 fallback takes over where a support system is singular (a lasso with as many non-zero
 coefficients as a bootstrap fold has distinct subjects).  The kernels are compiled with Numba
