@@ -27,8 +27,9 @@ its peak memory is its own):
         --baseline-tree /path/to/f12c3c1 [--sizes 21 60 200] [--nprocs 2] [--quick]
 
 ``--quick``: N = 21 only, 20 permutations and bootstraps, baselines with k = 1.  ``--no-full``: skip
-the full-circuit model.  Also printed first (``--kernel-only``: only this): one training fold's whole
-path for 200 outcomes by the Numba kernel and by coordinate descent vectorised over outcomes in NumPy.  Prints one line per
+the full-circuit model.  ``--kernel-only`` (with ``--quick``: 20 outcomes): instead, one training
+fold's whole path for 200 outcomes by the Numba kernel and by coordinate descent vectorised over
+outcomes in NumPy.  Prints one line per
 model and size: wall and CPU seconds, and the speed-ups.
 """
 
@@ -360,8 +361,8 @@ def main() -> None:
     if args.quick:
         args.sizes, args.baseline_permutations = [21], 1
     print(f"load: {os.getloadavg()}")
-    numpy_vectorised_comparison(outcomes=20 if args.quick else 200)
     if args.kernel_only:
+        numpy_vectorised_comparison(outcomes=20 if args.quick else 200)
         return
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parents[1])
