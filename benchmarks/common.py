@@ -8,7 +8,7 @@ Benchmarks import this module by name (``from common import ...``): running
   data and task design, made by the participant workflow's own stages;
 * :func:`make_inputs`: a full-size synthetic run (2 mm MNI grid) written once;
 * :func:`simulated_study`: the group level's input tables from the simulator's per-subject truth
-  (:mod:`ketflow.simulate.measures`) and :func:`fit_study`, the group model fitted to them.
+  (:mod:`ketflow.simulate.features`) and :func:`fit_study`, the group model fitted to them.
 """
 
 from __future__ import annotations
@@ -117,19 +117,20 @@ def make_inputs(workdir: Path, n_volumes: int) -> dict[str, Path]:
 
 #: Model settings of the group fits of simulated studies (those of tests/test_group_simulator_truth.py).
 STUDY_SETTINGS = {"l1_ratios": [0.5, 0.9, 1.0], "n_alphas": 30, "refit_inner_folds": None, "inner_folds": 5,
-                  "outer_folds": 5, "n_permutations": 40, "permutation_early_stop": 10,
+                  "outer_folds": 5, "n_permutations": 40,
                   "n_selection_bootstrap": 50, "seed": 0}
 
 
 def fit_study(model: dict, n: int, seed: int, interaction: bool = True, error_sd: dict | None = None):
     """The group model (change scores -> CAPS-5 change) evaluated on a simulated study of ``n``
-    subjects (:func:`ketflow.simulate.measures.simulated_study`); ``model`` overrides settings."""
+    subjects (:func:`ketflow.simulate.features.simulated_feature_study`); ``model`` overrides settings."""
     from ketflow.group.features import build_feature_table
     from ketflow.group.models import select_model_data
     from ketflow.group.predict import evaluate
-    from ketflow.simulate.measures import ERROR_SD, simulated_study
+    from ketflow.simulate.features import DEMO_ERROR_SD, simulated_feature_study
 
-    measures, clinical, participants = simulated_study(n, seed, interaction, error_sd or ERROR_SD)
+    measures, clinical, participants = simulated_feature_study(n, seed, interaction=interaction,
+                                                               error_sd=error_sd or DEMO_ERROR_SD)
     table = build_feature_table(measures, clinical, participants, arm="group")
     config = {"outcome": "caps5_total__change", "predictors": "change", "arm": "group",
               "arm_levels": ["midazolam", "ketamine"], **STUDY_SETTINGS, **model}

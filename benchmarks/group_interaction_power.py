@@ -5,7 +5,7 @@ Run (about 20 min of CPU):
     NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 PYTHONPATH=. \\
         /work/main/.venv/bin/python benchmarks/group_interaction_power.py [n_seeds]
 
-Uses :func:`ketflow.simulate.measures.simulated_study` (as tests/test_group_simulator_truth.py
+Uses :func:`ketflow.simulate.features.simulated_feature_study` (as tests/test_group_simulator_truth.py
 does): the simulator's own per-subject parameter and clinical draws, "measured" with Gaussian
 error (per session) of the size the participant level shows
 (benchmarks/group_simulator_recovery.py), fitted with the test's model settings
@@ -28,7 +28,8 @@ import warnings
 import numpy as np
 from common import fit_study
 
-from ketflow.simulate.measures import B_DRIVER, DACC_DRIVER, ERROR_SD
+from ketflow.simulate.features import B_DRIVER, DACC_DRIVER
+from ketflow.simulate.features import DEMO_ERROR_SD as ERROR_SD
 
 B = f"{B_DRIVER}__change"
 DACC = f"{DACC_DRIVER}__change"

@@ -332,9 +332,22 @@ class Measures(_Strict):
     dcm: bool = True
 
 
+#: The reference study's a-priori measures (Norbury et al. 2021): vmPFC-amygdala gPPI during face
+#: viewing, dACC activation during emotional-conflict regulation, resting vmPFC-anterior insula
+#: coupling, and the DCM parameters between vmPFC and amygdala (measure names of ketflow/io/collect.py).
+APRIORI_MEASURES = [
+    "ppi_faces_faces-gt-shapes_amygdala_L-to-vmPFC", "ppi_faces_faces-gt-shapes_vmPFC-to-amygdala_L",
+    "ppi_faces_fearful-gt-neutral_amygdala_L-to-vmPFC", "ppi_faces_fearful-gt-neutral_vmPFC-to-amygdala_L",
+    "activation_conflict_iI-gt-cI_dACC", "activation_conflict_incongruent-gt-congruent_dACC",
+    "fc_rest_vmPFC-antInsula_L", "fc_rest_vmPFC-antInsula_R",
+    "dcm_faces_A_amygdala_L-to-vmPFC", "dcm_faces_A_vmPFC-to-amygdala_L", "dcm_faces_B_amygdala_L-to-vmPFC_fearful",
+]
+
+
 class GroupModel(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9-]+$")
     predictors: Literal["change", "baseline"] = "change"
+    predictor_set: str | None = None
     measures: list[Literal["activation", "ppi", "fc", "dcm"]] | None = Field(default=None, min_length=1)
     predictor_pattern: str | None = None
     interaction: bool = False
@@ -391,16 +404,17 @@ class Voxelwise(_Strict):
 
 
 class Group(_Strict):
-    models: list[GroupModel] = Field(default_factory=lambda: [GroupModel(name="change")], min_length=1)
+    models: list[GroupModel] = Field(default_factory=lambda: [GroupModel(name="change", predictor_set="apriori")],
+                                     min_length=1)
+    predictor_sets: dict[str, list[str]] = Field(default_factory=lambda: {"apriori": list(APRIORI_MEASURES)})
     l1_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9, 1.0], min_length=1)
     n_alphas: int = Field(default=100, ge=2)
     refit_inner_folds: int | None = Field(default=None, ge=2)
     inner_folds: int | None = Field(default=5, ge=2)
     outer_folds: int | None = Field(default=10, ge=2)
     outer_repeats: int = Field(default=1, ge=1)
-    n_permutations: int = Field(default=100, ge=0)
-    permutation_early_stop: int | None = Field(default=10, ge=1)
-    n_bootstrap: int = Field(default=100, ge=0)
+    n_permutations: int = Field(default=1000, ge=0)
+    n_bootstrap: int = Field(default=1000, ge=0)
     max_missing_fraction: float = Field(default=0.25, ge=0, le=1)
     min_subjects: int = Field(default=6, ge=4)
     seed: int = 0
@@ -418,6 +432,14 @@ class Group(_Strict):
     def _consistent(self):
         if self.outer_repeats > 1 and self.outer_folds is None:
             raise ValueError("outer_repeats > 1 needs outer_folds (leave-one-out cannot be repeated)")
+        unknown = [f"{m.name}: {m.predictor_set!r}" for m in self.models
+                   if m.predictor_set is not None and m.predictor_set not in self.predictor_sets]
+        if unknown:
+            raise ValueError(f"models name predictor_set(s) not in group.predictor_sets {sorted(self.predictor_sets)}: "
+                             + ", ".join(unknown))
+        empty = [k for k, v in self.predictor_sets.items() if not v]
+        if empty:
+            raise ValueError(f"group.predictor_sets {empty} list no measure")
         names = [m.name for m in self.models]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:

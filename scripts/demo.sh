@@ -12,7 +12,7 @@ DEMO=${DEMO_DIR:-demo}
 rm -rf "$DEMO/bids"
 .venv/bin/ketflow-simulate "$DEMO/bids" --subjects 6 --seed 1
 .venv/bin/ketflow "$DEMO/bids" "$DEMO/out" participant -w "$DEMO/work" --nprocs 2
-# --sloppy: 20 permutations and bootstraps instead of the configured 100 (a 6-subject demo; testing only)
+# --sloppy: 20 permutations and bootstraps instead of the configured 1000 (a 6-subject demo; testing only)
 .venv/bin/ketflow "$DEMO/bids" "$DEMO/out" group -w "$DEMO/work" --nprocs 2 --sloppy
 echo
 echo "Demo finished. Simulated dataset (with ground_truth.json): $DEMO/bids"

@@ -108,7 +108,7 @@ def test_group_level_end_to_end(group_run):
         perf = json.loads((group / f"model-{label}_performance.json").read_text())
         n_included = models.set_index("label").loc[label, "n_included"]
         assert perf["settings"]["n_subjects"] == perf["subjects"]["n_included"] == n_included
-        assert perf["settings"]["n_permutations_run"] == 10
+        assert perf["settings"]["n_permutations"] == 10 and len(pd.read_csv(group / f"model-{label}_nulldistribution.tsv", sep="\t")) == 10
         for figure in ("coefficients", "predictedVsObserved", "permutationNull", "selectionFrequencies"):
             assert (group / "figures" / f"model-{label}_desc-{figure}_figure.svg").stat().st_size > 1000
     assert (out / "logs" / "CITATION_group.md").read_text().startswith("# Group-level methods")

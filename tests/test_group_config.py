@@ -20,8 +20,11 @@ def test_packaged_group_settings_are_the_documented_defaults():
     group = load_config().group
     assert group.model_dump(exclude={"models"}) == Group().model_dump(exclude={"models"})
     assert group.refit_inner_folds is None  # the reported model: leave-one-out penalty (reference)
-    assert [m.name for m in group.models] == ["change", "change-by-arm", "baseline", "baseline-arm"]
-    assert group.models[3].per_arm and group.models[3].predictors == "baseline"
+    assert [m.name for m in group.models] == ["change", "change-by-arm", "change-madrs", "baseline", "baseline-arm"]
+    assert all(m.predictor_set == "apriori" for m in group.models)  # the reference study's a-priori measures
+    assert group.models[2].covariates == ["madrs_total__change"]
+    assert group.models[4].per_arm and group.models[4].predictors == "baseline"
+    assert (group.n_permutations, group.n_bootstrap) == (1000, 1000)
 
 
 @pytest.mark.parametrize("group, message", [
@@ -29,13 +32,15 @@ def test_packaged_group_settings_are_the_documented_defaults():
     ({"inner_folds": 1}, "group.inner_folds"),
     ({"max_missing_fraction": 1.5}, "group.max_missing_fraction"),
     ({"min_subjects": 2}, "group.min_subjects"),
-    ({"permutation_early_stop": 0}, "group.permutation_early_stop"),
+    ({"permutation_early_stop": 10}, "group.permutation_early_stop"),
     ({"n_alphas": 1}, "group.n_alphas"),
     ({"models": [{"name": "x", "predictor_pattern": "(dcm"}]}, "not a valid regular expression"),
     ({"models": [{"name": "x", "measures": ["bold"]}]}, "group.models.0.measures.0"),
     ({"models": [{"name": "x", "per_arm": True, "interaction": True}]}, "per_arm model"),
     ({"models": [{"name": "x"}, {"name": "x"}]}, "must be unique"),
     ({"models": []}, "group.models"),
+    ({"models": [{"name": "x", "predictor_set": "nope"}]}, "not in group.predictor_sets"),
+    ({"predictor_sets": {"apriori": []}}, "list no measure"),
     ({"outer_fold": 5}, "group.outer_fold"),
 ])
 def test_invalid_group_settings_name_the_key(tmp_path, group, message):

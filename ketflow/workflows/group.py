@@ -75,6 +75,8 @@ def model_configs(config: AnalysisConfig) -> dict[str, dict]:
             "baseline_session": config.sessions.baseline,
             "measures": model.measures,
             "predictor_pattern": model.predictor_pattern,
+            **({"predictor_set": {"name": model.predictor_set, "measures": group.predictor_sets[model.predictor_set]}}
+               if model.predictor_set else {}),
             "covariates": list(dict.fromkeys(clinical.covariates + model.covariates)),
             "l1_ratios": group.l1_ratios,
             "n_alphas": group.n_alphas,
@@ -83,7 +85,6 @@ def model_configs(config: AnalysisConfig) -> dict[str, dict]:
             "outer_folds": group.outer_folds,
             "outer_repeats": group.outer_repeats,
             "n_permutations": group.n_permutations,
-            "permutation_early_stop": group.permutation_early_stop,
             "n_selection_bootstrap": group.n_bootstrap,
             "min_subjects": group.min_subjects,
             "seed": group.seed,
@@ -177,6 +178,8 @@ def prepare_inputs(opts, config: AnalysisConfig, work: Path) -> GroupInputs:
     rows, runnable, subject_files = [], {}, {}
     for name, model in model_configs(config).items():
         data = select_model_data(model, result.table, result.dictionary)
+        for message in data.messages:
+            LOGGER.warning("model %s: %s", name, message)
         label = bids_label(name)
         n_in = int(data.subjects["included"].sum())
         rows.append({"model": name, "label": label, "method": "elastic net",

@@ -1,0 +1,572 @@
+"""Batched elastic-net regularisation paths: many outcome vectors, one Gram matrix per training set.
+
+The group level fits the same small elastic net (N ≤ a few hundred subjects, p ≤ a few hundred
+predictors) thousands of times: every fold of a penalty search, inside every fold of a nested
+cross-validation, for the observed outcome and every permuted one, and again for every bootstrap
+resample.  scikit-learn's ``ElasticNetCV`` does each of those fits from scratch.  This module
+computes the same estimates with the work shared:
+
+* the centred Gram matrix G = Xcᵀ Xc / n of a training fold depends on the predictors only, so it
+  is computed once per fold (by down-dating the training set's cross-products, O(n_test p²)) and
+  reused for every outcome vector (observed and permuted); only Xcᵀ y / n changes (one matrix
+  product for all outcomes);
+* for each outcome the whole path (``n_alphas`` penalties per ``l1_ratio``, largest first) is
+  followed with warm starts, and only the held-out squared errors are kept.
+
+Solver, an exact method: at each penalty, warm-started from the previous one, an active-set
+(feature-sign) search (Lee et al. 2007, NIPS 19): on the current support and signs the
+elastic-net objective is quadratic, so one linear solve gives its minimiser, and the
+Karush–Kuhn–Tucker conditions say which coordinates enter or leave.  Along a fine path the support
+changes little between neighbouring penalties, so a penalty costs one or two small solves
+(Cholesky of G_AA + λ2 I, or, when the support is larger than the fold's number of subjects, the
+same system in the n-dimensional row space by the Woodbury identity) and the answer is exact to
+rounding.  Why not plain coordinate descent (glmnet's covariance updates; Friedman, Hastie &
+Tibshirani 2010, J Stat Softw 33(1)) alone: it was implemented first and kept as the fallback,
+but with p ≥ n and a small ridge (l1_ratio 0.1 at the small-alpha end) it needs thousands of
+sweeps to reach 1e-6 agreement; replacing it by the active-set solves cut the CPU time of a
+nested CV with 50 permutations and 50 bootstraps at N = 21 from 146 s to 11.5 s with 207
+predictors, and of the 1000/1000 analysis with 13 predictors from 40 s to 24 s.  Exact homotopy (LARS-EN) is piecewise linear only for a fixed ridge
+penalty, whereas scikit-learn's grid scales both penalties together.  The coordinate-descent
+fallback takes over where a support system is singular (a lasso with as many non-zero
+coefficients as a bootstrap fold has distinct subjects).  The kernels are compiled with Numba
+(``nogil``, so folds run in parallel threads); see ``benchmarks/group_speed.py`` for the
+comparison with a NumPy-vectorised implementation.
+
+Definitions are scikit-learn's (``ElasticNet``, ``ElasticNetCV``, ``_alpha_grid``):
+objective (1/2n)‖y − Xw − b‖² + α·l1·‖w‖₁ + ½·α·(1 − l1)·‖w‖², intercept b free; the alpha
+grid of an ``l1_ratio`` runs geometrically from α_max = max_j |x̃_jᵀ ỹ| / (n·l1) (centred data of
+the whole training set) down to ``eps``·α_max; the cross-validated error of a penalty is the mean
+over folds of each fold's mean squared error, centring within each fold's training part; the
+chosen penalty is the first minimum over alphas (largest alpha on ties) and the first
+``l1_ratio`` that is strictly better than the ones before.  Equality with scikit-learn on the
+same grid and folds (coefficients, chosen alpha and l1_ratio, predictions) is tested to 1e-6
+(``tests/test_elasticnet.py``); our solutions are converged far more tightly than
+scikit-learn's default ``tol=1e-4``, so the comparison uses a tight ``tol`` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+__all__ = ["DEFAULT_TOL", "DEFAULT_MAX_SWEEPS", "alpha_grid", "fold_problems", "penalty_search",
+           "SearchResult", "fit_at"]
+
+#: Convergence: stop when no coordinate moved the fit by more than DEFAULT_TOL × SD(y)
+#: (maxⱼ Gⱼⱼ Δwⱼ² < tol² · mean(ỹ²)) in a full sweep.
+DEFAULT_TOL = 1e-9
+#: Most coordinate sweeps for one penalty before giving up (counted, reported as non-converged).
+DEFAULT_MAX_SWEEPS = 100_000
+#: A centred column with Gⱼⱼ below this is constant in the fold: its coefficient stays 0 (as in
+#: scikit-learn's coordinate descent, which skips columns of zero norm).
+_ZERO_COLUMN = 1e-12
+#: Sweeps after which the duality gap is also checked, and its tolerance relative to mean(ỹ²).
+_GAP_AFTER = 200
+_GAP_TOL = 1e-15
+_GAP_TOL_MAX = 1e-4
+
+
+@njit(cache=True, nogil=True)
+def _cholesky_solve(M, rhs, m):
+    """Solve M[:m, :m] x = rhs[:m] in place (x in rhs) by Cholesky; False if M is not positive definite."""
+    for j in range(m):
+        s = M[j, j]
+        for k in range(j):
+            s -= M[j, k] * M[j, k]
+        if s <= 0.0:
+            return False
+        d = np.sqrt(s)
+        M[j, j] = d
+        for i in range(j + 1, m):
+            s = M[i, j]
+            for k in range(j):
+                s -= M[i, k] * M[j, k]
+            M[i, j] = s / d
+    for i in range(m):
+        s = rhs[i]
+        for k in range(i):
+            s -= M[i, k] * rhs[k]
+        rhs[i] = s / M[i, i]
+    for i in range(m - 1, -1, -1):
+        s = rhs[i]
+        for k in range(i + 1, m):
+            s -= M[k, i] * rhs[k]
+        rhs[i] = s / M[i, i]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _support_solve(G, F, c, support, m, theta, lam1, lam2, work):
+    """x_A = (G_AA + λ2 I)⁻¹ (c_A − λ1 θ_A) into work[1][:m]; False if the system is singular.
+
+    F (r, p) with G = Fᵀ F (centred rows / √n), or r = 0 when p ≤ n: when the support is larger than
+    r > 0 (and λ2 > 0) the system is solved in the r-dimensional row space (Woodbury:
+    (F_Aᵀ F_A + λ2 I)⁻¹ v = (v − F_Aᵀ (λ2 I + F_A F_Aᵀ)⁻¹ F_A v) / λ2), O(r² m) instead of O(m³).
+    """
+    work_M, work_x, work_u = work[0], work[1], work[4]
+    r = F.shape[0]
+    for a in range(m):
+        work_x[a] = c[support[a]] - lam1 * theta[a]
+    if lam2 > 0.0 and 0 < r < m:
+        for i in range(r):  # u = F_A v, K = λ2 I + F_A F_Aᵀ
+            acc = 0.0
+            for a in range(m):
+                acc += F[i, support[a]] * work_x[a]
+            work_u[i] = acc
+            for k in range(i + 1):
+                acc = 0.0
+                for a in range(m):
+                    ja = support[a]
+                    acc += F[i, ja] * F[k, ja]
+                work_M[i, k] = acc
+                work_M[k, i] = acc
+            work_M[i, i] += lam2
+        if not _cholesky_solve(work_M, work_u, r):
+            return False
+        for a in range(m):
+            ja = support[a]
+            acc = work_x[a]
+            for i in range(r):
+                acc -= F[i, ja] * work_u[i]
+            work_x[a] = acc / lam2
+        return True
+    for a in range(m):
+        ja = support[a]
+        for b in range(m):
+            work_M[a, b] = G[ja, support[b]]
+        work_M[a, a] += lam2
+    return _cholesky_solve(work_M, work_x, m)
+
+
+@njit(cache=True, nogil=True)
+def _gradient(G, F, c, w, support, m, grad, work):
+    """grad = c − G w for w supported on support[:m] (through F when that is cheaper)."""
+    work_u = work[4]
+    p = w.shape[0]
+    r = F.shape[0]
+    if 0 < r < m:
+        for i in range(r):
+            acc = 0.0
+            for a in range(m):
+                acc += F[i, support[a]] * w[support[a]]
+            work_u[i] = acc
+        for j in range(p):
+            acc = c[j]
+            for i in range(r):
+                acc -= F[i, j] * work_u[i]
+            grad[j] = acc
+    else:
+        for j in range(p):
+            acc = c[j]
+            for a in range(m):
+                acc -= G[j, support[a]] * w[support[a]]
+            grad[j] = acc
+
+
+@njit(cache=True, nogil=True)
+def _feature_sign(G, F, c, w, grad, lam1, lam2, work, theta, max_steps):
+    """Exact solution by an active-set (feature-sign) search from the warm start ``w``; False if it
+    stalls or meets a singular system (``w``, ``grad`` are then still a valid, improved iterate).
+
+    Lee, Battle, Raina & Ng (2007), "Efficient sparse coding algorithms" (NIPS 19): on the current
+    support A with signs θ the objective is quadratic and its minimiser x_A is one linear solve; move
+    from w towards x until the first coefficient reaches zero (it leaves A) or to x; at x, add the
+    inactive coordinates that violate |c_j − G_jA x_A| ≤ λ1 (Karush–Kuhn–Tucker) with the signs
+    of their gradients (all at once; one at a time, most violating first, if an entering one came
+    out with the wrong sign), or stop: x is then the exact solution.  Each step lowers the
+    objective.
+    """
+    support = work[2]
+    p = w.shape[0]
+    bound = lam1 * (1.0 + 1e-9) + 1e-300
+    m = 0
+    for j in range(p):
+        if w[j] != 0.0:
+            support[m] = j
+            theta[m] = 1.0 if w[j] > 0.0 else -1.0
+            m += 1
+    at_minimum = False
+    single = False  # add one violator at a time (after adding all of them at once failed)
+    for _ in range(max_steps):
+        start = m
+        if at_minimum:
+            best, worst = -1, bound
+            for j in range(p):
+                if w[j] == 0.0 and G[j, j] >= _ZERO_COLUMN and abs(grad[j]) > bound:
+                    if single:
+                        if abs(grad[j]) > worst:
+                            best, worst = j, abs(grad[j])
+                    else:
+                        support[m] = j
+                        theta[m] = 1.0 if grad[j] > 0.0 else -1.0
+                        m += 1
+            if single and best >= 0:
+                support[m] = best
+                theta[m] = 1.0 if grad[best] > 0.0 else -1.0
+                m += 1
+            if m == start:
+                return True
+        if not _support_solve(G, F, c, support, m, theta, lam1, lam2, work):
+            return False
+        x = work[1]
+        # entering coordinates whose solution has the wrong sign leave again (w does not move)
+        kept = 0
+        for a in range(m):
+            if w[support[a]] == 0.0 and x[a] * theta[a] <= 0.0:
+                continue
+            support[kept] = support[a]
+            theta[kept] = theta[a]
+            x[kept] = x[a]
+            kept += 1
+        if kept < m:
+            if single:
+                return False
+            single = at_minimum and kept == start
+            m = kept
+            at_minimum = False
+            continue
+        crossing = work[3]
+        step = 1.0
+        for a in range(m):
+            crossing[a] = 2.0
+            if x[a] * theta[a] <= 0.0:
+                wa = w[support[a]]
+                crossing[a] = wa / (wa - x[a]) if wa != 0.0 else 0.0
+                if crossing[a] < step:
+                    step = crossing[a]
+        if step <= 0.0:
+            return False
+        kept = 0
+        for a in range(m):
+            ja = support[a]
+            value = x[a] if step == 1.0 else w[ja] + step * (x[a] - w[ja])
+            if step < 1.0 and (crossing[a] <= step or value * theta[a] <= 0.0):
+                value = 0.0
+            w[ja] = value
+            if value != 0.0:
+                support[kept] = ja
+                theta[kept] = theta[a]
+                kept += 1
+        m = kept
+        _gradient(G, F, c, w, support, m, grad, work)
+        at_minimum = step == 1.0
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _duality_gap(c, w, grad, yy, lam1, lam2):
+    """Primal − dual objective of the elastic net at ``w`` (≥ 0; scikit-learn's Gram-form gap / n).
+
+    yy = ỹᵀỹ / n; grad = c − G w.
+    """
+    cw = 0.0
+    wg = 0.0
+    l1norm = 0.0
+    l2norm = 0.0
+    dual_norm = 0.0
+    for j in range(w.shape[0]):
+        cw += c[j] * w[j]
+        wg += w[j] * grad[j]
+        l1norm += abs(w[j])
+        l2norm += w[j] * w[j]
+        v = abs(grad[j] - lam2 * w[j])
+        if v > dual_norm:
+            dual_norm = v
+    r2 = yy - cw - wg
+    if dual_norm > lam1:
+        const = lam1 / dual_norm
+        gap = 0.5 * r2 * (1.0 + const * const)
+    else:
+        const = 1.0
+        gap = r2
+    return gap + lam1 * l1norm - const * (yy - cw) + 0.5 * lam2 * l2norm * (1.0 + const * const)
+
+
+@njit(cache=True, nogil=True)
+def _sweep(G, w, grad, coords, n_coords, lam1, lam2):
+    """One cyclic pass over ``coords[:n_coords]``; returns max Gⱼⱼ Δwⱼ² and the first coordinate
+    that entered (−1 if none).  grad (p,) = c − G w is kept up to date."""
+    p = w.shape[0]
+    biggest = 0.0
+    for a in range(n_coords):
+        j = coords[a]
+        gjj = G[j, j]
+        if gjj < _ZERO_COLUMN:
+            continue
+        old = w[j]
+        z = grad[j] + gjj * old
+        if z > lam1:
+            new = (z - lam1) / (gjj + lam2)
+        elif z < -lam1:
+            new = (z + lam1) / (gjj + lam2)
+        else:
+            new = 0.0
+        if new != old:
+            d = new - old
+            w[j] = new
+            for k in range(p):
+                grad[k] -= d * G[k, j]
+            change = gjj * d * d
+            if change > biggest:
+                biggest = change
+    return biggest
+
+
+@njit(cache=True, nogil=True)
+def _solve(G, F, c, w, grad, everyone, active, n_active, lam1, lam2, tol2, yy, max_sweeps, work):
+    """Elastic net at one penalty from the warm start ``w`` (in place); returns (n_active, converged).
+
+    The exact active-set search (:func:`_feature_sign`) first: from the previous penalty's solution
+    it usually needs one or two linear solves.  Where it stalls (a singular support system: a
+    lasso with as many non-zero coefficients as the fold has distinct subjects, as in bootstrap
+    resamples), coordinate descent takes over: full sweeps, then sweeps over the active set until
+    it settles, until no coordinate moves by more than ``tol2`` (maxⱼ Gⱼⱼ Δwⱼ² ≤ tol2) or, after
+    :data:`_GAP_AFTER` sweeps, the duality gap is small (1e-15 · yy, loosened tenfold every
+    :data:`_GAP_AFTER` sweeps up to scikit-learn's default 1e-4 · yy: such problems end no worse
+    than scikit-learn does).  active (p,): coordinates ever non-zero, the first ``n_active`` used
+    (held-out predictions loop over them); everyone = arange(p); F (r, p) with G = Fᵀ F.
+    """
+    p = w.shape[0]
+    done = _feature_sign(G, F, c, w, grad, lam1, lam2, work, work[5], 4 * p + 10)
+    sweeps = 0
+    while not done:
+        biggest = _sweep(G, w, grad, everyone, p, lam1, lam2)
+        sweeps += 1
+        n_active = _note_active(w, active, n_active)
+        if biggest <= tol2:
+            break
+        if sweeps >= max_sweeps:
+            return n_active, False
+        if sweeps >= _GAP_AFTER:
+            relax = min(10.0 ** ((sweeps - _GAP_AFTER) / _GAP_AFTER), _GAP_TOL_MAX / _GAP_TOL)
+            if _duality_gap(c, w, grad, yy, lam1, lam2) <= _GAP_TOL * relax * yy:
+                break
+        for _ in range(10):
+            biggest = _sweep(G, w, grad, active, n_active, lam1, lam2)
+            sweeps += 1
+            if biggest <= tol2:
+                break
+    return _note_active(w, active, n_active), True
+
+
+@njit(cache=True, nogil=True)
+def _note_active(w, active, n_active):
+    """Append the non-zero coordinates of ``w`` missing from ``active[:n_active]``; the new count."""
+    for j in range(w.shape[0]):
+        if w[j] != 0.0:
+            seen = False
+            for k in range(n_active):
+                if active[k] == j:
+                    seen = True
+                    break
+            if not seen:
+                active[n_active] = j
+                n_active += 1
+    return n_active
+
+
+@njit(cache=True, nogil=True)
+def _work(p):
+    """Scratch arrays: M (p, p), x (p,), support (p,), crossing (p,), u (p,), theta (p,)."""
+    return np.zeros((p, p)), np.zeros(p), np.zeros(p, dtype=np.int64), np.zeros(p), np.zeros(p), np.zeros(p)
+
+
+@njit(cache=True, nogil=True)
+def _path_errors(G, F, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_err):
+    """Add each penalty's mean squared held-out error to ``sq_err`` (B, L, A); returns failures.
+
+    G (p, p), C (p, B) = Xcᵀ Yc / n of the fold's training part; Xte (t, p), Yte (t, B) held-out
+    rows centred on the training part's means; alphas (B, L, A) decreasing; tol2, yy (B,): squared
+    tolerance and mean squared centred outcome of the whole training set.
+    """
+    p, n_out = C.shape
+    n_test = Xte.shape[0]
+    w = np.zeros(p)
+    grad = np.zeros(p)
+    active = np.zeros(p, dtype=np.int64)
+    everyone = np.arange(p)
+    work = _work(p)
+    failures = 0
+    for b in range(n_out):
+        c = C[:, b].copy()
+        for li in range(l1_ratios.shape[0]):
+            l1 = l1_ratios[li]
+            w[:] = 0.0
+            grad[:] = C[:, b]
+            n_active = 0
+            for ai in range(alphas.shape[2]):
+                alpha = alphas[b, li, ai]
+                n_active, ok = _solve(G, F, c, w, grad, everyone, active, n_active, alpha * l1,
+                                      alpha * (1.0 - l1), tol2[b], yy[b], max_sweeps, work)
+                if not ok:
+                    failures += 1
+                total = 0.0
+                for t in range(n_test):
+                    pred = 0.0
+                    for a in range(n_active):
+                        j = active[a]
+                        pred += Xte[t, j] * w[j]
+                    err = pred - Yte[t, b]
+                    total += err * err
+                sq_err[b, li, ai] += total / n_test
+    return failures
+
+
+@njit(cache=True, nogil=True)
+def _path_coefficients(G, F, C, alphas, l1_ratios, l1_index, alpha_index, tol2, yy, max_sweeps, W):
+    """Coefficients W (B, p) at penalty (l1_index[b], alpha_index[b]) of each outcome, following
+    the path of that l1_ratio from its largest alpha (warm starts); returns failures."""
+    p, n_out = C.shape
+    grad = np.zeros(p)
+    active = np.zeros(p, dtype=np.int64)
+    everyone = np.arange(p)
+    work = _work(p)
+    failures = 0
+    for b in range(n_out):
+        c = C[:, b].copy()
+        li = l1_index[b]
+        l1 = l1_ratios[li]
+        w = W[b]
+        w[:] = 0.0
+        grad[:] = C[:, b]
+        n_active = 0
+        for ai in range(alpha_index[b] + 1):
+            alpha = alphas[b, li, ai]
+            n_active, ok = _solve(G, F, c, w, grad, everyone, active, n_active, alpha * l1,
+                                  alpha * (1.0 - l1), tol2[b], yy[b], max_sweeps, work)
+            if not ok:
+                failures += 1
+    return failures
+
+
+def alpha_grid(X: np.ndarray, Y: np.ndarray, l1_ratios: Sequence[float], n_alphas: int,
+               eps: float = 1e-3) -> np.ndarray:
+    """scikit-learn's alpha grid (``_alpha_grid``) for every outcome: shape (B, L, n_alphas), decreasing.
+
+    X (n, p) and Y (n, B): the data the penalty search is given (centred here).
+    """
+    n = X.shape[0]
+    xty = X.T @ (Y - Y.mean(axis=0))
+    top = np.sqrt(np.max(xty ** 2, axis=0))[:, None] / (n * np.asarray(l1_ratios, dtype=float))[None, :]
+    tiny = np.finfo(np.float64).resolution
+    top = np.where(top <= tiny, tiny, top)
+    bottom = np.where(top <= tiny, tiny, top * eps)
+    return np.geomspace(top, bottom, n_alphas, axis=-1)
+
+
+@dataclass(frozen=True)
+class FoldProblem:
+    """One fold's shared quantities: G (p, p), C (p, B), centred held-out Xte (t, p), Yte (t, B), and
+    F (n_train, p) = centred training rows / √n_train when p > n_train (else (0, p)), G = Fᵀ F."""
+
+    G: np.ndarray
+    F: np.ndarray
+    C: np.ndarray
+    Xte: np.ndarray
+    Yte: np.ndarray
+
+
+def fold_problems(X: np.ndarray, Y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]):
+    """The :class:`FoldProblem` of every (train, test) fold, G down-dated from Xᵀ X."""
+    XtX, XtY = X.T @ X, X.T @ Y
+    sx, sy = X.sum(axis=0), Y.sum(axis=0)
+    for train, test in folds:
+        Xt, Yt = X[test], Y[test]
+        n = len(train)
+        if len(test) <= len(train):
+            mx, my = (sx - Xt.sum(axis=0)) / n, (sy - Yt.sum(axis=0)) / n
+            G = (XtX - Xt.T @ Xt) / n - np.outer(mx, mx)
+            C = (XtY - Xt.T @ Yt) / n - np.outer(mx, my)
+        else:
+            Xr, Yr = X[train], Y[train]
+            mx, my = Xr.mean(axis=0), Yr.mean(axis=0)
+            Xc = Xr - mx
+            G, C = Xc.T @ Xc / n, Xc.T @ (Yr - my) / n
+        F = _row_factor(X[train], mx)
+        yield FoldProblem(np.ascontiguousarray(G), F, np.ascontiguousarray(C), Xt - mx, Yt - my)
+
+
+def _row_factor(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(X − mean) / √n when there are more columns than rows (used by :func:`_support_solve`), else (0, p)."""
+    n, p = X.shape
+    if p <= n:
+        return np.zeros((0, p))
+    return np.ascontiguousarray((X - mean) / np.sqrt(n))
+
+
+def _outcome_scale(Y: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(squared tolerance, mean squared centred outcome) of each column of Y, floored for constant ones."""
+    yy = np.mean((Y - Y.mean(axis=0)) ** 2, axis=0)
+    yy = np.where(yy > 0, yy, 1.0)
+    return tol ** 2 * yy, yy
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Cross-validated penalty search of B outcomes.
+
+    alphas (B, L, A) grids; cv_mse (B, L, A) mean over folds of the held-out MSE; l1_index,
+    alpha_index (B,) chosen penalty; alpha, l1_ratio, min_mse (B,) its values; failures: solves
+    that hit the sweep limit.
+    """
+
+    alphas: np.ndarray
+    cv_mse: np.ndarray
+    l1_index: np.ndarray
+    alpha_index: np.ndarray
+    alpha: np.ndarray
+    l1_ratio: np.ndarray
+    min_mse: np.ndarray
+    failures: int
+
+
+def penalty_search(X: np.ndarray, Y: np.ndarray, folds, l1_ratios: Sequence[float], n_alphas: int, *,
+                   eps: float = 1e-3, tol: float = DEFAULT_TOL,
+                   max_sweeps: int = DEFAULT_MAX_SWEEPS) -> SearchResult:
+    """``ElasticNetCV``'s penalty choice for every column of Y.
+
+    X (n, p): standardised predictors of the training set; Y (n, B) outcomes; folds: (train,
+    test) index arrays into the n rows; l1_ratios (L,) in (0, 1].
+    """
+    X = np.asarray(X, dtype=float)
+    Y = np.asarray(Y, dtype=float)
+    ratios = np.asarray(l1_ratios, dtype=float)
+    alphas = alpha_grid(X, Y, ratios, n_alphas, eps)
+    sq_err = np.zeros_like(alphas)
+    tol2, yy = _outcome_scale(Y, tol)
+    folds = list(folds)
+    failures = 0
+    for prob in fold_problems(X, Y, folds):
+        failures += _path_errors(prob.G, prob.F, prob.C, prob.Xte, prob.Yte, alphas, ratios, tol2, yy, max_sweeps, sq_err)
+    cv_mse = sq_err / len(folds)
+    best_alpha = np.argmin(cv_mse, axis=2)                       # first minimum per l1_ratio
+    best_per_l1 = np.take_along_axis(cv_mse, best_alpha[:, :, None], axis=2)[:, :, 0]
+    l1_index = np.argmin(best_per_l1, axis=1)                      # first strictly better l1_ratio
+    rows = np.arange(Y.shape[1])
+    alpha_index = best_alpha[rows, l1_index]
+    return SearchResult(alphas=alphas, cv_mse=cv_mse, l1_index=l1_index, alpha_index=alpha_index,
+                        alpha=alphas[rows, l1_index, alpha_index], l1_ratio=ratios[l1_index],
+                        min_mse=best_per_l1[rows, l1_index], failures=failures)
+
+
+def fit_at(X: np.ndarray, Y: np.ndarray, search: SearchResult, l1_ratios: Sequence[float], *,
+           tol: float = DEFAULT_TOL, max_sweeps: int = DEFAULT_MAX_SWEEPS):
+    """Refit on all n rows at each outcome's chosen penalty: (W (B, p), intercept (B,), failures).
+
+    W is in the units of X (standardised), the intercept that of Y.
+    """
+    X = np.asarray(X, dtype=float)
+    Y = np.asarray(Y, dtype=float)
+    n = X.shape[0]
+    mx, my = X.mean(axis=0), Y.mean(axis=0)
+    Xc = X - mx
+    G = np.ascontiguousarray(Xc.T @ Xc / n)
+    C = np.ascontiguousarray(Xc.T @ (Y - my) / n)
+    W = np.zeros((Y.shape[1], X.shape[1]))
+    failures = _path_coefficients(G, _row_factor(X, mx), C, search.alphas, np.asarray(l1_ratios, dtype=float),
+                                  search.l1_index.astype(np.int64), search.alpha_index.astype(np.int64),
+                                  *_outcome_scale(Y, tol), max_sweeps, W)
+    return W, my - W @ mx, failures
