@@ -23,7 +23,7 @@ follow-up:
   ``session`` (control); baseline difference: ``arm``.
 
 statsmodels' MixedLM gives Wald z tests; with trial-sized samples ketflow uses t tests with
-the between-within degrees of freedom (Schluchter & Elashoff 1990, J Stat Comput Simul 37:11;
+the between-within degrees of freedom (Schluchter & Elashoff 1990, J Stat Comput Simul 37:69;
 SAS ``DDFM=BETWITHIN``): ``n_observations − n_subjects − 2`` for the within-subject effects
 (arm × session, within-arm change; with complete data ``n − 2``, exact) and ``n_subjects − 2 −
 n_covariates`` for the baseline difference.  ANCOVA uses its residual degrees of freedom.

@@ -22,6 +22,7 @@ from .. import __version__
 from ..config import SLOPPY_GROUP, AnalysisConfig
 from ..io.write import write_text
 from .boilerplate import REFERENCES
+from .group_inference import inference_methods_text, inference_references, inference_section
 
 LOGGER = logging.getLogger("ketflow")
 
@@ -318,6 +319,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
         for row in models.itertuples(index=False):
             parts += _peb_section(out_dir, row) if row.label == "peb" else _model_section(out_dir, row)
     parts += _model_comparison_section(out_dir, config)
+    parts += inference_section(out_dir, config)
     reports = sorted(out_dir.glob("sub-*.html"))
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in reports)
     parts += ["<h2>Participant reports</h2>", f"<ul>{links}</ul>" if links else "<p>None found.</p>"]
@@ -393,6 +395,7 @@ the clinical change."""
 The full DCM and its reduced variants ({', '.join(m.name for m in config.dcm.model_space)}) were
 compared over subjects at each session by fixed-effects (summed log evidence) and random-effects Bayesian model
 selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux et al. 2014)."""
+    text += inference_methods_text(config)
     text += """
 
 ## References
@@ -404,4 +407,5 @@ selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux 
         text += "- Besag J, Clifford P (1991). Sequential Monte Carlo p-values. Biometrika 78:301-304.\n"
     return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou")
                                                      + (("stephan_bms", "rigoux")
-                                                        if config.measures.dcm and config.dcm.model_space else ()))
+                                                        if config.measures.dcm and config.dcm.model_space else ())) \
+        + inference_references(config)

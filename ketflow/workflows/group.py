@@ -36,6 +36,7 @@ from ..io.collect import collect_measures, read_exclusions
 from ..io.derivatives import bids_label
 from ..io.write import write_json, write_text, write_tsv
 from .execution import run_workflow
+from .group_inference import add_inference
 
 LOGGER = logging.getLogger("ketflow")
 
@@ -297,6 +298,8 @@ def init_group_wf(inputs: GroupInputs, config: AnalysisConfig, opts) -> pe.Workf
         _add_peb(workflow, sink, inputs.peb_features, config, opts)
     if config.measures.dcm and config.dcm.model_space:
         _add_model_comparison(workflow, sink, tables, config, opts)
+    if config.group.inference.enabled:
+        add_inference(workflow, sink, tables, inputs.files, config)
     return workflow
 
 
