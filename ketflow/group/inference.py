@@ -43,7 +43,8 @@ from .trial_models import EFFECTS, ancova_contrasts, fit_ancova, fit_lmm, lmm_co
     pooled_baseline_sd
 
 __all__ = ["FAMILIES", "FAMILY_NAMES", "MODELS", "RESULT_COLUMNS", "InferenceError", "InferenceSettings",
-           "AnalysisData", "InferenceResult", "family_measures", "prepare_analysis", "run_analysis", "permutation_fwe",
+           "AnalysisData", "InferenceResult", "family_measures", "prepare_analysis", "run_analysis", "permutation_tests",
+           "PermutationTests",
            "model_formula"]
 
 #: Measure families (the text before the first ``_`` of a measure name) and their display names.
@@ -299,37 +300,54 @@ def _parametric(data: AnalysisData, i: int) -> tuple[dict, dict, str]:
     return estimates, counts, note
 
 
-def permutation_fwe(data: AnalysisData, tested: Sequence[int]) -> dict[str, dict[int, float]]:
-    """Family-wise p-values by effect key and measure index (max-statistic permutation test).
+@dataclass(frozen=True)
+class PermutationTests:
+    """Closed-form tests of the family's measures (:func:`permutation_tests`).
+
+    measures : indices of the measures, in the order of the arrays; by effect key: ``t`` and
+    ``df`` of the ordinary (unpermuted) fits and ``p_fwe`` (NaN without permutations).
+    """
+
+    measures: list
+    t: dict
+    df: dict
+    p_fwe: dict
+
+
+def permutation_tests(data: AnalysisData, tested: Sequence[int]) -> PermutationTests:
+    """Closed-form statistics and max-statistic FWE p-values of the measures ``tested``.
 
     tested : indices of the measures forming the family (testable, a priori).  Measures with
-    the same subjects are rearranged together; see :mod:`ketflow.group.permutation`.
+    the same subjects (both sessions) are rearranged together; see :mod:`ketflow.group.permutation`.
+    The statistics are those of the fits on the subjects with both sessions (for the mixed model,
+    the same as statsmodels' fit when every subject has both sessions).
     """
     settings = data.settings
-    if settings.n_permutations < 1 or not tested:
-        return {}
     builder = ancova_contrasts if data.model == "ancova" else lmm_contrasts
     pairs = np.isfinite(data.pre) & np.isfinite(data.post)
     groups: dict[bytes, list[int]] = {}
     for i in tested:
         groups.setdefault(pairs[i].tobytes(), []).append(i)
-    out = {}
+    order = [i for members in groups.values() for i in members]
+    result = PermutationTests(order, {}, {}, {})
     for effect in EFFECTS:
         transforms = rearrangements(effect.kind, len(data.subjects), settings.n_permutations, settings.seed)
-        observed, blocks, order = [], [], []
+        observed, blocks, ts, dfs = [], [], [], []
         for members in groups.values():
             subset = np.flatnonzero(pairs[members[0]])
-            models = builder(data.pre[np.ix_(members, subset)], data.post[np.ix_(members, subset)],
-                             data.active[subset], data.covariates[subset])
-            contrast = models[effect.key]
+            contrast = builder(data.pre[np.ix_(members, subset)], data.post[np.ix_(members, subset)],
+                               data.active[subset], data.covariates[subset])[effect.key]
             t = contrast_t(contrast, effect.kind, induced(effect.kind, transforms, subset))
             z = t_to_z(t, contrast.df[:, None])
+            ts.append(t[:, 0])
+            dfs.append(contrast.df)
             observed.append(z[:, 0])
             blocks.append(z[:, 1:])
-            order += members
-        p = max_statistic_p(np.concatenate(observed), family_max(blocks))
-        out[effect.key] = dict(zip(order, p))
-    return out
+        result.t[effect.key] = np.concatenate(ts) if ts else np.zeros(0)
+        result.df[effect.key] = np.concatenate(dfs) if dfs else np.zeros(0)
+        result.p_fwe[effect.key] = (max_statistic_p(np.concatenate(observed), family_max(blocks))
+                                    if settings.n_permutations > 0 and order else np.full(len(order), np.nan))
+    return result
 
 
 def run_analysis(data: AnalysisData) -> InferenceResult:
@@ -346,7 +364,8 @@ def run_analysis(data: AnalysisData) -> InferenceResult:
         except (np.linalg.LinAlgError, ValueError) as err:
             untestable[name] = f"the fit failed: {err}"
     tested = [i for i in fits if data.apriori[i]]
-    fwe = permutation_fwe(data, tested)
+    tests = permutation_tests(data, tested)
+    fwe = {key: dict(zip(tests.measures, p)) for key, p in tests.p_fwe.items()}
     q = {}
     for effect in EFFECTS:
         ps = np.array([fits[i][0][effect.key].p for i in tested])
