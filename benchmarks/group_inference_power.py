@@ -27,6 +27,9 @@ Run (``--quick``: 10 studies, 200 permutations, N = 20)::
 
     PYTHONPATH=. NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
         python benchmarks/group_inference_power.py --studies 200 --sizes 20 40 --permutations 1000
+
+``--timing --sizes 40 --permutations 5000`` instead times one analysis per family x model
+(statsmodels fits, corrections and 5,000 permutations) and the permutation tests alone.
 """
 
 from __future__ import annotations
@@ -169,6 +172,25 @@ def check_statsmodels(n: int, seed: int, measures, contrasts, settings, families
     return worst
 
 
+def timing(n: int, permutations: int, measures, contrasts, families, models) -> dict:
+    """CPU seconds of one analysis per family x model at ``n`` subjects: the whole analysis
+    (statsmodels fits, corrections, ``permutations`` permutations) and the permutation tests alone."""
+    features = feature_table(n, 7, measures, contrasts, ERROR_SD, 1.0)
+    settings = InferenceSettings(arm_column="group", arms=ARMS, n_permutations=permutations, seed=0)
+    out = {}
+    for family in families:
+        for model in models:
+            start = time.process_time()
+            data = prepare_analysis(features.table, features.dictionary, family, model, settings)
+            run_analysis(data)
+            whole = time.process_time() - start
+            start = time.process_time()
+            permutation_tests(data, range(len(data.measures)))
+            out[f"{family} {model} ({len(data.measures)} measures)"] = {
+                "analysis_cpu_s": round(whole, 2), "permutation_tests_cpu_s": round(time.process_time() - start, 2)}
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=200, help="simulated studies per sample size and condition")
@@ -181,6 +203,8 @@ def main(argv=None) -> None:
     parser.add_argument("--check-statsmodels", type=int, default=2, help="studies re-run through statsmodels")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="10 studies, 200 permutations, N = 20")
+    parser.add_argument("--timing", action="store_true", help="only time one analysis per family x model "
+                                                                  "(first of --sizes, --permutations)")
     parser.add_argument("--out", help="write the per-study results (TSV) and the summary (JSON) with this prefix")
     args = parser.parse_args(argv)
     if args.quick:
@@ -189,6 +213,11 @@ def main(argv=None) -> None:
     config = load_config()
     measures = configured_measures(config)
     contrasts = {task: spec.contrasts for task, spec in config.tasks.items()}
+    if args.timing:
+        for key, value in timing(args.sizes[0], args.permutations, measures, contrasts, args.families,
+                                 args.models).items():
+            print(f"N = {args.sizes[0]}, {args.permutations} permutations, {key}: {value}", flush=True)
+        return
     settings = InferenceSettings(arm_column="group", arms=ARMS, n_permutations=args.permutations, seed=0)
     print(f"{len(measures)} measures; error SD per session {error_sd}; {args.studies} studies per cell, "
           f"{args.permutations} permutations, effect scale {args.effect_scale}", flush=True)
