@@ -28,7 +28,9 @@ Run (``--quick``: 10 studies, 200 permutations, N = 20)::
     PYTHONPATH=. NIPYPE_NO_ET=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 \\
         python benchmarks/group_inference_power.py --studies 200 --sizes 20 40 --permutations 1000
 
-``--timing --sizes 40 --permutations 5000`` instead times one analysis per family x model
+``--summarise PREFIX`` prints Markdown tables (uncorrected / FDR / FWE rates in each cell) of
+the per-study results an earlier run wrote with ``--out PREFIX``.  ``--timing --sizes 40
+--permutations 5000`` instead times one analysis per family x model
 (statsmodels fits, corrections and 5,000 permutations) and the permutation tests alone.
 """
 
@@ -155,6 +157,58 @@ def summarise(results: pd.DataFrame, condition: str, n: int, n_studies: int) -> 
     return summary
 
 
+def markdown_tables(results: pd.DataFrame) -> str:
+    """Markdown tables of a run's per-study results (``--out`` TSV): detection of the true effects,
+    family-wise error on null studies, and the error over null measures in studies with effects."""
+    sizes, models = sorted(results["n"].unique()), sorted(results["model"].unique())
+    lines = []
+    effects = results[results["condition"] == "effects"]
+    head = [f"N={n} {m}" for n in sizes for m in models]
+    lines += ["| true effect (sign) | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for (measure, effect), sign in {**{(m, "arm_by_session"): s for m, s in TRUE_ARM_BY_SESSION.items()},
+                                    **TRUE_CHANGE}.items():
+        cells = []
+        for n in sizes:
+            for model in models:
+                rows = effects[(effects["n"] == n) & (effects["model"] == model) & (effects["measure"] == measure)
+                               & (effects["effect"] == effect)]
+                right = np.sign(rows["t"]) == sign
+                cells.append(" / ".join(f"{((rows[c] < 0.05) & right).mean():.2f}" for c in CORRECTIONS.values()))
+        label = effect.replace("within_arm_change_active", f"change in {ARMS[0]}").replace(
+            "within_arm_change_control", f"change in {ARMS[1]}").replace("arm_by_session", "arm x session")
+        lines.append(f"| {measure}, {label} ({'+' if sign > 0 else '-'}) | " + " | ".join(cells) + " |")
+    null = results[results["condition"] == "null"]
+    lines += ["", "| null studies: any significant measure | " + " | ".join(head) + " |",
+              "|---" * (len(head) + 1) + "|"]
+    for family in sorted(null["family"].unique()):
+        for effect in [e.key for e in EFFECTS]:
+            cells = []
+            for n in sizes:
+                for model in models:
+                    rows = null[(null["n"] == n) & (null["model"] == model) & (null["family"] == family)
+                                & (null["effect"] == effect)]
+                    cells.append(" / ".join(f"{rows.assign(h=rows[c] < 0.05).groupby('study')['h'].any().mean():.3f}"
+                                            for c in CORRECTIONS.values()))
+            lines.append(f"| {family}, {effect} | " + " | ".join(cells) + " |")
+    lines += ["", "| studies with effects, arm x session: null measures | " + " | ".join(head) + " |",
+              "|---" * (len(head) + 1) + "|"]
+    for family in sorted(effects["family"].unique()):
+        cells = []
+        for n in sizes:
+            for model in models:
+                rows = effects[(effects["n"] == n) & (effects["model"] == model) & (effects["family"] == family)
+                               & (effects["effect"] == "arm_by_session")]
+                false = ~rows["measure"].isin(set(TRUE_ARM_BY_SESSION))
+                parts = []
+                for name, column in (("FDR", "q"), ("FWE", "p_fwe")):
+                    flagged = rows.assign(s=rows[column] < 0.05, f=(rows[column] < 0.05) & false).groupby("study")
+                    fdp = (flagged["f"].sum() / flagged["s"].sum().clip(lower=1)).mean()
+                    parts.append(f"{name}: FWER {flagged['f'].any().mean():.3f}, FDR {fdp:.3f}")
+                cells.append("; ".join(parts))
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def check_statsmodels(n: int, seed: int, measures, contrasts, settings, families, models) -> float:
     """Largest |p difference| between the statsmodels path (run_analysis) and the closed form."""
     features = feature_table(n, seed, measures, contrasts, ERROR_SD, 1.0)
@@ -205,6 +259,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="10 studies, 200 permutations, N = 20")
     parser.add_argument("--timing", action="store_true", help="only time one analysis per family x model "
                                                                   "(first of --sizes, --permutations)")
+    parser.add_argument("--summarise", metavar="PREFIX",
+                        help="only print Markdown tables of an earlier run's PREFIX_studies.tsv (--out PREFIX)")
     parser.add_argument("--out", help="write the per-study results (TSV) and the summary (JSON) with this prefix")
     args = parser.parse_args(argv)
     if args.quick:
@@ -213,6 +269,11 @@ def main(argv=None) -> None:
     config = load_config()
     measures = configured_measures(config)
     contrasts = {task: spec.contrasts for task, spec in config.tasks.items()}
+    if args.summarise:
+        # keep_default_na=False: pandas would read the condition "null" as missing
+        print(markdown_tables(pd.read_csv(f"{args.summarise}_studies.tsv", sep="\t", keep_default_na=False,
+                                          na_values=[""])))
+        return
     if args.timing:
         for key, value in timing(args.sizes[0], args.permutations, measures, contrasts, args.families,
                                  args.models).items():

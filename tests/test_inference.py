@@ -56,12 +56,13 @@ def test_ancova_equals_statsmodels_formula_fits():
     assert est.se == pytest.approx(ref.bse["arm"], rel=1e-10)
     assert est.p == pytest.approx(ref.pvalues["arm"], rel=1e-8)
     assert [est.ci_low, est.ci_high] == pytest.approx(list(ref.conf_int().loc["arm"]), rel=1e-8)
-    # within-arm change: the adjusted post mean of the arm at the mean baseline and age, minus the mean baseline
-    centred = {"pre": pre.mean(), "age": age.mean()}
+    # within-arm change: each arm's mean change at the mean age (change score model, no baseline term)
+    change = smf.ols("change ~ arm + age", table.assign(change=post - pre)).fit()
     for arm, key in ((1.0, "within_arm_change_active"), (0.0, "within_arm_change_control")):
-        test = ref.t_test(f"Intercept + {arm} * arm + {centred['pre']} * pre + {centred['age']} * age = 0")
-        assert ours[key].estimate == pytest.approx(float(test.effect[0]) - pre.mean(), rel=1e-10)
+        test = change.t_test(f"Intercept + {arm} * arm + {age.mean()} * age = 0")
+        assert ours[key].estimate == pytest.approx(float(test.effect[0]), rel=1e-10)
         assert ours[key].se == pytest.approx(float(test.sd[0, 0]), rel=1e-10)
+        assert ours[key].df == change.df_resid
     base = smf.ols("pre ~ arm + age", table).fit()
     assert ours["baseline_difference"].estimate == pytest.approx(base.params["arm"], rel=1e-10)
     assert ours["baseline_difference"].se == pytest.approx(base.bse["arm"], rel=1e-10)
@@ -274,17 +275,35 @@ def test_pooled_sd_and_morris_factor():
 
 def _null_study(n: int, rng, settings: InferenceSettings, model: str, missing: float = 0.05) -> AnalysisData:
     """A null study of ``n`` subjects: 8 correlated measures (subject trait, a component shared by
-    the measures, a session-specific common component), a covariate, 5% values missing."""
+    the measures, a session-specific common component), a covariate, 5% values missing.  Half
+    the measures have no subject trait (test-retest reliability 0, as gPPI estimates nearly do),
+    where a baseline-adjusted within-arm change would suffer regression to the mean."""
     m = 8
     active = np.tile([1.0, 0.0], n // 2)
     loading = rng.normal(size=m) * 0.5
-    shared, trait = rng.normal(size=n), rng.normal(size=(m, n))
+    reliable = (np.arange(m) < m // 2)[:, None]
+    shared, trait = rng.normal(size=n) * reliable, rng.normal(size=(m, n)) * reliable
     pre, post = (trait + shared + loading[:, None] * rng.normal(size=n) + rng.normal(scale=0.6, size=(m, n))
                  for _ in range(2))
     pre[rng.random((m, n)) < missing] = np.nan
     post[rng.random((m, n)) < missing] = np.nan
     return AnalysisData("fc", model, settings, np.arange(n).astype(str), active, rng.normal(40, 10, (n, 1)),
                         [f"fc_rest_r{j}-s{j}" for j in range(m)], ["rest"] * m, pre, post, np.ones(m, bool))
+
+
+@pytest.mark.parametrize("model", ["ancova", "lmm"])
+def test_uncorrected_tests_are_calibrated_on_null_studies(model):
+    """Every effect's t test rejects 5% of null measures, reliable or not (2,400 measures each;
+    binomial SD 0.0044).  A baseline-adjusted within-arm change rejected 10% of the unreliable ones."""
+    settings = InferenceSettings(arm_column="group", arms=ARMS, covariates=("age",), n_permutations=0)
+    rng = np.random.default_rng(11)
+    p = {}
+    for _ in range(300):
+        tests = permutation_tests(_null_study(20, rng, settings, model, missing=0.0), range(8))
+        for key, t in tests.t.items():
+            p.setdefault(key, []).append(2 * stats.t.sf(np.abs(t), tests.df[key]))
+    rates = {key: float((np.concatenate(values) < 0.05).mean()) for key, values in p.items()}
+    assert all(abs(rate - 0.05) < 3.5 * np.sqrt(0.05 * 0.95 / 2400) for rate in rates.values()), rates
 
 
 @pytest.mark.parametrize("model", ["ancova", "lmm"])

@@ -242,7 +242,7 @@ def prepare_analysis(table: pd.DataFrame, dictionary: Mapping[str, Mapping], fam
                                             f"{family} measures are e.g. {measures[:3]}")
     rows, left_out = _subjects(table, settings)
     active = (rows[settings.arm_column].astype(str) == settings.arms[0]).to_numpy(dtype=float)
-    covariates = rows[list(settings.covariates)].to_numpy(dtype=float).reshape(len(rows), -1)
+    covariates = rows[list(settings.covariates)].apply(pd.to_numeric).to_numpy(dtype=float).reshape(len(rows), -1)
     _check_design(active, covariates, settings)
 
     def values(session: str) -> np.ndarray:
@@ -414,13 +414,16 @@ def _metadata(data: AnalysisData, untestable: dict, n_tested: int) -> dict:
         "arm_by_session": f"({s.followup} - {s.baseline}) in {s.arms[0]} minus ({s.followup} - {s.baseline}) in "
                           f"{s.arms[1]}" + (", adjusted for the baseline value" if model == "ancova" else ""),
         "within_arm_change": f"{s.followup} - {s.baseline} within each arm"
-                             + (" (adjusted mean change at the sample's mean baseline and covariates)"
-                                if model == "ancova" else ""),
+                             + (" (change ~ arm + covariates on the ANCOVA's subjects: not adjusted for the "
+                                "baseline, which would test the change at the sample's mean baseline, biased by "
+                                "regression to the mean)" if model == "ancova" else ""),
         "baseline_difference": f"{s.arms[0]} minus {s.arms[1]} at {s.baseline}"
                                + (" (pre ~ arm + covariates on the ANCOVA's subjects)" if model == "ancova" else ""),
     }
     fit = ("statsmodels OLS of the change on [1, arm, centred baseline, centred covariates] (the same model as "
-           "post ~ pre + arm + covariates)" if model == "ancova" else
+           "post ~ pre + arm + covariates; arm_by_session), of the change on [1, arm, centred covariates] "
+           "(within_arm_change) and of the baseline on [1, arm, centred covariates] (baseline_difference)"
+           if model == "ancova" else
            "statsmodels MixedLM, REML, random subject intercept; session 0 = baseline, 1 = follow-up, arm 1 = "
            f"{s.arms[0]}; optimisers L-BFGS, then Powell and Nelder-Mead near the boundary")
     dof = ("OLS residual degrees of freedom" if model == "ancova" else

@@ -9,8 +9,12 @@ fitted with statsmodels ``OLS`` as ``post − pre ~ 1 + arm + (pre − mean pre)
 (the same model: only the intercept and the baseline slope, by 1, change):
 
 * arm × session: the ``arm`` coefficient, the adjusted difference in change between arms;
-* within-arm change: ``intercept + arm`` (active) and ``intercept`` (control), each arm's
-  adjusted mean change at the sample's mean baseline and covariates;
+* within-arm change: ``intercept + arm`` (active) and ``intercept`` (control) of the change
+  score model ``post − pre ~ 1 + arm + (Z − mean Z)`` on the same subjects, each arm's mean
+  change.  Not the baseline-adjusted model's "least-squares mean change at the mean
+  baseline": that tests the change expected at the *sample's* mean baseline, which under no
+  change is not zero when the baseline carries measurement error (regression to the mean);
+  on simulated null studies with unreliable measures it rejected at 10% instead of 5%;
 * baseline difference: the ``arm`` coefficient of ``pre ~ 1 + arm + covariates`` on the same
   subjects.
 
@@ -80,10 +84,10 @@ EFFECTS = (
     Effect("baseline_difference", None, "permute"),
 )
 
-# Contrast weights on the ANCOVA change model [1, arm, pre, covariates...] (zeros appended).
-_ANCOVA_CHANGE = {"arm_by_session": (0.0, 1.0), "within_arm_change_active": (1.0, 1.0),
-                  "within_arm_change_control": (1.0, 0.0)}
-# ... and on the baseline model [1, arm, covariates...].
+# Contrast weights on the ANCOVA's models (zeros appended): the baseline-adjusted change model
+# [1, arm, pre, covariates...], the change score model and the baseline model [1, arm, covariates...].
+_ANCOVA_ADJUSTED = {"arm_by_session": (0.0, 1.0)}
+_CHANGE_SCORE = {"within_arm_change_active": (1.0, 1.0), "within_arm_change_control": (1.0, 0.0)}
 _BASELINE = {"baseline_difference": (0.0, 1.0)}
 # Contrast weights on the LMM fixed effects [1, session, arm, session:arm, covariates...].
 _LMM_FIXED = {"arm_by_session": (0, 0, 0, 1), "within_arm_change_active": (0, 1, 0, 1),
@@ -131,13 +135,14 @@ def fit_ancova(pre: np.ndarray, post: np.ndarray, active: np.ndarray, covariates
     """
     pre, post, active = (np.asarray(a, dtype=float) for a in (pre, post, active))
     z = _centred(np.asarray(covariates, dtype=float).reshape(len(pre), -1))
-    change_design = np.column_stack([np.ones_like(pre), active, pre - pre.mean(), z])
-    baseline_design = np.column_stack([np.ones_like(pre), active, z])
-    change_fit, baseline_fit = _ols(post - pre, change_design), _ols(pre, baseline_design)
-    out = {key: _ols_contrast(change_fit, _weights(_ANCOVA_CHANGE, key, change_design.shape[1]))
-           for key in _ANCOVA_CHANGE}
-    out["baseline_difference"] = _ols_contrast(baseline_fit, _weights(_BASELINE, "baseline_difference",
-                                                                      baseline_design.shape[1]))
+    adjusted_design = np.column_stack([np.ones_like(pre), active, pre - pre.mean(), z])
+    arm_design = np.column_stack([np.ones_like(pre), active, z])
+    out = {}
+    models = ((post - pre, adjusted_design, _ANCOVA_ADJUSTED), (post - pre, arm_design, _CHANGE_SCORE),
+              (pre, arm_design, _BASELINE))
+    for y, design, contrasts in models:
+        fit = _ols(y, design)
+        out |= {key: _ols_contrast(fit, _weights(contrasts, key, design.shape[1])) for key in contrasts}
     return out
 
 
@@ -262,15 +267,17 @@ def ancova_contrasts(pre: np.ndarray, post: np.ndarray, active: np.ndarray,
     m, n = pre.shape
     z = _centred(np.asarray(covariates, dtype=float).reshape(n, -1))
     ones, arm = np.ones(n), np.asarray(active, dtype=float)
-    change_design = np.concatenate([_shared(np.column_stack([ones, arm]), m),
-                                    (pre - pre.mean(axis=1, keepdims=True))[:, :, None], _shared(z, m)], axis=2)
-    baseline_design = np.column_stack([ones, arm, z])
-    k = change_design.shape[2]
-    out = {key: ContrastModel((Stratum(post - pre, change_design, _weights(_ANCOVA_CHANGE, key, k)),), "ols",
-                              np.full(m, n - k, dtype=float)) for key in _ANCOVA_CHANGE}
-    out["baseline_difference"] = ContrastModel(
-        (Stratum(pre, baseline_design, _weights(_BASELINE, "baseline_difference", baseline_design.shape[1])),), "ols",
-        np.full(m, n - baseline_design.shape[1], dtype=float))
+    adjusted_design = np.concatenate([_shared(np.column_stack([ones, arm]), m),
+                                      (pre - pre.mean(axis=1, keepdims=True))[:, :, None], _shared(z, m)], axis=2)
+    arm_design = np.column_stack([ones, arm, z])
+
+    def model(y, design, contrasts, key):
+        k = design.shape[-1]
+        return ContrastModel((Stratum(y, design, _weights(contrasts, key, k)),), "ols", np.full(m, n - k, dtype=float))
+
+    out = {"arm_by_session": model(post - pre, adjusted_design, _ANCOVA_ADJUSTED, "arm_by_session")}
+    out |= {key: model(post - pre, arm_design, _CHANGE_SCORE, key) for key in _CHANGE_SCORE}
+    out["baseline_difference"] = model(pre, arm_design, _BASELINE, "baseline_difference")
     return out
 
 

@@ -173,9 +173,10 @@ def inference_methods_text(config: AnalysisConfig) -> str:
     if "ancova" in inference.models:
         first.append(f"By analysis of covariance (Vickers & Altman 2001), the {followup} value was regressed on the "
                      f"{baseline} value, the arm{covariates} (statsmodels OLS; Seabold & Perktold 2010) in the subjects "
-                     "with both sessions; the arm coefficient is the arm x session effect, each arm's adjusted mean "
-                     "change at the mean baseline the within-arm change, and the arm coefficient of the baseline "
-                     f"value regressed on arm{covariates} the baseline difference.")
+                     "with both sessions; the arm coefficient is the arm x session effect. The within-arm change "
+                     f"is each arm's mean change (change regressed on arm{covariates}; a baseline-adjusted mean "
+                     "change would be biased by regression to the mean) and the baseline difference the arm "
+                     f"coefficient of the baseline value regressed on arm{covariates}.")
     if "lmm" in inference.models:
         first.append(f"A linear mixed model (Laird & Ware 1982), value ~ session x arm"
                      f"{covariates.replace(' and ', ' + ')} with a random subject intercept, was fitted by REML "
