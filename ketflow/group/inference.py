@@ -43,9 +43,8 @@ from .trial_models import EFFECTS, ancova_contrasts, fit_ancova, fit_lmm, lmm_co
     pooled_baseline_sd
 
 __all__ = ["FAMILIES", "FAMILY_NAMES", "MODELS", "RESULT_COLUMNS", "InferenceError", "InferenceSettings",
-           "AnalysisData", "InferenceResult", "family_measures", "prepare_analysis", "run_analysis", "permutation_tests",
-           "PermutationTests",
-           "model_formula"]
+           "AnalysisData", "InferenceResult", "PermutationTests", "family_measures", "prepare_analysis",
+           "run_analysis", "permutation_tests", "model_formula"]
 
 #: Measure families (the text before the first ``_`` of a measure name) and their display names.
 FAMILIES = ("activation", "ppi", "fc", "dcm")

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Stratum", "ContrastModel", "null_fit", "rearrangements", "induced", "contrast_t", "t_to_z", "max_statistic_p",
-           "family_max"]
+__all__ = ["Stratum", "ContrastModel", "null_fit", "rearrangements", "induced", "contrast_t", "t_to_z",
+           "max_statistic_p", "family_max"]
 
 #: Rearrangements processed at once (bounds the (measures, batch, subjects) work arrays).
 BATCH = 500

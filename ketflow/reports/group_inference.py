@@ -172,9 +172,9 @@ def inference_methods_text(config: AnalysisConfig) -> str:
              "the change within each arm and the baseline difference between arms."]
     if "ancova" in inference.models:
         first.append(f"By analysis of covariance (Vickers & Altman 2001), the {followup} value was regressed on the "
-                     f"{baseline} value, the arm{covariates} (statsmodels OLS; Seabold & Perktold 2010) in the subjects "
-                     "with both sessions; the arm coefficient is the arm x session effect. The within-arm change "
-                     f"is each arm's mean change (change regressed on arm{covariates}; a baseline-adjusted mean "
+                     f"{baseline} value, the arm{covariates} (statsmodels OLS; Seabold & Perktold 2010) in the "
+                     "subjects with both sessions; the arm coefficient is the arm x session effect. The within-arm "
+                     f"change is each arm's mean change (change regressed on arm{covariates}; a baseline-adjusted mean "
                      "change would be biased by regression to the mean) and the baseline difference the arm "
                      f"coefficient of the baseline value regressed on arm{covariates}.")
     if "lmm" in inference.models:
