@@ -402,6 +402,44 @@ class Voxelwise(_Strict):
     min_per_arm: int = Field(default=3, ge=2)
     seed: int = 0
 
+#: Measure families of the group level (the text before the first ``_`` of a measure name).
+MEASURE_FAMILIES = ("activation", "ppi", "fc", "dcm")
+_Family = Literal["activation", "ppi", "fc", "dcm"]
+
+
+class Inference(_Strict):
+    """Trial inference on every circuit measure (``ketflow.group.inference``, docs/group.md):
+    arm x session, within-arm change and baseline difference per measure by ANCOVA and a linear
+    mixed model, with FDR and max-statistic permutation FWE over each family's a-priori measures."""
+
+    enabled: bool = True
+    families: list[_Family] = Field(default_factory=lambda: list(MEASURE_FAMILIES), min_length=1)
+    models: list[Literal["ancova", "lmm"]] = Field(default_factory=lambda: ["ancova", "lmm"], min_length=1)
+    apriori: dict[_Family, list[str]] = Field(default_factory=dict)
+    covariates: list[str] | None = None
+    min_per_arm: int = Field(default=3, ge=2)
+    n_permutations: int = Field(default=5000, ge=0)
+    fdr_level: float = Field(default=0.05, gt=0, lt=1)
+    fwe_level: float = Field(default=0.05, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for key, items in (("families", self.families), ("models", self.models)):
+            if len(set(items)) != len(items):
+                raise ValueError(f"inference.{key} has duplicates: {items}")
+        for family, names in self.apriori.items():
+            if family not in self.families:
+                raise ValueError(f"inference.apriori.{family}: family {family!r} is not in inference.families "
+                                 f"{self.families}")
+            if not names:
+                raise ValueError(f"inference.apriori.{family} is empty; leave the family out to use all its "
+                                 "measures")
+            foreign = [n for n in names if not n.startswith(f"{family}_")]
+            if foreign:
+                raise ValueError(f"inference.apriori.{family} names {foreign}, which are not {family}_* measures")
+        return self
+
 
 class Group(_Strict):
     models: list[GroupModel] = Field(default_factory=lambda: [GroupModel(name="change", predictor_set="apriori")],
@@ -419,6 +457,7 @@ class Group(_Strict):
     min_subjects: int = Field(default=6, ge=4)
     seed: int = 0
     voxelwise: Voxelwise = Field(default_factory=Voxelwise)
+    inference: Inference = Field(default_factory=Inference)
 
     @field_validator("l1_ratios")
     @classmethod
@@ -539,6 +578,11 @@ class AnalysisConfig(_Strict):
             unknown = [t for t in tasks if t not in self.tasks]
             if unknown:
                 raise ValueError(f"{section} names unknown tasks {unknown}; configured tasks: {sorted(self.tasks)}")
+        inference_covariates = self.group.inference.covariates or []
+        unknown = [c for c in inference_covariates if c not in self.clinical.covariates]
+        if unknown:
+            raise ValueError(f"group.inference.covariates names {unknown}, which are not among clinical.covariates "
+                             f"{self.clinical.covariates} (the participants.tsv columns that are read)")
         for task in self.ppi.tasks:
             if self.tasks[task].type != "task":
                 raise ValueError(f"ppi.tasks: {task!r} is a rest task; PPI needs conditions")
@@ -654,16 +698,24 @@ def _format_errors(err: ValidationError) -> str:
 SLOPPY_GROUP = {"n_permutations": 20, "n_bootstrap": 20, "n_alphas": 20}
 
 
+#: Permutations of the trial inference's FWE test under ``--sloppy`` (upper bound).
+SLOPPY_INFERENCE_PERMUTATIONS = 200
+
+
 def sloppy_config(config: AnalysisConfig) -> AnalysisConfig:
-    """A copy of ``config`` with the group resampling cut to :data:`SLOPPY_GROUP` (testing only;
-    the voxelwise permutations to its ``n_permutations``).
+    """A copy of ``config`` with the group resampling cut to :data:`SLOPPY_GROUP` (testing only):
+    the voxelwise permutations to its ``n_permutations``, the trial inference's permutations to
+    :data:`SLOPPY_INFERENCE_PERMUTATIONS`.
 
     The copy has its own digest, so its outputs are told apart from the full analysis's.
     """
     group = config.group.model_copy(update={k: min(getattr(config.group, k), v) for k, v in SLOPPY_GROUP.items()})
     voxelwise = group.voxelwise.model_copy(
         update={"n_permutations": min(group.voxelwise.n_permutations, SLOPPY_GROUP["n_permutations"])})
-    return config.model_copy(update={"group": group.model_copy(update={"voxelwise": voxelwise})})
+    inference = group.inference.model_copy(
+        update={"n_permutations": min(group.inference.n_permutations, SLOPPY_INFERENCE_PERMUTATIONS)})
+    return config.model_copy(update={"group": group.model_copy(update={"voxelwise": voxelwise,
+                                                                       "inference": inference})})
 
 
 def load_config(path: Path | str | None = None) -> AnalysisConfig:

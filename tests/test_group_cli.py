@@ -19,8 +19,9 @@ import pytest
 from conftest import TESTS, run_cli
 
 CONFIG = TESTS / "data" / "tiny_group_config.yml"
-#: Group outputs without entities: ``<name>.<ext>``; model outputs: ``model-<label>_<suffix>.<ext>``.
-NAME = re.compile(r"^(features|missing|models)\.(tsv|json)$|^model-[A-Za-z0-9]+_[A-Za-z]+\.(tsv|json)$")
+#: Group outputs without entities: ``<name>.<ext>``; model outputs: ``model-<label>[_desc-<label>]_<suffix>.<ext>``.
+NAME = re.compile(r"^(features|missing|models|inference)\.(tsv|json)$"
+                  r"|^model-[A-Za-z0-9]+(_desc-[A-Za-z0-9]+)?_[A-Za-z]+\.(tsv|json)$")
 FIGURE = re.compile(r"^model-[A-Za-z0-9]+_desc-[A-Za-z0-9]+_figure\.svg$")
 
 @pytest.fixture(scope="module")

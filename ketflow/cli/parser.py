@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from ..config import SLOPPY_GROUP
+from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS
 
 #: Keys of a ``--bids-filter-file`` that ketflow reads (companion files follow the BOLD's entities).
 USED_FILTER_KEYS = ("bold",)
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TESTING ONLY (as fMRIPrep's --sloppy): at the group level, cut the resampling to "
                             f"at most {SLOPPY_GROUP['n_permutations']} permutations, "
                             f"{SLOPPY_GROUP['n_bootstrap']} bootstraps and {SLOPPY_GROUP['n_alphas']} penalties "
-                            "per mixing value, so that a demo runs in minutes; p-values and selection "
+                            f"per mixing value, and the trial inference's FWE test to {SLOPPY_INFERENCE_PERMUTATIONS} "
+                            "permutations, so that a demo runs in minutes; p-values and selection "
                             "frequencies are then too coarse to report")
     other.add_argument("-v", "--verbose", action="count", default=0,
                        help="more log output (-v, -vv)")

@@ -23,6 +23,7 @@ from .. import __version__
 from ..config import SLOPPY_GROUP, AnalysisConfig
 from ..io.write import write_text
 from .boilerplate import REFERENCES
+from .group_inference import inference_methods_text, inference_references, inference_section
 from .group_peb import PEB_LABELS, PEB_REFERENCES, peb_methods_text, peb_section
 from .group_voxelwise import voxelwise_methods, voxelwise_references, voxelwise_section
 
@@ -343,6 +344,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
         for row in models.itertuples(index=False):
             parts += peb_section(out_dir, row) if row.label in PEB_LABELS else _model_section(out_dir, row)
     parts += _model_comparison_section(out_dir, config)
+    parts += inference_section(out_dir, config)
     parts += voxelwise_section(out_dir, config)
     reports = sorted(out_dir.glob("sub-*.html"))
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in reports)
@@ -422,6 +424,7 @@ bootstrap refits (Meinshausen & Bühlmann 2010)."""
 The full DCM and its reduced variants ({', '.join(m.name for m in config.dcm.model_space)}) were
 compared over subjects at each session by fixed-effects (summed log evidence) and random-effects Bayesian model
 selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux et al. 2014)."""
+    text += inference_methods_text(config)
     text += voxelwise_methods(config)
     text += """
 
@@ -435,4 +438,4 @@ selection (Stephan et al. 2009) with protected exceedance probabilities (Rigoux 
     return text + "".join(f"- {REFERENCES[key]}\n" for key in ("friston_peb", "norbury", "varoquaux", "zou")
                                                      + (("stephan_bms", "rigoux")
                                                         if config.measures.dcm and config.dcm.model_space else ())) \
-        + voxelwise_references(config)
+        + inference_references(config) + voxelwise_references(config)

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="motion, spikes, global signal, drift, dummy volumes (default on)")
     p.add_argument("--no-interaction", dest="interaction", action="store_false",
                    help="no arm x imaging-change interaction in the clinical model")
+    p.add_argument("--effect-scale", type=float, default=1.0,
+                   help="multiply the arms' mean pre -> post imaging changes (default 1; 0: no treatment "
+                        "effect on the circuit, for false-positive studies)")
     p.add_argument("--res-entity", action="store_true",
                    help="add res-<voxel size> to derivative image names")
     p.add_argument("--tasks", type=_tasks, default=list(TASKS),
@@ -64,6 +67,7 @@ def main(argv=None) -> int:
         args.out, n_subjects=args.subjects, seed=args.seed, voxel_size=args.voxel_size,
         tr=args.tr, n_volumes=args.n_volumes, noise=args.noise, artefacts=args.artefacts,
         interaction=args.interaction, res_entity=args.res_entity, tasks=args.tasks,
+        effect_scale=args.effect_scale,
     )
     print(f"simulated dataset written to {out}", file=sys.stderr)
     return 0

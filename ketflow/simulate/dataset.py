@@ -141,7 +141,7 @@ class _Run:
 def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: float = 4.0,
                      tr: float = 2.0, n_volumes=DEFAULT_VOLUMES, noise: float = 1.0,
                      artefacts: bool = True, interaction: bool = True,
-                     res_entity: bool = False, tasks=TASKS) -> Path:
+                     res_entity: bool = False, tasks=TASKS, effect_scale: float = 1.0) -> Path:
     """Simulate the trial and write it to ``out_dir``; returns the dataset root.
 
     Parameters
@@ -165,6 +165,9 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
         Head motion, spikes, global signal, drift and non-steady-state volumes.
     interaction : bool
         Whether the clinical model includes the arm x imaging-change interaction.
+    effect_scale : float
+        Multiplies the arms' mean imaging changes (``parameters.CHANGE_MODEL``; 0: studies with
+        no treatment effect on the circuit).
     res_entity : bool
         Add ``res-<voxel_size>`` to the derivative image names.
     tasks : sequence of str
@@ -184,7 +187,7 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
     arguments = {"n_subjects": int(n_subjects), "seed": int(seed), "voxel_size": float(voxel_size),
                  "tr": float(tr), "n_volumes": vols, "noise": float(noise),
                  "artefacts": bool(artefacts), "interaction": bool(interaction),
-                 "res_entity": bool(res_entity), "tasks": tasks}
+                 "res_entity": bool(res_entity), "tasks": tasks, "effect_scale": float(effect_scale)}
     spheres = read_sphere_table()
     roi_names = [s.name for s in spheres]
     anat = build_anatomy(voxel_size, spheres)
@@ -200,7 +203,8 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
     for i, arm in enumerate(arms):
         sub = f"{i + 1:02d}"
         prng = np.random.default_rng([seed, 1, i])
-        params = draw_subject(prng, arm, roi_names, rest_rng=np.random.default_rng([seed, 3, i]))
+        params = draw_subject(prng, arm, roi_names, rest_rng=np.random.default_rng([seed, 3, i]),
+                              effect_scale=effect_scale)
         scores = draw_scores(prng, clin, arm, params["change"])
         age, sex = int(prng.integers(20, 66)), str(prng.choice(["F", "M"]))
         participants.append({"participant_id": f"sub-{sub}", "age": age, "sex": sex,

@@ -100,8 +100,9 @@ class FacesModel:
         return dict(self.__dict__)
 
 
-def _draw_change(rng: np.random.Generator, arm: str) -> dict:
-    return {k: float(rng.normal(*v[arm])) for k, v in CHANGE_MODEL.items()}
+def _draw_change(rng: np.random.Generator, arm: str, effect_scale: float = 1.0) -> dict:
+    """Each measure's pre -> post change: N(effect_scale x the arm's mean, the arm's SD)."""
+    return {k: float(rng.normal(effect_scale * v[arm][0], v[arm][1])) for k, v in CHANGE_MODEL.items()}
 
 
 def _dcm_parameters(rng: np.random.Generator, b_fear: float, faces: FacesModel) -> dict:
@@ -193,17 +194,20 @@ def ppi_modulation(dcm: dict, target: str = "vmPFC") -> dict:
 
 
 def draw_subject(rng: np.random.Generator, arm: str, roi_names: list[str],
-                 rest_rng: np.random.Generator | None = None, faces: FacesModel = FacesModel()) -> dict:
+                 rest_rng: np.random.Generator | None = None, faces: FacesModel = FacesModel(),
+                 effect_scale: float = 1.0) -> dict:
     """Pre and post parameters of one subject plus the true change scores (post - pre).
 
     ``rest_rng`` draws the subject's resting-coupling trait (default: a child stream of
     ``rng``'s seed, so that the other parameters do not depend on it); ``faces`` sets the faces
-    DCM's population (:class:`FacesModel`).
+    DCM's population (:class:`FacesModel`); ``effect_scale`` multiplies the arms' mean changes
+    of :data:`CHANGE_MODEL` (0: no treatment effect on the circuit, the subjects' changes
+    keep their spread; the same random draws for every scale).
     """
     missing = set(DCM_REGIONS + ["dACC", "rACC"]) - set(roi_names)
     if missing:
         raise ValueError(f"sphere table lacks the simulated ROIs {sorted(missing)}")
-    change = _draw_change(rng, arm)
+    change = _draw_change(rng, arm, effect_scale)
     b_pre = float(rng.normal(faces.b_fear_pre_mean, faces.b_fear_pre_sd))
     dcm_pre = _dcm_parameters(rng, b_pre, faces)
     dcm_post = _dcm_parameters(rng, b_pre + change["faces_B_fearful_amygdala_L_to_vmPFC"], faces)

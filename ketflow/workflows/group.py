@@ -36,6 +36,7 @@ from ..io.collect import collect_measures, read_exclusions
 from ..io.names import bids_label
 from ..io.write import write_json, write_text, write_tsv
 from .execution import run_workflow
+from .group_inference import add_inference
 from .group_peb import add_peb_nodes, prepare_peb
 from .group_voxelwise import add_voxelwise, plan_voxelwise, summary_lines
 
@@ -264,6 +265,8 @@ def init_group_wf(inputs: GroupInputs, config: AnalysisConfig, opts) -> pe.Workf
     add_peb_nodes(workflow, sink, inputs.peb, config, opts)
     if config.measures.dcm and config.dcm.model_space:
         _add_model_comparison(workflow, sink, tables, config, opts)
+    if config.group.inference.enabled:
+        add_inference(workflow, sink, tables, inputs.files, config)
     return workflow
 
 
