@@ -167,6 +167,15 @@ class PPI(_Strict):
     symmetrize: bool = False
 
 
+class BetaSeries(_Strict):
+    """Beta-series connectivity of event-related tasks (:mod:`ketflow.signal.betaseries`):
+    least-squares-separate single-trial estimates of every circuit ROI, their correlation
+    matrix per condition and the task's contrasts over the conditions' Fisher z matrices."""
+
+    tasks: list[str] = Field(default_factory=list)
+    min_trials: int = Field(default=6, ge=3)
+
+
 class Connectivity(_Strict):
     tasks: list[str] = Field(default_factory=lambda: ["rest"])
     measures: list[Literal["pearson", "fisher_z", "partial", "ledoit_wolf"]] = Field(
@@ -330,6 +339,7 @@ class Measures(_Strict):
     ppi: bool = True
     connectivity: bool = True
     dcm: bool = True
+    beta_series: bool = True
 
 
 #: The reference study's a-priori measures (Norbury et al. 2021): vmPFC-amygdala gPPI during face
@@ -348,7 +358,8 @@ class GroupModel(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9-]+$")
     predictors: Literal["change", "baseline"] = "change"
     predictor_set: str | None = None
-    measures: list[Literal["activation", "ppi", "fc", "dcm"]] | None = Field(default=None, min_length=1)
+    measures: list[Literal["activation", "ppi", "fc", "dcm", "betaseries"]] | None = Field(default=None,
+                                                                                         min_length=1)
     predictor_pattern: str | None = None
     interaction: bool = False
     covariates: list[str] = Field(default_factory=list)
@@ -403,8 +414,8 @@ class Voxelwise(_Strict):
     seed: int = 0
 
 #: Measure families of the group level (the text before the first ``_`` of a measure name).
-MEASURE_FAMILIES = ("activation", "ppi", "fc", "dcm")
-_Family = Literal["activation", "ppi", "fc", "dcm"]
+MEASURE_FAMILIES = ("activation", "ppi", "fc", "dcm", "betaseries")
+_Family = Literal["activation", "ppi", "fc", "dcm", "betaseries"]
 
 
 class Inference(_Strict):
@@ -549,6 +560,7 @@ class AnalysisConfig(_Strict):
     tasks: dict[str, Task] = Field(min_length=1)
     glm: GLM = Field(default_factory=GLM)
     ppi: PPI = Field(default_factory=PPI)
+    beta_series: BetaSeries = Field(default_factory=BetaSeries)
     connectivity: Connectivity = Field(default_factory=Connectivity)
     dcm: DCM = Field(default_factory=DCM)
     measures: Measures = Field(default_factory=Measures)
@@ -574,7 +586,8 @@ class AnalysisConfig(_Strict):
             unknown = [n for n in names if n not in rois]
             if unknown:
                 raise ValueError(f"{section} names unknown ROIs {unknown}; circuit ROIs: {sorted(rois)}")
-        for section, tasks in [("ppi.tasks", self.ppi.tasks), ("connectivity.tasks", self.connectivity.tasks)]:
+        for section, tasks in [("ppi.tasks", self.ppi.tasks), ("connectivity.tasks", self.connectivity.tasks),
+                               ("beta_series.tasks", self.beta_series.tasks)]:
             unknown = [t for t in tasks if t not in self.tasks]
             if unknown:
                 raise ValueError(f"{section} names unknown tasks {unknown}; configured tasks: {sorted(self.tasks)}")
@@ -586,6 +599,9 @@ class AnalysisConfig(_Strict):
         for task in self.ppi.tasks:
             if self.tasks[task].type != "task":
                 raise ValueError(f"ppi.tasks: {task!r} is a rest task; PPI needs conditions")
+        for task in self.beta_series.tasks:
+            if self.tasks[task].type != "task":
+                raise ValueError(f"beta_series.tasks: {task!r} is a rest task; beta series need trials")
         if self.measures.dcm:
             if self.dcm.task not in self.tasks or self.tasks[self.dcm.task].type != "task":
                 raise ValueError(f"dcm.task {self.dcm.task!r} is not a configured task with conditions")

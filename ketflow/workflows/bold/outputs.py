@@ -20,6 +20,7 @@ from ...docs import fill_doc
 from ...interfaces.bids import DerivativesDataSink
 from ...io.bids import RunInputs
 from .activation import ACTIVATION_OUTPUTS
+from .betaseries import BETA_SERIES_OUTPUTS, beta_series_sinks
 from .connectivity import CONNECTIVITY_OUTPUTS
 from .dcm import DCM_OUTPUTS
 from .gppi import GPPI_OUTPUTS
@@ -84,7 +85,7 @@ def task_metadata(task: Task, glm: GLM) -> dict:
 @fill_doc
 def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance, *,
                              connectivity: bool, activation: bool, ppi: bool, dcm: bool,
-                             name: str = "derivatives_wf") -> Workflow:
+                             beta_series: bool = False, name: str = "derivatives_wf") -> Workflow:
     """Store every output of one run.
 
     Parameters
@@ -94,7 +95,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         The configuration (the sidecars record the settings of each model).
     provenance : :class:`Provenance`
         Output folder, source files, dataset links and configuration hash.
-    connectivity, activation, ppi, dcm : :obj:`bool`
+    connectivity, activation, ppi, dcm, beta_series : :obj:`bool`
         Which stages the run has (their outputs are stored).
     %(name)s
 
@@ -110,6 +111,8 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         From the gPPI stage.
     voi_timeseries, voi_qc, dcm_json, dcm_params, dcm_figure, dcm_model_space
         From the DCM stage.
+    betaseries_betas_tsv, betaseries_condition_relmats, betaseries_contrast_relmats, betaseries_meta_json
+        From the beta-series stage.
     """
     workflow = Workflow(name=name)
     fields = list(BASE_OUTPUTS)
@@ -117,6 +120,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
     fields += ACTIVATION_OUTPUTS if activation else []
     fields += [f"ppi_{f}" for f in GPPI_OUTPUTS] if ppi else []
     fields += DCM_OUTPUTS if dcm else []
+    fields += [f"betaseries_{f}" for f in BETA_SERIES_OUTPUTS] if beta_series else []
     inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
     circuit = config.circuit.name
 
@@ -155,6 +159,8 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
             _ppi_sinks(sink, config, design_meta)
     if dcm:
         _dcm_sinks(sink, run, config)
+    if beta_series:
+        beta_series_sinks(sink, run, config)
     return workflow
 
 
