@@ -94,12 +94,20 @@ class Circuit(_Strict):
 
 class Denoising(_Strict):
     strategy: Literal["24P", "36P", "aCompCor"] = "36P"
+    #: Confounds of the task models (activation GLM, gPPI, beta series, DCM); None: ``strategy``.
+    #: ``strategy`` stays that of the denoised ROI signals and connectivity (rest runs).
+    task_strategy: Literal["24P", "36P", "aCompCor"] | None = None
     fd_threshold: float | None = Field(default=0.5, gt=0)
     min_contiguous: int = Field(default=5, ge=1)
     high_pass_s: float | None = Field(default=128, gt=0)
     band_pass_rest: tuple[float, float] | None = None
     min_volumes: int = Field(default=MIN_VOLUMES, ge=2)
     min_dof: int = Field(default=MIN_DOF, ge=1)
+
+    def for_task_models(self) -> Denoising:
+        """These settings with ``task_strategy`` as the strategy: what the task models' confound
+        regressors (activation, gPPI, beta series, DCM) are selected with."""
+        return self.model_copy(update={"strategy": self.task_strategy or self.strategy})
 
     @field_validator("band_pass_rest")
     @classmethod

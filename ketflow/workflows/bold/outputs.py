@@ -150,7 +150,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
     if activation or ppi:
         design_meta = {"TaskConfig": task_metadata(config.tasks[run.task], config.glm), "RepetitionTime": run.tr,
                        "StartTime": run.start_time,
-                       "ConfoundStrategy": {"Strategy": config.denoising.strategy,
+                       "ConfoundStrategy": {"Strategy": config.denoising.for_task_models().strategy,
                                             "FDThresholdMM": config.denoising.fd_threshold,
                                             "MinContiguousVolumes": config.denoising.min_contiguous}}
         if activation:
