@@ -82,6 +82,7 @@ def relmat_metadata(run: RunInputs, config: AnalysisConfig, measure: str) -> dic
     node_file = build_path("", dict(entities, atlas=config.circuit.name), "dseg", ".nii.gz")
     return {"RelationshipMeasure": measure, "Weighted": True, "Directed": False, "ValidDiagonal": False,
             "StorageFormat": "Full", "NodeFiles": [str(node_file)],
+            "ConfoundStrategy": config.denoising.for_task_models().strategy,
             "Description": "beta-series connectivity (Rissman et al. 2004) of least-squares-separate "
                            "single-trial estimates (Mumford et al. 2012) of the circuit ROIs"}
 
@@ -92,7 +93,8 @@ def beta_series_sinks(sink, run: RunInputs, config: AnalysisConfig) -> None:
     sink("betaseries_betas", "betaseries_betas_tsv", "betaseries", ".tsv", atlas=circuit, stat="effect",
          meta={"Description": "least-squares-separate single-trial estimates of every circuit ROI (percent signal "
                               "change per unit trial regressor); one row per modelled trial",
-               "ROISummary": config.circuit.signal}, meta_from="betaseries_meta_json")
+               "ROISummary": config.circuit.signal,
+               "ConfoundStrategy": config.denoising.for_task_models().strategy}, meta_from="betaseries_meta_json")
     sink("betaseries_conditions", "betaseries_condition_relmats", "relmat", ".tsv", atlas=circuit,
          desc="betaseries", from_filename=True,
          meta=relmat_metadata(run, config, "Pearson correlation of the single-trial estimates over the trials of "
