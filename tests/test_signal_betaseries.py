@@ -168,3 +168,14 @@ def test_collect_reads_beta_series_contrasts(tmp_path):
     table = collect_measures(tmp_path, config)
     assert table["measure"].tolist() == ["betaseries_conflict_iI-gt-cI_dACC-amygdala_L"]
     assert table["value"].tolist() == [pytest.approx(0.3)]
+
+
+def test_feature_level_studies_carry_beta_series_measures_with_no_simulated_coupling():
+    from ketflow.simulate.measured import measured_study
+
+    name = "betaseries_conflict_incongruent-gt-congruent_dACC-amygdala_L"
+    contrasts = {task: spec.contrasts for task, spec in load_config(None).tasks.items()}
+    exact, _ = measured_study(4, 0, [name], contrasts, {"betaseries": 0.0})
+    assert (exact["value"] == 0).all()  # the simulator has no trial-by-trial coupling
+    noisy, _ = measured_study(40, 0, [name], contrasts, {"betaseries": 0.3})
+    assert 0.2 < noisy["value"].std() < 0.4
