@@ -47,8 +47,10 @@ from ketflow.signal.betaseries import (
     condition_trials,
     contrast_fisher_z,
     lss_betas,
+    retained_fraction,
     trial_regressors,
     trial_table,
+    usable_trials,
 )
 from ketflow.signal.design import contrast_vector
 from ketflow.signal.glm import roi_contrasts
@@ -72,9 +74,11 @@ def conflict_estimates(prep: dict, files: dict, config, truth_betas: dict) -> tu
              - sum(w * truth_betas["dACC"][c] for c, w in members["congruent"].items()))
     derived = [d.model_dump() for d in task.derived_conditions]
     trials = trial_table(read_events(files["events"]), design, task.conditions, derived)
-    betas = lss_betas(rois.to_numpy(), trial_regressors(trials, design), list(trials["column"]),
-                      design.matrix[nuisance_columns(design)].to_numpy())
-    matrices, _ = beta_series_correlations(betas, condition_trials(trials, design), config.beta_series.min_trials)
+    regressors, nuisance = trial_regressors(trials, design), design.matrix[nuisance_columns(design)].to_numpy()
+    betas = lss_betas(rois.to_numpy(), regressors, list(trials["column"]), nuisance)
+    usable = usable_trials(retained_fraction(regressors, nuisance), config.beta_series.max_variance_inflation)
+    masks = {name: mask & usable for name, mask in condition_trials(trials, design).items()}
+    matrices, _ = beta_series_correlations(betas, masks, config.beta_series.min_trials)
     z = contrast_fisher_z(matrices, task.contrasts[BETA_CONTRAST])
     names = list(rois.columns)
     pairs = pd.DataFrame([{"pair": f"{names[i]}-{names[j]}", "estimate": z[i, j],

@@ -182,6 +182,9 @@ class BetaSeries(_Strict):
 
     tasks: list[str] = Field(default_factory=list)
     min_trials: int = Field(default=6, ge=3)
+    #: trials whose estimate is more than this many times as variable as the run's typical trial's
+    #: (regressor mostly removed by the censoring spikes) are left out (ketflow.signal.betaseries)
+    max_variance_inflation: float = Field(default=4.0, gt=1)
 
 
 class Connectivity(_Strict):

@@ -179,3 +179,26 @@ def test_feature_level_studies_carry_beta_series_measures_with_no_simulated_coup
     assert (exact["value"] == 0).all()  # the simulator has no trial-by-trial coupling
     noisy, _ = measured_study(40, 0, [name], contrasts, {"betaseries": 0.3})
     assert 0.2 < noisy["value"].std() < 0.4
+
+
+def test_trials_on_censored_volumes_are_left_out():
+    """A trial whose response falls on a censored stretch keeps almost none of its regressor and is
+    not usable; with the constant alone as nuisance every trial keeps all of it."""
+    from ketflow.signal.betaseries import retained_fraction, usable_trials
+    from ketflow.signal.design import spike_regressors
+
+    rng = np.random.default_rng(4)
+    events = _events(rng, 15, isi=8.0)
+    n = int(events["onset"].max() / 2) + 20
+    design = make_task_design(events, 2.0, n, ["a", "b"])
+    trials = trial_table(events, design, ["a", "b"])
+    x = trial_regressors(trials, design)
+    np.testing.assert_allclose(retained_fraction(x, np.ones((n, 1))), 1.0)
+    peak = int(np.argmax(x[:, 10]))
+    keep = np.ones(n, bool)
+    keep[peak - 3: peak + 5] = False  # an 8-volume motion burst over trial 11's response
+    nuisance = np.column_stack([design.matrix[nuisance_columns(design)].to_numpy(), spike_regressors(keep)])
+    retained = retained_fraction(x, nuisance)
+    usable = usable_trials(retained, 4.0)
+    assert retained[10] < 0.1 and not usable[10]
+    assert usable.sum() >= len(trials) - 3

@@ -8,10 +8,11 @@ with the design's confounds, spike regressors, drifts and constant as the shared
 and writes into the working directory:
 
 * ``stat-effect_betaseries.tsv``: one row per modelled trial (``trial``, ``onset``,
-  ``duration``, ``trial_type``, ``column``) and one column of single-trial estimates per ROI
-  (percent signal change per unit regressor);
+  ``duration``, ``trial_type``, ``column``, ``retained_fraction`` of its regressor after the
+  nuisance projection, ``used`` 1/0 in the correlations: ``beta_series.max_variance_inflation``)
+  and one column of single-trial estimates per ROI (percent signal change per unit regressor);
 * ``contrast-<condition>_stat-pearsoncorrelation_relmat.tsv`` for every condition with at least
-  ``beta_series.min_trials`` trials: the ROI x ROI Pearson correlation of the beta series
+  ``beta_series.min_trials`` used trials: the ROI x ROI Pearson correlation of the beta series
   (``Node`` column, XCP-D's relmat layout);
 * ``contrast-<contrast>_stat-fisherz_relmat.tsv`` for every task contrast whose conditions all
   have a matrix: the contrast-weighted sum of the conditions' Fisher z matrices (diagonal n/a);
@@ -48,8 +49,10 @@ from ..signal.betaseries import (
     condition_trials,
     contrast_fisher_z,
     lss_betas,
+    retained_fraction,
     trial_regressors,
     trial_table,
+    usable_trials,
 )
 from ..signal.gppi import nuisance_columns, ppi_roi_signals
 
@@ -93,10 +96,15 @@ class BetaSeries(SimpleInterface):
             trials = trial_table(read_events(self.inputs.events_file), design, task.conditions, derived)
         except ValueError as err:
             raise ValueError(f"{Path(self.inputs.events_file).name}: {err}") from err
-        betas = lss_betas(rois.to_numpy(), trial_regressors(trials, design), list(trials["column"]), nuisance)
-        matrices, counts = beta_series_correlations(betas, condition_trials(trials, design), settings.min_trials)
+        regressors = trial_regressors(trials, design)
+        betas = lss_betas(rois.to_numpy(), regressors, list(trials["column"]), nuisance)
+        retained = retained_fraction(regressors, nuisance)
+        usable = usable_trials(retained, settings.max_variance_inflation)
+        masks = {name: mask & usable for name, mask in condition_trials(trials, design).items()}
+        matrices, counts = beta_series_correlations(betas, masks, settings.min_trials)
         cwd = Path(os.getcwd())
-        table = pd.concat([trials.drop(columns="modulation").reset_index(drop=True),
+        table = pd.concat([trials.drop(columns="modulation").reset_index(drop=True).assign(
+                               retained_fraction=retained, used=usable.astype(int)),
                            pd.DataFrame(betas, columns=names)], axis=1)
         condition_files = [str(write_tsv(cwd / f"contrast-{bids_label(name)}_stat-pearsoncorrelation_relmat.tsv",
                                          _relmat(matrix, names))) for name, matrix in matrices.items()]
@@ -113,6 +121,10 @@ class BetaSeries(SimpleInterface):
                           "squares, canonical HRF; Pearson correlation over each condition's trials (Rissman "
                           "et al. 2004); contrasts: weighted sums of the conditions' Fisher z",
                 "NumberOfTrials": counts, "MinTrials": settings.min_trials,
+                "TrialsLeftOut": {"count": int((~usable).sum()), "trials": list(trials.loc[~usable, "trial"]),
+                                  "rule": "retained_fraction (share of the trial regressor's sum of squares left after "
+                                          "the confounds and censoring spikes) below the run's median / "
+                                          f"{settings.max_variance_inflation:g}"},
                 "Conditions": list(matrices), "Contrasts": [n for n in task.contrasts_by_name() if n not in skipped],
                 "SkippedConditions": {c: f"{n} trial(s), fewer than {settings.min_trials}"
                                       for c, n in counts.items() if c not in matrices},

@@ -36,6 +36,18 @@ is only used through its covariance with other regions' estimates, OLS point est
 unbiased under serial correlation, and an AR(1) model would make each trial's whitening (and
 so its estimate) depend on the other trials' regressors.
 
+Censored trials.  Censored volumes enter the task models as spike regressors, which remove
+them from every fit; a trial whose response falls mostly on censored volumes keeps almost
+nothing of its regressor and gets an estimate of huge variance that, being shared by every
+ROI's model, makes the condition's correlations +-1 (on simulated runs with motion bursts,
+Fisher z up to 7.7).  :func:`retained_fraction` measures, per trial, the share of its
+(centred) regressor's sum of squares that survives the projection on the nuisance regressors
+(with 36P and the cosines about half of a 1-s event's, on simulated 150-volume runs; a
+censored stretch over its peak nearly all of it).  Since the variance of a trial's estimate
+scales with the inverse of what is retained, trials keeping less than ``1 / k`` of the run's
+median trial -- an estimate more than ``k`` times as variable as the typical trial's
+(``beta_series.max_variance_inflation``) -- are left out of the correlations.
+
 Correlations (Rissman et al. 2004): per condition, the Pearson correlation over that
 condition's trials between every pair of ROI beta series; a contrast over conditions is the
 weighted sum of the conditions' Fisher z (``arctanh r``) matrices with the contrast's weights
@@ -57,6 +69,8 @@ __all__ = [
     "trial_table",
     "trial_regressors",
     "lss_betas",
+    "retained_fraction",
+    "usable_trials",
     "condition_trials",
     "beta_series_correlations",
     "contrast_fisher_z",
@@ -171,6 +185,24 @@ def lss_betas(data: np.ndarray, regressors: np.ndarray, columns: Sequence[str], 
     coef = np.linalg.solve(gram, rhs)                # (m, 1 + K, R)
     own = coef[np.arange(n_trials), 1 + column_of]   # d_c(i), 0 for trials alone in their column
     return coef[:, 0] + own
+
+
+def retained_fraction(regressors: np.ndarray, nuisance: np.ndarray) -> np.ndarray:
+    """Share (n_trials,) of each trial regressor's centred sum of squares left after projecting
+    out the nuisance regressors (n_scans, q): 1 = untouched, 0 = entirely censored."""
+    regressors = np.asarray(regressors, dtype=np.float64)
+    q = column_space(nuisance)
+    projected = regressors - q @ (q.T @ regressors)
+    centred = regressors - regressors.mean(axis=0)
+    total = np.einsum("ij,ij->j", centred, centred)
+    return np.einsum("ij,ij->j", projected, projected) / np.where(total > 0, total, 1.0)
+
+
+def usable_trials(retained: np.ndarray, max_variance_inflation: float) -> np.ndarray:
+    """Trials (bool, n_trials) retaining at least ``1 / max_variance_inflation`` of the run's median
+    trial's share (:func:`retained_fraction`): those whose estimate is not far more variable."""
+    retained = np.asarray(retained, dtype=float)
+    return retained >= np.median(retained) / max_variance_inflation
 
 
 def condition_trials(trials: pd.DataFrame, design: TaskDesign) -> dict[str, np.ndarray]:

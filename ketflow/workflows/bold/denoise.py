@@ -18,8 +18,10 @@ STRATEGY_TEXT = {
            "(24 parameters; [@satterthwaite])",
     "36P": "the six realignment parameters, mean white-matter, cerebrospinal-fluid and global signals, their "
            "temporal derivatives and the squares of all of these (36 parameters; [@satterthwaite])",
-    "aCompCor": "anatomical CompCor components ([@behzadi]) together with the six realignment "
-                "parameters and their temporal derivatives",
+    "aCompCor": "anatomical CompCor components of the combined white-matter and cerebrospinal-fluid mask "
+                "(as many as explain 50% of its variance; [@behzadi]) and fMRIPrep's cosine regressors, together "
+                "with the six realignment parameters, their temporal derivatives and the squares of both "
+                "(24 parameters; [@satterthwaite])",
 }
 
 
