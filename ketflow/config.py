@@ -95,8 +95,9 @@ class Circuit(_Strict):
 class Denoising(_Strict):
     strategy: Literal["24P", "36P", "aCompCor"] = "36P"
     #: Confounds of the task models (activation GLM, gPPI, beta series, DCM); None: ``strategy``.
-    #: ``strategy`` stays that of the denoised ROI signals and connectivity (rest runs).
-    task_strategy: Literal["24P", "36P", "aCompCor"] | None = None
+    #: ``strategy`` stays that of the denoised ROI signals and connectivity (rest runs).  aCompCor:
+    #: no global signal in task models (docs/denoising_connectivity.md, "Task-model denoising").
+    task_strategy: Literal["24P", "36P", "aCompCor"] | None = "aCompCor"
     fd_threshold: float | None = Field(default=0.5, gt=0)
     min_contiguous: int = Field(default=5, ge=1)
     high_pass_s: float | None = Field(default=128, gt=0)

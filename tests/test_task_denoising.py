@@ -40,7 +40,7 @@ def test_packaged_task_strategy_differs_from_rest_and_is_what_task_models_use():
     assert denoising.strategy == "36P"  # rest keeps its own
     task = denoising.for_task_models()
     assert task.strategy == denoising.task_strategy and task.fd_threshold == denoising.fd_threshold
-    assert Denoising(strategy="24P").for_task_models().strategy == "24P"  # unset: the rest strategy
+    assert Denoising(strategy="24P", task_strategy=None).for_task_models().strategy == "24P"  # null: the rest one
 
 
 def test_task_runs_select_their_confounds_with_the_task_strategy(tiny_bids, tmp_path):
@@ -71,4 +71,4 @@ def test_task_strategy_confounds_have_no_global_signal_and_the_methods_say_so(ti
     assert "global_signal" in rest.regressors.columns
     text = denoise_desc(denoising, describe_band_pass=False)
     assert "task models (activation, gPPI, beta series, DCM) instead included anatomical CompCor" in text
-    assert "task models" not in denoise_desc(Denoising(strategy="36P"), describe_band_pass=False)
+    assert "task models" not in denoise_desc(Denoising(strategy="36P", task_strategy="36P"), describe_band_pass=False)
