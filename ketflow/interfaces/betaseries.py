@@ -100,8 +100,8 @@ class BetaSeries(SimpleInterface):
         betas = lss_betas(rois.to_numpy(), regressors, list(trials["column"]), nuisance)
         retained = retained_fraction(regressors, nuisance)
         usable = usable_trials(retained, settings.max_variance_inflation)
-        masks = {name: mask & usable for name, mask in condition_trials(trials, design).items()}
-        matrices, counts = beta_series_correlations(betas, masks, settings.min_trials)
+        used_trials = {name: of_condition & usable for name, of_condition in condition_trials(trials, design).items()}
+        matrices, counts = beta_series_correlations(betas, used_trials, settings.min_trials)
         cwd = Path(os.getcwd())
         table = pd.concat([trials.drop(columns="modulation").reset_index(drop=True).assign(
                                retained_fraction=retained, used=usable.astype(int)),

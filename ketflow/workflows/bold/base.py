@@ -139,8 +139,8 @@ def _add_task_models(workflow, run, config, has, memory, described_tasks, cache_
     """The task-model data of the run and its activation, gPPI, beta-series and DCM stages."""
     inputnode = workflow.get_node("inputnode")
     task = config.tasks[run.task]
-    data_wf = init_task_data_wf(task, config.glm, config.denoising.for_task_models(), tr=run.tr, start_time=run.start_time,
-                                n_volumes=run.n_volumes,
+    data_wf = init_task_data_wf(task, config.glm, config.denoising.for_task_models(), tr=run.tr,
+                                start_time=run.start_time, n_volumes=run.n_volumes,
                                 percent_data=has["activation"] or has["ppi"] or has["beta_series"],
                                 mem_gb=memory["task_data"])
     workflow.connect([
