@@ -127,6 +127,8 @@ def test_edge_matrices_are_directed_for_gppi_and_symmetric_for_fc():
         ("ppi_faces_fearful-gt-shapes", "amygdala_L", "vmPFC")
     assert parse_edge("fc_rest_vmPFC-amygdala_L", "rest", ROIS) == ("fc_rest", "vmPFC", "amygdala_L")
     assert parse_edge("activation_faces_x_dACC", "faces", ROIS) is None
+    assert parse_edge("betaseries_conflict_incongruent-gt-congruent_amygdala_L-vmPFC", "conflict", ROIS) == \
+        ("betaseries_conflict_incongruent-gt-congruent", "amygdala_L", "vmPFC")
     rows = pd.DataFrame({"measure": ["fc_rest_vmPFC-amygdala_L", "ppi_faces_c_vmPFC-to-dACC"],
                          "task": ["rest", "faces"], "effect": "arm_by_session", "arm": "k - m", "t": [2.0, -1.0],
                          "significant_fdr": [True, False], "significant_fwe": ["False", "True"]})
