@@ -24,8 +24,8 @@ __all__ = ["EdgeMatrix", "parse_edge", "edge_matrices"]
 class EdgeMatrix:
     """One set of edges.
 
-    label : ``fc_<task>``, ``ppi_<task>_<contrast>`` or ``betaseries_<task>_<contrast>``; sources, targets : ROI names of the rows
-    and columns; directed : rows are seeds (gPPI) or the matrix is symmetric (FC);
+    label : ``fc_<task>``, ``ppi_<task>_<contrast>`` or ``betaseries_<task>_<contrast>``; sources,
+    targets : ROI names of the rows and columns; directed : rows are seeds (gPPI) or the matrix is symmetric (FC);
     values : (rows, columns) statistic, NaN where there is no edge; fdr, fwe : (rows, columns)
     significance by each correction.
     """
