@@ -25,8 +25,8 @@ class EdgeMatrix:
     """One set of edges.
 
     label : ``fc_<task>``, ``ppi_<task>_<contrast>`` or ``betaseries_<task>_<contrast>``; sources,
-    targets : ROI names of the rows and columns; directed : rows are seeds (gPPI) or the matrix is symmetric (FC);
-    values : (rows, columns) statistic, NaN where there is no edge; fdr, fwe : (rows, columns)
+    targets : ROI names of the rows and columns; directed : rows are seeds (gPPI) or the matrix is
+    symmetric (FC, beta series); values : (rows, columns) statistic, NaN where there is no edge; fdr, fwe : (rows, columns)
     significance by each correction.
     """
 
