@@ -185,6 +185,54 @@ def test_outputs_are_a_pybids_derivatives_dataset(tiny_run):
     assert set(layout.get_tasks()) == {"faces", "conflict", "rest"}
 
 
+def test_outputs_are_queryable_with_ketflows_pybids_config(tiny_run):
+    from bids import BIDSLayout
+
+    from ketflow.io.names import pybids_config
+
+    _, out, _ = tiny_run
+    layout = BIDSLayout(out, validate=False, config=["bids", "derivatives", pybids_config()])
+    assert set(layout.get_subjects()) == {"01", "02"}
+    rest = dict(subject="01", session="pre", task="rest", extension=".tsv")
+    assert [Path(f).name.split("_")[-2] for f in layout.get(suffix="relmat", stat="fisherz", atlas="circuit",
+                                                           return_type="filename", **rest)] == ["stat-fisherz"]
+    z_maps = layout.get(suffix="statmap", stat="z", contrast="fearfulGtShapes", model="gppi", desc="vmPFC",
+                        subject="01", session="pre", extension=".nii.gz")
+    assert len(z_maps) == 1
+
+
+def test_every_relmat_has_a_bep017_sidecar_whose_node_files_exist(tiny_run):
+    _, out, _ = tiny_run
+    relmats = sorted(out.rglob("*_relmat.tsv"))
+    assert {"stat-ppi", "stat-fisherz", "stat-pearsoncorrelation"} <= {p.name.split("_")[-2] for p in relmats}
+    for relmat in relmats:
+        meta = json.loads(relmat.with_suffix(".json").read_text())
+        assert meta["Weighted"] is True and meta["StorageFormat"] == "Full", relmat.name
+        assert isinstance(meta["RelationshipMeasure"], str) and isinstance(meta["ValidDiagonal"], bool)
+        assert [Path(uri.removeprefix("bids::")).suffix for uri in meta["NodeFiles"]] == [".gz", ".tsv"]
+        assert all((out / uri.removeprefix("bids::")).is_file() for uri in meta["NodeFiles"]), meta["NodeFiles"]
+        if "stat-ppi" in relmat.name:  # gPPI: seed x target, directed
+            assert meta["Directed"] is True and meta["SeedAxis"] == "row"
+        else:
+            assert meta["Directed"] is False and "SeedAxis" not in meta
+
+
+def test_outputs_pass_the_bids_validator_as_a_derivative_dataset(tiny_run):
+    import shutil
+    import subprocess
+    import sys
+
+    _, out, _ = tiny_run
+    validator = shutil.which("bids-validator-deno", path=str(Path(sys.executable).parent)) or shutil.which(
+        "bids-validator-deno")
+    assert validator, "bids-validator-deno (a dependency of ketflow) is not installed"
+    proc = subprocess.run([validator, "--datasetTypes", "derivative", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = sorted({(i["code"], i.get("location", "")) for i in issues if i["severity"] == "error"})
+    assert not errors, errors[:20]
+
+
 def test_rerun_resumes_and_gives_the_same_outputs(tiny_run, tiny_bids):
     proc, out, work = tiny_run
     assert proc.returncode == 0

@@ -66,4 +66,14 @@ def bids_uri(path: Path | str, source_links: dict[str, Path]) -> str:
     return f"bids:{key}:{path.relative_to(root).as_posix()}"
 
 
-BIDSIGNORE = "\n".join(["logs/", "work/", "*.html", "sub-*/figures/", "group/", ""])
+#: Suffixes of ketflow's outputs that the BIDS schema does not define (yet): XCP-D's and BEP017's
+#: ``timeseries``/``relmat``, the statistical maps of BIDS Stats Models derivatives, design
+#: matrices, contrast tables, QC and model files.  ``*_stat-coverage_bold.tsv`` keeps XCP-D's
+#: name for ROI coverage, which the schema reads as a BOLD series.
+UNDEFINED_SUFFIXES = ("timeseries", "relmat", "statmap", "boldmap", "design", "contrasts", "qc", "ppi", "dcm",
+                      "outliers", "motion", "exclusions")
+
+#: ``.bidsignore`` of the output dataset: folders and files outside the BIDS-Derivatives
+#: schema, so that ``bids-validator --datasetTypes derivative`` reports no error.
+BIDSIGNORE = "\n".join(["logs/", "work/", "*.html", "sub-*/figures", "group/",
+                        *(f"*_{suffix}.*" for suffix in UNDEFINED_SUFFIXES), "*_stat-coverage_bold.*", ""])

@@ -20,7 +20,9 @@ from ...docs import fill_doc
 from ...interfaces.bids import DerivativesDataSink
 from ...io.bids import RunInputs
 from .activation import ACTIVATION_OUTPUTS
-from .connectivity import CONNECTIVITY_OUTPUTS
+from ...io.relmat import connectivity_sidecars, node_files, relmat_sidecar
+from ...signal.connectivity import MEASURE_STATS
+from .connectivity import CONNECTIVITY_OUTPUTS, fc_measures
 from .dcm import DCM_OUTPUTS
 from .gppi import GPPI_OUTPUTS
 
@@ -51,20 +53,21 @@ class Provenance:
 def add_sink(workflow: pe.Workflow, provenance: Provenance, name: str, source: pe.Node, field_: str, suffix: str,
              extension: str, *, meta: dict | None = None, meta_from: str | None = None,
              entities_from: dict[str, str] | None = None, from_filename: bool = False, datatype: str = "func",
-             sidecar: bool = True, **entities) -> pe.Node:
+             sidecar: bool = True, meta_by_entity: dict | None = None, **entities) -> pe.Node:
     """A sink ``ds_<name>`` storing ``source.field_``.
 
     ``meta``: sidecar fields; ``meta_from``: a field of ``source`` holding a JSON file of more
     fields (the computing node's description); ``entities_from``: entity -> field of ``source``
     giving one value per file; ``from_filename``: further entities from the files' own names;
-    ``entities``: fixed entity values.
+    ``meta_by_entity``: entity -> {value -> fields} for the files with that value; ``entities``:
+    fixed entity values.
     """
     sink = pe.Node(
         DerivativesDataSink(base_directory=provenance.out_dir, source_file=provenance.source_file, suffix=suffix,
                             extension=extension, datatype=datatype, sources=provenance.sources,
                             source_links=provenance.source_links, meta_dict=meta or {},
                             config_hash=provenance.config_hash, sidecar=sidecar, entities_from_filename=from_filename,
-                            **entities),
+                            **({"meta_by_entity": meta_by_entity} if meta_by_entity else {}), **entities),
         name=f"ds_{name}", run_without_submitting=True, mem_gb=0.1,
     )
     workflow.connect(source, field_, sink, "in_file")
@@ -142,7 +145,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
                               "(1 = yes) used by denoising"})
     sink("denoise_qc", "denoise_qc", "qc", ".json", desc="denoise", sidecar=False)
     if connectivity:
-        _connectivity_sinks(sink, config)
+        _connectivity_sinks(sink, run, config)
     if activation or ppi:
         design_meta = {"TaskConfig": task_metadata(config.tasks[run.task], config.glm), "RepetitionTime": run.tr,
                        "StartTime": run.start_time,
@@ -152,16 +155,18 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         if activation:
             _activation_sinks(sink, circuit, design_meta)
         if ppi:
-            _ppi_sinks(sink, config, design_meta)
+            _ppi_sinks(sink, run, config, design_meta)
     if dcm:
         _dcm_sinks(sink, run, config)
     return workflow
 
 
-def _connectivity_sinks(sink, config: AnalysisConfig) -> None:
+def _connectivity_sinks(sink, run: RunInputs, config: AnalysisConfig) -> None:
     circuit = config.circuit.name
+    stats = [stat for measure in fc_measures(config.connectivity) for stat in MEASURE_STATS[measure]]
     sink("relmats", "relmat_files", "relmat", ".tsv", atlas=circuit, entities_from={"stat": "measures"},
-         meta_from="connectivity_qc_json")
+         meta_from="connectivity_qc_json",
+         meta_by_entity={"stat": connectivity_sidecars(stats, node_files(run.bold, circuit))})
     if config.connectivity.seed_to_voxel and config.connectivity.seeds:
         sink("seed_maps", "seed_maps", "boldmap", ".nii.gz", stat="fisherz", entities_from={"desc": "seed_names"},
              meta={"Description": "seed-to-voxel connectivity, Fisher z of the Pearson correlation"})
@@ -178,12 +183,19 @@ def _activation_sinks(sink, circuit: str, design_meta: dict) -> None:
          meta_from="design_json")
 
 
-def _ppi_sinks(sink, config: AnalysisConfig, design_meta: dict) -> None:
+def _ppi_sinks(sink, run: RunInputs, config: AnalysisConfig, design_meta: dict) -> None:
     circuit = config.circuit.name
     ppi = config.ppi
     meta = dict(design_meta, Deconvolution=ppi.deconvolve, Symmetrized=ppi.symmetrize, Seeds=ppi.seeds)
-    sink("ppi_relmats", "ppi_relmat_files", "relmat", ".tsv", atlas=circuit, from_filename=True, meta=meta,
-         meta_from="ppi_meta_json")
+    relmat_meta = relmat_sidecar(
+        "generalized PPI effect (McLaren et al. 2012): the target ROI's coefficient of the seed x condition "
+        "interaction regressor, or a contrast of them" + (", averaged over both directions" if ppi.symmetrize else ""),
+        directed=not ppi.symmetrize, seed_axis=None if ppi.symmetrize else "row", valid_diagonal=False,
+        node_files=node_files(run.bold, circuit),
+        description=None if ppi.symmetrize else "rows (Node column): seed ROIs; columns: target ROIs; n/a where "
+                                                 "not estimated (the diagonal, and rows of ROIs that are not seeds)")
+    sink("ppi_relmats", "ppi_relmat_files", "relmat", ".tsv", atlas=circuit, from_filename=True,
+         meta=dict(meta, **relmat_meta), meta_from="ppi_meta_json")
     sink("ppi_stats", "ppi_stats_tsv", "ppi", ".tsv", atlas=circuit, meta=meta, meta_from="ppi_meta_json")
     sink("ppi_design", "ppi_design_tsv", "design", ".tsv", desc="gppi", meta=meta, meta_from="ppi_meta_json")
     sink("ppi_figure", "ppi_figure", "ppi", ".svg", desc="gppi", datatype="figures", sidecar=False)
