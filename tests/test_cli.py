@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ketflow import __version__
@@ -164,7 +165,7 @@ def test_participant_level_end_to_end(tiny_run, tiny_bids):
     for subject in ("01", "02"):
         assert (out / f"sub-{subject}.html").is_file()
         assert (out / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv").is_file()
-    series = sorted(out.glob("sub-*/ses-*/func/*_atlas-circuit_stat-mean_timeseries.tsv"))
+    series = sorted(out.glob("sub-*/ses-*/func/*_atlas-circuit_stat-mean_bold.tsv"))
     processed = {(p.name.split("_")[0], p.name.split("_")[1], p.name.split("_")[2]) for p in series}
     assert len(processed) == len(series) == 12  # 2 subjects x 2 sessions x 3 tasks
     sidecar = json.loads(series[0].with_suffix(".json").read_text())
@@ -179,7 +180,7 @@ def test_outputs_are_a_pybids_derivatives_dataset(tiny_run):
 
     _, out, _ = tiny_run
     layout = BIDSLayout(out, validate=False, is_derivative=True, config=["bids", "derivatives"])
-    found = layout.get(suffix="timeseries", extension=".tsv", subject="01", session="pre", task="faces")
+    found = layout.get(suffix="bold", extension=".tsv", subject="01", session="pre", task="faces")
     assert any("stat-mean" in Path(f.path).name for f in found)
     assert set(layout.get_subjects()) == {"01", "02"}
     assert set(layout.get_tasks()) == {"faces", "conflict", "rest"}
@@ -199,6 +200,27 @@ def test_outputs_are_queryable_with_ketflows_pybids_config(tiny_run):
     z_maps = layout.get(suffix="statmap", stat="z", contrast="fearfulGtShapes", model="gppi", desc="vmPFC",
                         subject="01", session="pre", extension=".nii.gz")
     assert len(z_maps) == 1
+
+
+def test_pybids_models_take_no_regressors_from_ketflows_outputs(tiny_run, tiny_bids):
+    """pybids loads every ``*_timeseries.tsv`` of a derivatives dataset as regressors; ketflow's ROI
+    series, motion and outlier tables must not become model variables."""
+    from bids import BIDSLayout
+
+    _, out, _ = tiny_run
+    fmriprep = tiny_bids / "derivatives" / "fmriprep"
+    run = dict(subject="01", session="pre", task="rest")
+
+    def variables(*derivatives):
+        layout = BIDSLayout(tiny_bids, derivatives=list(derivatives), validate=False)
+        collection = layout.get_collections("run", merge=True, **run)  # None: no variables at all
+        return set() if collection is None else set(collection.variables)
+
+    with_fmriprep = variables(fmriprep)
+    assert {"framewise_displacement", "trans_x"} <= with_fmriprep  # fMRIPrep's confounds are loaded
+    assert variables(fmriprep, out) == with_fmriprep
+    rois = set(pd.read_csv(next(out.glob("sub-01/ses-pre/func/*task-rest*_stat-mean_bold.tsv")), sep="\t"))
+    assert not variables(out) & (rois | {"motion_outlier", "dummy_scan", "framewise_displacement"})
 
 
 def test_every_relmat_has_a_bep017_sidecar_whose_node_files_exist(tiny_run):
@@ -344,8 +366,8 @@ def test_failed_node_exits_1_naming_run_and_crash_file(tiny_bids_copy, tmp_path)
     assert f"crash file: {crash_files[0]}" in summary
     assert "CorruptImageError" in summary and f"{bold.name}: corrupt BOLD image" in summary
     assert "FAILED sub-01 ses-pre task-rest: bold_cache" in proc.stdout  # the progress log
-    assert list(out.glob("sub-01/ses-pre/func/*task-conflict*_timeseries.tsv"))
-    assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_timeseries.tsv"))  # nothing after the cache ran
+    assert list(out.glob("sub-01/ses-pre/func/*task-conflict*_stat-mean_bold.tsv"))
+    assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_stat-mean_bold.tsv"))  # nothing after the cache ran
     assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_relmat.tsv"))
 
 
@@ -378,7 +400,7 @@ def test_progress_log_and_summary(tiny_run):
 def test_config_hash_is_the_sha256_of_config_json(tiny_run):
     _, out, _ = tiny_run
     digest = hashlib.sha256((out / "logs" / "config.json").read_bytes()).hexdigest()
-    sidecars = list(out.glob("sub-*/ses-*/func/*_timeseries.json"))
+    sidecars = list(out.glob("sub-*/ses-*/func/*_stat-mean_bold.json"))
     assert sidecars
     assert {json.loads(p.read_text())["GeneratedBy"]["ConfigHash"] for p in sidecars} == {digest}
 

@@ -255,6 +255,14 @@ def _lines(rows: np.ndarray) -> str:
             f"(volume(s) {', '.join(map(str, rows[:5]))}, counting from 0)")
 
 
+def read_confounds_table(tsv_path: str | Path) -> pd.DataFrame:
+    """fMRIPrep's confounds table (``n/a`` read as NaN); ValueError naming the file if unreadable."""
+    try:
+        return pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{Path(tsv_path).name}: cannot read the confounds TSV ({err})") from err
+
+
 def load_confounds(
     tsv_path: str | Path,
     json_path: str | Path | None,
@@ -263,10 +271,7 @@ def load_confounds(
 ) -> Confounds:
     """Read an fMRIPrep ``desc-confounds_timeseries.tsv`` (+ JSON) and apply ``strategy``."""
     tsv_path = Path(tsv_path)
-    try:
-        table = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"{tsv_path.name}: cannot read the confounds TSV ({err})") from err
+    table = read_confounds_table(tsv_path)
     metadata = None
     if json_path:
         try:

@@ -33,6 +33,12 @@ BIDS_CONFIG = "bids_config.json"
 #: It holds only the entities pybids' ``bids`` and ``derivatives`` configurations lack
 #: (``cohort``, ``contrast``, ``stat``): pybids refuses a configuration that defines an entity twice.
 PYBIDS_CONFIG = "ketflow_bids_config.json"
+#: Suffix of ROI signal series (``atlas-<label>_stat-<mean|eigenvariate>_bold.tsv``, beside XCP-D's
+#: ``stat-coverage_bold.tsv``), not XCP-D's ``timeseries``: pybids loads every ``*_timeseries.tsv``
+#: of a derivatives dataset as model regressors (``bids.variables.io``), and ROI series are not.
+ROI_SERIES_SUFFIX = "bold"
+#: ``stat-`` values of ROI signal series (the ``stat-coverage_bold.tsv`` table shares their suffix).
+ROI_SERIES_STATS = ("mean", "eigenvariate")
 #: Entities that are not key-value parts of a name.
 _NOT_IN_NAME = ("suffix", "extension", "datatype")
 

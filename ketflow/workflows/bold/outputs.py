@@ -20,6 +20,8 @@ from ...docs import fill_doc
 from ...interfaces.bids import DerivativesDataSink
 from ...io.bids import RunInputs
 from .activation import ACTIVATION_OUTPUTS
+from ...io.names import ROI_SERIES_SUFFIX
+from ...io.motion import motion_sidecar, outliers_sidecar
 from ...io.relmat import connectivity_sidecars, node_files, relmat_sidecar
 from ...signal.connectivity import MEASURE_STATS
 from .connectivity import CONNECTIVITY_OUTPUTS, fc_measures
@@ -27,7 +29,7 @@ from .dcm import DCM_OUTPUTS
 from .gppi import GPPI_OUTPUTS
 
 #: Inputs of the derivatives workflow from the ROI and denoising stages.
-BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "censoring_tsv", "denoise_qc"]
+BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "outliers_tsv", "motion_tsv", "denoise_qc"]
 
 
 @dataclass
@@ -103,7 +105,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
 
     Inputs
     ------
-    labels_file, labels_tsv, timeseries, coverage, censoring_tsv, denoise_qc
+    labels_file, labels_tsv, timeseries, coverage, outliers_tsv, motion_tsv, denoise_qc
         From the ROI and denoising stages (always).
     relmat_files, measures, seed_maps, seed_names, connectivity_qc
         From the connectivity stage.
@@ -131,18 +133,20 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         "StartTime": run.start_time,
         "Units": "BOLD signal of the preprocessed series after confound regression (arbitrary units)",
         "ROISummary": config.circuit.signal,
-        "Rows": "volumes retained after dummy-scan removal and censoring (see desc-censoring_timeseries.tsv)",
+        "Rows": "volumes retained after dummy-scan removal and censoring (the volumes with motion_outlier and "
+                "dummy_scan 0 in _outliers.tsv)",
     }
     stat = "mean" if config.circuit.signal == "mean" else "eigenvariate"
-    sink("timeseries", "timeseries", "timeseries", ".tsv", atlas=circuit, stat=stat, meta=series_meta,
+    sink("timeseries", "timeseries", ROI_SERIES_SUFFIX, ".tsv", atlas=circuit, stat=stat, meta=series_meta,
          meta_from="denoise_qc")
     sink("coverage", "coverage", "bold", ".tsv", atlas=circuit, stat="coverage")
     sink("dseg", "labels_file", "dseg", ".nii.gz", atlas=circuit,
          meta={"Description": "circuit ROIs on this run's BOLD grid, within its brain mask"})
     sink("dseg_tsv", "labels_tsv", "dseg", ".tsv", atlas=circuit, sidecar=False)
-    sink("censoring", "censoring_tsv", "timeseries", ".tsv", desc="censoring",
-         meta={"Description": "per-volume framewise displacement (mm), dummy scans and censoring "
-                              "(1 = yes) used by denoising"})
+    denoising = config.denoising
+    sink("outliers", "outliers_tsv", "outliers", ".tsv",
+         meta=outliers_sidecar(denoising.fd_threshold, denoising.min_contiguous))
+    sink("motion", "motion_tsv", "motion", ".tsv", meta=motion_sidecar())
     sink("denoise_qc", "denoise_qc", "qc", ".json", desc="denoise", sidecar=False)
     if connectivity:
         _connectivity_sinks(sink, run, config)
@@ -206,7 +210,7 @@ def _ppi_sinks(sink, run: RunInputs, config: AnalysisConfig, design_meta: dict) 
 def _dcm_sinks(sink, run: RunInputs, config: AnalysisConfig) -> None:
     circuit = config.circuit.name
     dcm_meta = {"Model": config.dcm.model_layout(), "RepetitionTime": run.tr}
-    sink("dcm_voi", "voi_timeseries", "timeseries", ".tsv", atlas=circuit, stat="eigenvariate", desc="voi",
+    sink("dcm_voi", "voi_timeseries", ROI_SERIES_SUFFIX, ".tsv", atlas=circuit, stat="eigenvariate", desc="voi",
          meta_from="voi_qc",
          meta={"RepetitionTime": run.tr, "StartTime": run.start_time,
                "Units": "percent of the run's grand mean (grand-mean scaled to 100)",
