@@ -252,3 +252,20 @@ def test_bad_group_inputs_exit_1_and_write_nothing(study, tmp_path, case, expect
     for pattern in expected:
         assert re.search(pattern, proc.stderr), (pattern, proc.stderr[-2000:])
     assert not (out / "group").exists() and not (out / "group.html").exists()
+
+
+def test_group_outputs_pass_the_bids_validator(group_run):
+    """The participant and group outputs together: no error from ``bids-validator --datasetTypes derivative``
+    (the group folder and ketflow's undefined suffixes are in ``.bidsignore``)."""
+    import subprocess
+    import sys
+
+    _, out = group_run
+    validator = shutil.which("bids-validator-deno", path=str(Path(sys.executable).parent)) or shutil.which(
+        "bids-validator-deno")
+    assert validator, "bids-validator-deno (a dependency of ketflow) is not installed"
+    proc = subprocess.run([validator, "--datasetTypes", "derivative", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = sorted({(i["code"], i.get("location", "")) for i in issues if i["severity"] == "error"})
+    assert not errors, errors[:20]

@@ -77,5 +77,5 @@ UNDEFINED_SUFFIXES = ("timeseries", "relmat", "statmap", "boldmap", "design", "c
 
 #: ``.bidsignore`` of the output dataset: folders and files outside the BIDS-Derivatives
 #: schema, so that ``bids-validator --datasetTypes derivative`` reports no error.
-BIDSIGNORE = "\n".join(["logs/", "work/", "*.html", "sub-*/figures", "group/",
+BIDSIGNORE = "\n".join(["logs", "work", "*.html", "sub-*/figures", "group",
                         *(f"*_{suffix}.*" for suffix in UNDEFINED_SUFFIXES), "*_bold.tsv", "*_bold.json", ""])
