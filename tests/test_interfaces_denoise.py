@@ -85,7 +85,7 @@ def test_chain(run_files, tmp_path, monkeypatch):
     qc = json.loads(open(den.qc_json).read())
     assert qc["strategy"] == {"strategy": "36P", "n_compcor": 0.5, "fd_threshold": 0.5, "std_dvars_threshold": None,
                               "min_contiguous": 5, "high_pass_s": 128, "band_pass_hz": None, "standardize": False,
-                              "min_volumes": 30, "min_dof": 30}
+                              "min_volumes": 30, "min_dof": 30, "min_time_s": None}
     assert qc["num_censored_volumes"] == N - n_kept and qc["dof_lost"] == 1 + 36 + int(2 * N * TR / 128)
     assert qc["mean_dvars_final"] < qc["mean_dvars_initial"]
 

@@ -81,7 +81,7 @@ class Denoise(SimpleInterface):
             for columns, block in voxel_chunks(cache):
                 result = denoise(block, confounds.regressors.to_numpy(), self.inputs.tr, keep=confounds.keep,
                                  high_pass_s=high_pass_s, low_pass_hz=low_pass_hz,
-                                 standardize=settings["standardize"], min_volumes=settings["min_volumes"],
+                                 standardize=settings["standardize"], min_volumes=den.required_volumes(self.inputs.tr),
                                  min_dof=settings["min_dof"])
                 denoised[:, columns] = result.data
             raw_dvars = cache_dvars(cache)

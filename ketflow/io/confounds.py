@@ -94,7 +94,8 @@ def denoising_record(denoising: Denoising, band_pass_hz: tuple[float, float] | N
     return {"strategy": strategy.name, "n_compcor": strategy.n_compcor, "fd_threshold": strategy.fd_threshold,
             "std_dvars_threshold": strategy.std_dvars_threshold, "min_contiguous": strategy.min_segment,
             "high_pass_s": denoising.high_pass_s, "band_pass_hz": list(band_pass_hz) if band_pass_hz else None,
-            "standardize": False, "min_volumes": denoising.min_volumes, "min_dof": denoising.min_dof}
+            "standardize": False, "min_volumes": denoising.min_volumes, "min_dof": denoising.min_dof,
+            "min_time_s": denoising.min_time_s}
 
 
 @dataclass(frozen=True)

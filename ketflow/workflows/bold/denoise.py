@@ -45,8 +45,9 @@ def denoise_desc(denoising: Denoising, *, describe_band_pass: bool) -> str:
         f"{STRATEGY_TEXT[den.strategy]}"
         + (f" and a discrete cosine basis with a {den.high_pass_s:g} s cut-off" if den.high_pass_s else "")
         + ", removed from the BOLD signal in a single regression ([@lindquist])." + censor + band
-        + f" Runs left with fewer than {_volumes(den.min_volumes)} or {den.min_dof} residual degrees "
-        "of freedom were excluded."))
+        + f" Runs left with fewer than {_volumes(den.min_volumes)}"
+        + (f" (or {den.min_time_s:g} s of data)" if den.min_time_s else "")
+        + f" or {den.min_dof} residual degrees of freedom were excluded."))
 
 
 @fill_doc
