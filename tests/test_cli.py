@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -200,6 +201,16 @@ def test_outputs_are_queryable_with_ketflows_pybids_config(tiny_run):
     z_maps = layout.get(suffix="statmap", stat="z", contrast="fearfulGtShapes", model="gppi", desc="vmPFC",
                         subject="01", session="pre", extension=".nii.gz")
     assert len(z_maps) == 1
+    import nibabel as nib
+    from scipy import stats
+
+    maps = {stat: layout.get(suffix="statmap", stat=stat, contrast="fearfulGtShapes", model=None, subject="01",
+                             session="pre", extension=".nii.gz") for stat in ("effect", "variance", "t", "z", "p")}
+    assert all(len(found) == 1 for found in maps.values()), maps  # stat-t and stat-p beside effect, variance, z
+    data = {stat: nib.load(found[0].path).get_fdata() for stat, found in maps.items()}
+    inside = data["variance"] > 0
+    assert np.allclose(data["t"][inside], data["effect"][inside] / np.sqrt(data["variance"][inside]), rtol=1e-4)
+    assert np.allclose(data["p"][inside], stats.norm.sf(data["z"][inside]), atol=1e-6)
 
 
 def test_pybids_models_take_no_regressors_from_ketflows_outputs(tiny_run, tiny_bids):

@@ -148,7 +148,7 @@ def test_gppi_stage(prepared, runs, config, tmp_path):
     gppi = out["gppi"]
     n_contrasts = len(config.tasks["faces"].conditions) + len(config.tasks["faces"].contrasts)
     assert len(gppi.relmat_files) == n_contrasts
-    assert len(gppi.seed_maps) == len(config.ppi.seeds) * n_contrasts * 3
+    assert len(gppi.seed_maps) == len(config.ppi.seeds) * n_contrasts * 5  # effect, variance, t, z, p
     assert all(Path(p).name.startswith("desc-vmPFC_contrast-") for p in gppi.seed_maps)
 
 

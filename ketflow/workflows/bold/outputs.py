@@ -109,7 +109,8 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         From the ROI and denoising stages (always).
     relmat_files, measures, seed_maps, seed_names, connectivity_qc
         From the connectivity stage.
-    contrast_names, effect_maps, variance_maps, z_maps, design_tsv, design_svg, design_json, roi_tsv
+    contrast_names, effect_maps, variance_maps, t_maps, z_maps, p_maps, design_tsv, design_svg, design_json,
+    roi_tsv
         From the activation stage.
     ppi_relmat_files, ppi_stats_tsv, ppi_seed_maps, ppi_design_tsv, ppi_figure, ppi_meta_json
         From the gPPI stage.
@@ -177,7 +178,7 @@ def _connectivity_sinks(sink, run: RunInputs, config: AnalysisConfig) -> None:
 
 
 def _activation_sinks(sink, circuit: str, design_meta: dict) -> None:
-    for stat in ("effect", "variance", "z"):
+    for stat in ("effect", "variance", "t", "z", "p"):
         sink(f"{stat}_maps", f"{stat}_maps", "statmap", ".nii.gz", from_filename=True, meta=design_meta,
              meta_from="design_json")
     sink("design", "design_tsv", "design", ".tsv", desc="activation", meta=design_meta, meta_from="design_json")
