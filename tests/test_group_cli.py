@@ -269,3 +269,18 @@ def test_group_outputs_pass_the_bids_validator(group_run):
     issues = json.loads(proc.stdout)["issues"]["issues"]
     errors = sorted({(i["code"], i.get("location", "")) for i in issues if i["severity"] == "error"})
     assert not errors, errors[:20]
+
+
+def test_outputs_with_group_tables_are_queryable_as_the_readme_says(group_run):
+    """The README's pybids query: ketflow's configuration, the group folder ignored (its data
+    dictionaries have ``subject``/``model`` columns, which pybids reads as entities)."""
+    from bids import BIDSLayout, BIDSLayoutIndexer
+
+    from ketflow.io.names import pybids_config
+
+    _, out = group_run
+    layout = BIDSLayout(out, config=["bids", "derivatives", pybids_config()],
+                        indexer=BIDSLayoutIndexer(ignore=["group"]))
+    assert layout.get_subjects() == ["01", "02", "03", "04", "05", "06"]
+    assert layout.get(suffix="relmat", stat="fisherz", atlas="circuit", task="rest", subject="01", session="pre",
+                      extension=".tsv")
