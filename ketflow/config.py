@@ -95,10 +95,6 @@ class Circuit(_Strict):
     signal: Literal["mean", "eigenvariate"] = "mean"
 
 
-#: The packaged resting-state denoising strategies (``denoising.strategy``, ``--nuisance-regressors``).
-DENOISING_STRATEGIES = ("24P", "36P", "aCompCor")
-
-
 class Denoising(_Strict):
     strategy: Literal["24P", "36P", "aCompCor"] = "36P"
     fd_threshold: float | None = Field(default=0.5, gt=0)

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from ..config import DENOISING_STRATEGIES, SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS, Denoising, Override
+from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS, Denoising, Override
+from ..io.confounds import STRATEGIES as DENOISING_STRATEGIES
 
 #: Keys of a ``--bids-filter-file`` that ketflow reads (companion files follow the BOLD's entities).
 USED_FILTER_KEYS = ("bold",)
