@@ -10,7 +10,7 @@ from ...config import AnalysisConfig, BetaSeries, Task
 from ...docs import fill_doc
 from ...interfaces.betaseries import BetaSeries as BetaSeriesInterface
 from ...io.bids import RunInputs
-from ...io.names import SOURCE_ENTITIES, build_path, parse_name
+from ...io.relmat import node_files, relmat_sidecar
 from ...reports.boilerplate import paragraph
 
 #: Outputs of the beta-series stage.
@@ -77,14 +77,13 @@ def init_beta_series_wf(task: Task, settings: BetaSeries, signal: str, *, mem_gb
 
 
 def relmat_metadata(run: RunInputs, config: AnalysisConfig, measure: str) -> dict:
-    """BEP017 sidecar fields of a beta-series relmat of ``run`` (``measure``: RelationshipMeasure)."""
-    entities = {key: value for key, value in parse_name(run.bold)[0].items() if key in SOURCE_ENTITIES}
-    node_file = build_path("", dict(entities, atlas=config.circuit.name), "dseg", ".nii.gz")
-    return {"RelationshipMeasure": measure, "Weighted": True, "Directed": False, "ValidDiagonal": False,
-            "StorageFormat": "Full", "NodeFiles": [str(node_file)],
-            "ConfoundStrategy": config.denoising.for_task_models().strategy,
-            "Description": "beta-series connectivity (Rissman et al. 2004) of least-squares-separate "
-                           "single-trial estimates (Mumford et al. 2012) of the circuit ROIs"}
+    """BEP017 sidecar fields (:func:`ketflow.io.relmat.relmat_sidecar`) of a beta-series relmat of ``run``
+    (``measure``: its RelationshipMeasure), with the task models' confound strategy."""
+    fields = relmat_sidecar(measure, directed=False, valid_diagonal=False,
+                            node_files=node_files(run.bold, config.circuit.name),
+                            description="beta-series connectivity (Rissman et al. 2004) of least-squares-separate "
+                                        "single-trial estimates (Mumford et al. 2012) of the circuit ROIs")
+    return dict(fields, ConfoundStrategy=config.denoising.for_task_models().strategy)
 
 
 def beta_series_sinks(sink, run: RunInputs, config: AnalysisConfig) -> None:
