@@ -33,7 +33,7 @@ from ketflow.group.models import select_model_data
 from ketflow.group.predict import evaluate
 from ketflow.simulate.clinical import clinical_model, draw_scores
 from ketflow.simulate.dataset import _allocation
-from ketflow.simulate.grid import read_sphere_table
+from ketflow.simulate.grid import roi_names
 from ketflow.simulate.parameters import draw_subject
 
 #: Per-session estimation error SD of each measure family (benchmark, demo data at 4 mm).
@@ -73,7 +73,7 @@ def simulated_study(n: int, seed: int, interaction: bool = True, error_sd: dict 
 
     error_sd : per-session estimation error SD by measure family (``dcm``, ``activation``, ``fc``).
     """
-    rois = [s.name for s in read_sphere_table()]
+    rois = roi_names()
     model = clinical_model(interaction)
     noise = np.random.default_rng([seed, 99])
     measures, clinical, participants = [], [], []

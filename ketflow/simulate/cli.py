@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no arm x imaging-change interaction in the clinical model")
     p.add_argument("--res-entity", action="store_true",
                    help="add res-<voxel size> to derivative image names")
+    p.add_argument("--dropout", action="store_true",
+                   help="susceptibility signal loss in orbitofrontal/ventromedial PFC and the medial "
+                        "temporal lobes (lower mean and tSNR there; default off)")
     p.add_argument("--tasks", type=_tasks, default=list(TASKS),
                    help="comma-separated tasks to simulate (default " + ",".join(TASKS) + ")")
     return p
@@ -64,6 +67,7 @@ def main(argv=None) -> int:
         args.out, n_subjects=args.subjects, seed=args.seed, voxel_size=args.voxel_size,
         tr=args.tr, n_volumes=args.n_volumes, noise=args.noise, artefacts=args.artefacts,
         interaction=args.interaction, res_entity=args.res_entity, tasks=args.tasks,
+        dropout=args.dropout,
     )
     print(f"simulated dataset written to {out}", file=sys.stderr)
     return 0
