@@ -19,8 +19,9 @@ Task config JSON keys: ``type`` ("task", the default), ``conditions`` (list),
 ``derived_conditions`` (list of ``{name, trial_type, previous}``), ``contrasts``
 ({name: {condition: weight} or expression}), ``hrf`` ("spm" | "spm+derivative"),
 ``derivative`` (bool, same as "spm+derivative"), ``high_pass_s`` (default 128),
-``noise_model`` ("ar1" | "ols"), ``signal_scaling`` (default true: percent of each
-voxel's mean, as nilearn).
+``noise_model`` ("ar1" | "ols" | "ar<p>-corrected"), ``autocorrelation_fwhm_mm`` (smoothing of
+the corrected models' autocorrelations in voxelwise fits, default 15), ``signal_scaling``
+(default true: percent of each voxel's mean, as nilearn).
 
 :class:`FixedEffects` combines the contrast maps (and ROI contrast tables) of several runs
 of one task and session by inverse-variance weighting, within the voxels every run's brain
@@ -53,7 +54,15 @@ from ..io.write import write_json, write_nifti, write_text, write_tsv
 from ..reports.svg import figure_to_svg
 from ..signal.design import DRIFT_PREFIX, TaskDesign, contrast_vector, make_task_design
 from ..signal.extract import extract
-from ..signal.glm import compute_contrast, fit_glm, fixed_effects, roi_contrasts
+from ..signal.glm import (
+    AUTOCORRELATION_FWHM_MM,
+    compute_contrast,
+    fit_glm,
+    fixed_effects,
+    noise_model_description,
+    roi_contrasts,
+    voxel_smoother,
+)
 from ..io.boldcache import open_bold_cache, read_mask, voxel_chunks
 from .bold import cache_of
 
@@ -66,6 +75,7 @@ TASK_DEFAULTS = {
     "derivative": False,
     "high_pass_s": 128.0,
     "noise_model": "ar1",
+    "autocorrelation_fwhm_mm": AUTOCORRELATION_FWHM_MM,
     "signal_scaling": True,
 }
 #: Name prefix of the censoring spike columns written by ``SelectConfounds``.
@@ -145,9 +155,7 @@ def design_description(design: TaskDesign, settings: dict, dof: int, vectors: di
                 "StartTime": design.start_time},
         "HighPass": {"CutoffSeconds": settings["high_pass_s"], "Model": "discrete cosine set",
                      "Columns": drifts},
-        "NoiseModel": {"ar1": "AR(1) prewhitening: Yule-Walker coefficient of each voxel's OLS residuals, "
-                              "truncated to steps of 0.01, one whitened refit per level (as nilearn run_glm)",
-                       "ols": "ordinary least squares"}[settings["noise_model"]],
+        "NoiseModel": noise_model_description(settings["noise_model"], settings["autocorrelation_fwhm_mm"]),
         "SignalScaling": scaling,
         "EffectUnits": "percent signal change per unit regressor (condition regressors: HRF-convolved "
                        "unit-height boxcars, unit-sum HRF)" if settings["signal_scaling"] else "data units",
@@ -251,7 +259,8 @@ class FirstLevelGLM(SimpleInterface):
             self.inputs.events_file, self.inputs.tr, data.shape[0], self.inputs.start_time, confounds, settings
         )
         x = design.matrix
-        fit = fit_glm(data, x.to_numpy(), settings["noise_model"])
+        fit = fit_glm(data, x.to_numpy(), settings["noise_model"], smoother=voxel_smoother(
+            settings["noise_model"], mask, mask_img.affine, settings["autocorrelation_fwhm_mm"]))
         cwd = Path(os.getcwd())
         names, effects, variances, zs, vectors = [], [], [], [], {}
         for name, spec in settings["contrasts"].items():

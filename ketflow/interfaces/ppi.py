@@ -51,7 +51,7 @@ from ..io.derivatives import bids_label
 from ..io.write import write_json, write_nifti, write_text, write_tsv
 from ..signal.extract import first_eigenvariate, roi_means
 from ..reports.svg import figure_to_svg
-from ..signal.glm import column_space
+from ..signal.glm import column_space, voxel_smoother
 from ..signal.gppi import (
     gppi_contrasts,
     gppi_design,
@@ -258,6 +258,7 @@ class GPPI(SimpleInterface):
             _, maps = seed_to_voxel_gppi(
                 data, rois[seed].to_numpy(), design, settings["contrasts"], self.inputs.deconvolve,
                 settings["noise_model"],
+                voxel_smoother(settings["noise_model"], mask, affine, settings["autocorrelation_fwhm_mm"]),
             )
             for name, res in maps.items():
                 names = contrast_files(f"seed-{bids_label(seed)}_", name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from ..config import AnalysisConfig, load_spheres, roi_names
+from ..signal.glm import noise_model_description
 
 REFERENCES = {
     "ketflow": "ketflow developers. ketflow: circuit measures after fMRIPrep. Version {version}.",
@@ -44,6 +45,7 @@ REFERENCES = {
               "J Multivar Anal 88:365-411.",
     "cole": "Cole MW, et al. (2019). Task activations produce spurious but systematic inflation of task functional "
             "connectivity estimates. NeuroImage 189:1-18.",
+    "worsley_glm": "Worsley KJ, et al. (2002). A general statistical analysis for fMRI data. NeuroImage 15:1-15.",
     "friston_dcm": "Friston KJ, Harrison L, Penny W (2003). Dynamic causal modelling. NeuroImage 19:1273-1302.",
     "stephan": "Stephan KE, et al. (2007). Comparing hemodynamic models with DCM. NeuroImage 38:387-401.",
     "friston_ar": "Friston KJ, et al. (2002). Classical and Bayesian inference in neuroimaging: applications. "
@@ -224,6 +226,8 @@ def methods(config: AnalysisConfig, tasks: list[str] | None = None, *,
     task_labels = [t for t in tasks if config.tasks[t].type == "task"]
     if config.measures.activation and task_labels:
         used.append("friston_glm")
+        if config.glm.noise_model.endswith("-corrected"):
+            used.append("worsley_glm")
         hrf = "the SPM canonical HRF" + (" and its temporal derivative" if config.glm.hrf == "spm+derivative" else "")
         contrasts = "; ".join(
             f"task '{t}': " + ", ".join(config.tasks[t].contrasts) for t in task_labels if config.tasks[t].contrasts
@@ -235,7 +239,7 @@ def methods(config: AnalysisConfig, tasks: list[str] | None = None, *,
             "Task activation",
             f"Conditions from each run's events were convolved with {hrf}; the first-level general linear model "
             f"(Friston et al. 1994) included the denoising confounds and a {config.glm.high_pass_s:g} s cosine "
-            f"high-pass, with {'AR(1) prewhitening' if config.glm.noise_model == 'ar1' else 'ordinary least squares'}."
+            f"high-pass, with {noise_model_description(config.glm.noise_model, config.glm.autocorrelation_fwhm_mm)}."
             + (f" Conditions defined by trial history (Etkin et al. 2006): {'; '.join(derived)}." if derived else "")
             + (f" Contrasts: {contrasts}." if contrasts else "")
         ))

@@ -63,7 +63,9 @@ __all__ = [
     "AUTOCORRELATION_FWHM_MM",
     "GLMFit",
     "mask_smoother",
+    "noise_model_description",
     "parse_noise_model",
+    "voxel_smoother",
     "ContrastResult",
     "fit_glm",
     "compute_contrast",
@@ -204,6 +206,30 @@ def mask_smoother(mask: np.ndarray, affine: np.ndarray, fwhm_mm: float = AUTOCOR
         return gaussian_filter(image, sigma, mode="constant")[mask] / weight
 
     return smooth
+
+
+def voxel_smoother(noise_model: str, mask: np.ndarray, affine: np.ndarray,
+                   fwhm_mm: float = AUTOCORRELATION_FWHM_MM) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The ``smoother`` :func:`fit_glm` takes for voxelwise fits of ``noise_model`` over the
+    voxels of ``mask``: :func:`mask_smoother` for the corrected AR models, None otherwise."""
+    return mask_smoother(mask, affine, fwhm_mm) if parse_noise_model(noise_model)[0] == "corrected" else None
+
+
+def noise_model_description(noise_model: str, fwhm_mm: float | None = AUTOCORRELATION_FWHM_MM) -> str:
+    """One sentence describing a noise model (sidecars, methods text); ``fwhm_mm`` None: the
+    autocorrelations are not smoothed (ROI-level fits)."""
+    kind, order = parse_noise_model(noise_model)
+    if kind == "ols":
+        return "ordinary least squares"
+    if kind == "ar1":
+        return ("AR(1) prewhitening: Yule-Walker coefficient of each voxel's OLS residuals, truncated to "
+                "steps of 0.01, one whitened refit per level (as nilearn run_glm)")
+    smoothing = (f"smoothed in space with a {fwhm_mm:g} mm FWHM Gaussian kernel within the brain mask"
+                 if fwhm_mm else "not smoothed")
+    return (f"AR({order}) prewhitening with bias-corrected autocorrelations (Worsley et al. 2002): the "
+            f"autocorrelations of each voxel's OLS residuals corrected for the design's residual-forming "
+            f"matrix, {smoothing}, turned into AR({order}) coefficients by Yule-Walker and rounded to steps "
+            "of 0.01, one whitened refit per level")
 
 
 def _lag_traces(basis: np.ndarray, order: int) -> np.ndarray:

@@ -60,6 +60,7 @@ def task_config_json(config: AnalysisConfig, task: str) -> str:
         "hrf": config.glm.hrf,
         "high_pass_s": config.glm.high_pass_s,
         "noise_model": config.glm.noise_model,
+        "autocorrelation_fwhm_mm": config.glm.autocorrelation_fwhm_mm,
     }, sort_keys=True)
 
 
