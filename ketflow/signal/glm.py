@@ -224,8 +224,8 @@ def noise_model_description(noise_model: str, fwhm_mm: float | None = AUTOCORREL
     if kind == "ar1":
         return ("AR(1) prewhitening: Yule-Walker coefficient of each voxel's OLS residuals, truncated to "
                 "steps of 0.01, one whitened refit per level (as nilearn run_glm)")
-    smoothing = (f"smoothed in space with a {fwhm_mm:g} mm FWHM Gaussian kernel within the brain mask"
-                 if fwhm_mm else "not smoothed")
+    smoothing = (f"smoothed in space with a {fwhm_mm:g} mm FWHM Gaussian kernel within the brain mask in "
+                 "voxelwise fits (not in fits of ROI mean series)" if fwhm_mm else "not smoothed")
     return (f"AR({order}) prewhitening with bias-corrected autocorrelations (Worsley et al. 2002): the "
             f"autocorrelations of each voxel's OLS residuals corrected for the design's residual-forming "
             f"matrix, {smoothing}, turned into AR({order}) coefficients by Yule-Walker and rounded to steps "
