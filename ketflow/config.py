@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .signal.denoise import MIN_DOF, MIN_VOLUMES
+from .signal.glm import AUTOCORRELATION_FWHM_MM
 from .signal.rois import MIN_VOXELS
 
 DEFAULT_CONFIG = "default_config.yml"
@@ -156,7 +157,10 @@ class Task(_Strict):
 
 class GLM(_Strict):
     hrf: Literal["spm", "spm+derivative"] = "spm"
-    noise_model: Literal["ar1", "ols"] = "ar1"
+    # ar1: nilearn's AR(1); arN-corrected: bias-corrected AR(N), autocorrelations smoothed with
+    # autocorrelation_fwhm_mm in voxelwise fits (Worsley et al. 2002; docs/glm_ppi.md, "Calibration")
+    noise_model: Literal["ar1-corrected", "ar2-corrected", "ar3-corrected", "ar1", "ols"] = "ar1-corrected"
+    autocorrelation_fwhm_mm: float = Field(default=AUTOCORRELATION_FWHM_MM, gt=0)
     high_pass_s: float = Field(default=128, gt=0)
 
 

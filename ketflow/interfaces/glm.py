@@ -45,7 +45,14 @@ from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.describe import design_description
 from ..signal.design import contrast_vector
 from ..signal.extract import extract
-from ..signal.glm import compute_contrast, fit_glm, fixed_effects, fixed_effects_table, roi_contrasts
+from ..signal.glm import (
+    compute_contrast,
+    fit_glm,
+    fixed_effects,
+    fixed_effects_table,
+    roi_contrasts,
+    voxel_smoother,
+)
 from ..signal.plots import design_figure
 
 
@@ -104,13 +111,14 @@ class FirstLevelGLM(SimpleInterface):
         data = np.load(self.inputs.percent_bold)
         design = load_task_design(self.inputs.task_design)
         x = design.matrix
-        fit = fit_glm(data, x.to_numpy(), glm.noise_model)
+        fit = fit_glm(data, x.to_numpy(), glm.noise_model, smoother=voxel_smoother(
+            glm.noise_model, mask, mask_img.affine, glm.autocorrelation_fwhm_mm))
         vectors = {name: contrast_vector(spec, design) for name, spec in task.contrasts_by_name().items()}
         maps = {name: write_contrast_maps("", name, compute_contrast(fit, vec), mask, mask_img.affine)
                 for name, vec in vectors.items()}
         cwd = Path(os.getcwd())
         meta = design_description(design, high_pass_s=glm.high_pass_s, noise_model=glm.noise_model, dof=fit.dof,
-                                  vectors=vectors)
+                                  vectors=vectors, autocorrelation_fwhm_mm=glm.autocorrelation_fwhm_mm)
         self._results.update(
             contrast_names=list(maps),
             effect_maps=[m["effect"] for m in maps.values()],

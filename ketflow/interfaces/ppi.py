@@ -50,6 +50,7 @@ from ..io.rois import read_labels
 from ..io.svg import write_svg
 from ..io.write import write_json, write_tsv
 from ..signal.describe import gppi_description
+from ..signal.glm import voxel_smoother
 from ..signal.gppi import (
     gppi_design,
     nuisance_columns,
@@ -120,11 +121,12 @@ class GPPI(SimpleInterface):
         meta = gppi_description(design, first, contrasts, seeds=ppi.seeds, voxel_seeds=ppi.seeds,
                                 deconvolve=ppi.deconvolve, symmetrize=ppi.symmetrize, signal=self.inputs.signal,
                                 high_pass_s=glm.high_pass_s, noise_model=glm.noise_model,
-                                dof=int(table["dof"].iloc[0]))
+                                dof=int(table["dof"].iloc[0]), autocorrelation_fwhm_mm=glm.autocorrelation_fwhm_mm)
+        smoother = voxel_smoother(glm.noise_model, mask, mask_img.affine, glm.autocorrelation_fwhm_mm)
         seed_maps = []
         for seed in ppi.seeds:
             _, maps = seed_to_voxel_gppi(data, rois[seed].to_numpy(), design, contrasts, ppi.deconvolve,
-                                         glm.noise_model)
+                                         glm.noise_model, smoother)
             for name, result in maps.items():
                 seed_maps += write_contrast_maps(f"desc-{bids_label(seed)}_", name, result, mask,
                                                  mask_img.affine).values()

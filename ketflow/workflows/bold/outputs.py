@@ -78,7 +78,8 @@ def add_sink(workflow: pe.Workflow, provenance: Provenance, name: str, source: p
 def task_metadata(task: Task, glm: GLM) -> dict:
     """``TaskConfig`` of the task models' sidecars: the task's conditions and contrasts, the GLM settings."""
     return {"conditions": list(task.conditions), "derived_conditions": [d.model_dump() for d in task.derived_conditions],
-            "contrasts": task.contrasts, "hrf": glm.hrf, "high_pass_s": glm.high_pass_s, "noise_model": glm.noise_model}
+            "contrasts": task.contrasts, "hrf": glm.hrf, "high_pass_s": glm.high_pass_s, "noise_model": glm.noise_model,
+            "autocorrelation_fwhm_mm": glm.autocorrelation_fwhm_mm}
 
 
 @fill_doc
