@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .signal.denoise import MIN_DOF, MIN_VOLUMES
 from .signal.glm import AUTOCORRELATION_FWHM_MM
-from .signal.rois import MIN_VOXELS
+from .signal.roi_quality import DROPOUT_FRACTION, MAX_DROPOUT_FRACTION
+from .signal.rois import GM_THRESHOLD, MIN_VOXELS
 
 DEFAULT_CONFIG = "default_config.yml"
 DEFAULT_SPHERES = "rois/circuit_spheres.tsv"
@@ -84,13 +85,46 @@ class Atlas(_Strict):
     labels: Path
 
 
+class Coverage(_Strict):
+    """When an ROI is excluded from a run (``ketflow.signal.roi_quality``, docs/rois.md): fewer
+    than ``circuit.min_voxels`` voxels after the brain mask and grey matter, or more than
+    ``max_dropout_fraction`` of its voxels in dropout (temporal mean below ``dropout_fraction``
+    x the brain's median); null disables the dropout rule."""
+
+    dropout_fraction: float = Field(default=DROPOUT_FRACTION, gt=0, lt=1)
+    max_dropout_fraction: float | None = Field(default=MAX_DROPOUT_FRACTION, ge=0, le=1)
+
+
 class Circuit(_Strict):
     name: str = Field(default="circuit", pattern=r"^[A-Za-z0-9]+$")
+    # anatomical: the packaged atlas (tpl-MNI152NLin2009cAsym_atlas-circuit_dseg, docs/rois.md);
+    # spheres: the sphere table; atlas: the user atlas of `atlas` (inferred when only `atlas` is given)
+    rois: Literal["anatomical", "spheres", "atlas"] = "anatomical"
     spheres_file: Path | None = None
     spheres: list[Sphere] = Field(default_factory=list)
     atlas: Atlas | None = None
+    # anatomical ROIs: voxels whose grey-matter probability exceeds this (fMRIPrep's GM probseg in
+    # the output space, else the template's); null: no grey-matter restriction
+    grey_matter_threshold: float | None = Field(default=GM_THRESHOLD, ge=0, lt=1)
     min_voxels: int = Field(default=MIN_VOXELS, ge=1)
+    coverage: Coverage = Field(default_factory=Coverage)
     signal: Literal["mean", "eigenvariate"] = "mean"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _atlas_implies_atlas_rois(cls, data):
+        if isinstance(data, dict) and data.get("atlas") is not None and "rois" not in data:
+            data = {**data, "rois": "atlas"}
+        return data
+
+    @model_validator(mode="after")
+    def _rois_source_given(self):
+        if self.rois == "atlas" and self.atlas is None:
+            raise ValueError("circuit.rois is 'atlas' but circuit.atlas (dseg, labels) is not given")
+        if self.rois != "atlas" and self.atlas is not None:
+            raise ValueError(f"circuit.atlas is given but circuit.rois is {self.rois!r}; set circuit.rois: atlas "
+                             "(or leave it out) to use the atlas")
+        return self
 
 
 class Denoising(_Strict):
@@ -628,9 +662,10 @@ def load_spheres(circuit: Circuit) -> list[Sphere]:
     """The circuit's spheres: the table file (packaged default unless given) then overrides.
 
     A sphere in ``circuit.spheres`` replaces a table row of the same name, or is appended.
-    With an atlas and no explicit spheres file, only ``circuit.spheres`` are used.
+    With atlas ROIs (``circuit.rois`` anatomical or atlas) and no explicit spheres file, only
+    ``circuit.spheres`` are used.
     """
-    if circuit.atlas is not None and circuit.spheres_file is None:
+    if circuit.rois != "spheres" and circuit.spheres_file is None:
         table = []
     else:
         path = circuit.spheres_file or packaged_file(DEFAULT_SPHERES)
@@ -679,9 +714,23 @@ def roi_names(config: AnalysisConfig) -> list[str]:
 def circuit_roi_names(circuit: Circuit) -> list[str]:
     """Names of the ROIs of a ``circuit`` section: its spheres, then its atlas regions."""
     names = [s.name for s in load_spheres(circuit)]
-    if circuit.atlas is not None:
-        names += [n for n in read_atlas_labels(circuit.atlas) if n not in names]
+    atlas = circuit_atlas(circuit)
+    if atlas is not None:
+        names += [n for n in read_atlas_labels(atlas) if n not in names]
     return names
+
+
+#: The packaged anatomical circuit atlas (``circuit.rois: anatomical``; docs/rois.md).
+CIRCUIT_ATLAS = {"dseg": "rois/tpl-MNI152NLin2009cAsym_atlas-circuit_dseg.nii.gz",
+                 "labels": "rois/tpl-MNI152NLin2009cAsym_atlas-circuit_dseg.tsv"}
+
+
+def circuit_atlas(circuit: Circuit) -> Atlas | None:
+    """The atlas whose regions the circuit uses: the packaged anatomical atlas, the user's, or
+    None (spheres only)."""
+    if circuit.rois == "anatomical":
+        return Atlas(**{key: packaged_file(path) for key, path in CIRCUIT_ATLAS.items()})
+    return circuit.atlas
 
 
 def _first_error(err: ValidationError) -> str:

@@ -21,20 +21,22 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 
 from ..config import Circuit
 from ..io.boldcache import read_denoised, read_mask
-from ..io.rois import circuit_roiset, read_labels, read_roi_table
-from ..io.write import write_nifti, write_tsv
+from ..io.rois import TEMPLATE_GM_DESCRIPTION, circuit_roiset, grey_matter_on_grid, read_labels, read_roi_table
+from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.extract import extract
 
 
 class _BuildROIsInputSpec(BaseInterfaceInputSpec):
     bold_ref = File(exists=True, mandatory=True, desc="BOLD reference (or BOLD) defining the grid")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
+    gm_probseg = File(exists=True, desc="fMRIPrep's label-GM_probseg in the run's output space (optional)")
     circuit = traits.Instance(Circuit, mandatory=True, desc="the configuration's circuit section")
 
 
 class _BuildROIsOutputSpec(TraitedSpec):
     labels_file = File(exists=True, desc="int16 label image on the BOLD grid")
     labels_tsv = File(exists=True, desc="index, name, n_voxels, n_voxels_unmasked, coverage")
+    rois_meta = File(exists=True, desc="JSON: how the ROIs were placed (source, grey matter)")
 
 
 class BuildROIs(SimpleInterface):
@@ -51,13 +53,24 @@ class BuildROIs(SimpleInterface):
             raise ValueError(
                 f"{Path(self.inputs.brain_mask).name} is not on the grid of {Path(self.inputs.bold_ref).name}"
             )
-        roiset = circuit_roiset(self.inputs.circuit, reference, mask)
+        circuit = self.inputs.circuit
+        grey_matter, placement = None, {"ROISource": circuit.rois}
+        if circuit.rois == "anatomical" and circuit.grey_matter_threshold is not None:
+            gm_file = self.inputs.gm_probseg or None
+            grey_matter = grey_matter_on_grid(gm_file, reference, circuit.grey_matter_threshold)
+            placement["GreyMatter"] = {
+                "Source": Path(gm_file).name if gm_file else TEMPLATE_GM_DESCRIPTION,
+                "Threshold": circuit.grey_matter_threshold,
+                "Interpolation": "linear, onto the BOLD grid"}
+        # short ROIs are left to the coverage rule (ROIQuality), which records why it excludes them
+        roiset = circuit_roiset(circuit, reference, mask, min_voxels=0, grey_matter=grey_matter)
         cwd = Path(os.getcwd())
         labels_file = write_nifti(
             cwd / "desc-circuit_dseg.nii.gz", nib.Nifti1Image(roiset.labels.astype(np.int16), mask_img.affine)
         )
         labels_tsv = write_tsv(cwd / "desc-circuit_dseg.tsv", roiset.table())
-        self._results.update(labels_file=str(labels_file), labels_tsv=str(labels_tsv))
+        self._results.update(labels_file=str(labels_file), labels_tsv=str(labels_tsv),
+                             rois_meta=str(write_json(cwd / "desc-rois_meta.json", placement)))
         return runtime
 
 

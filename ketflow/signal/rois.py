@@ -369,6 +369,7 @@ def anatomical_roiset(
     grey_matter: np.ndarray | None = None,
     method: str = "majority",
     min_voxels: int = 0,
+    spheres: tuple[Sphere, ...] | list[Sphere] = (),
 ) -> ROISet:
     """Atlas regions on a run's grid, restricted to the brain mask and grey matter.
 
@@ -379,9 +380,14 @@ def anatomical_roiset(
     Returns a :class:`ROISet` whose ``n_voxels_unmasked`` counts each region on the grid before
     any mask and ``n_voxels`` after the brain mask and grey matter. ``min_voxels`` > 0 raises
     ``ValueError`` naming short regions (see :func:`mask_labels`); the default 0 leaves that to
-    a coverage rule (:func:`ketflow.signal.roi_quality.apply_coverage_rule`).
+    a coverage rule (:func:`ketflow.signal.roi_quality.apply_coverage_rule`). ``spheres``: ROIs
+    placed before the atlas regions (:func:`combine_labels`: a sphere named like a region
+    replaces it), restricted like them.
     """
     labels = resample_labels(atlas, atlas_affine, shape, affine, method)
+    if spheres:
+        labels, names = combine_labels(sphere_labels(list(spheres), tuple(shape[:3]), affine),
+                                       [s.name for s in spheres], labels, names)
     keep = np.asarray(brain_mask, dtype=bool)
     if grey_matter is not None:
         if grey_matter.shape != keep.shape:

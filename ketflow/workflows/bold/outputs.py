@@ -25,7 +25,8 @@ from .dcm import DCM_OUTPUTS
 from .gppi import GPPI_OUTPUTS
 
 #: Inputs of the derivatives workflow from the ROI and denoising stages.
-BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "censoring_tsv", "denoise_qc"]
+BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "censoring_tsv", "denoise_qc",
+                "roi_quality_tsv", "roi_quality_json"]
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Provenance:
     @classmethod
     def of_runs(cls, runs: list[RunInputs], *, out_dir: str, source_links: dict, config_hash: str) -> Provenance:
         """Provenance of outputs computed from ``runs`` (the entities they share name them)."""
-        files = sorted({p for run in runs for p in (run.bold, run.mask, run.confounds, run.events) if p})
+        files = sorted({p for run in runs for p in (run.bold, run.mask, run.confounds, run.events, run.gm_probseg) if p})
         return cls(source_file=[run.bold for run in runs], sources=files,
                    source_links={k: str(v) for k, v in source_links.items()}, config_hash=config_hash,
                    out_dir=str(out_dir))
@@ -101,7 +102,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
 
     Inputs
     ------
-    labels_file, labels_tsv, timeseries, coverage, censoring_tsv, denoise_qc
+    labels_file, labels_tsv, timeseries, coverage, censoring_tsv, denoise_qc, roi_quality_tsv, roi_quality_json
         From the ROI and denoising stages (always).
     relmat_files, measures, seed_maps, seed_names, connectivity_qc
         From the connectivity stage.
@@ -138,6 +139,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
     sink("dseg", "labels_file", "dseg", ".nii.gz", atlas=circuit,
          meta={"Description": "circuit ROIs on this run's BOLD grid, within its brain mask"})
     sink("dseg_tsv", "labels_tsv", "dseg", ".tsv", atlas=circuit, sidecar=False)
+    sink("roi_quality", "roi_quality_tsv", "qc", ".tsv", atlas=circuit, desc="rois", meta_from="roi_quality_json")
     sink("censoring", "censoring_tsv", "timeseries", ".tsv", desc="censoring",
          meta={"Description": "per-volume framewise displacement (mm), dummy scans and censoring "
                               "(1 = yes) used by denoising"})
