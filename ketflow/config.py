@@ -196,6 +196,9 @@ class GLM(_Strict):
     noise_model: Literal["ar1-corrected", "ar2-corrected", "ar3-corrected", "ar1", "ols"] = "ar1-corrected"
     autocorrelation_fwhm_mm: float = Field(default=AUTOCORRELATION_FWHM_MM, gt=0)
     high_pass_s: float = Field(default=128, gt=0)
+    # pooling of a session's run-level ROI estimates (activation, gPPI): precision (inverse-variance
+    # fixed effects) | equal (equal-weight mean)
+    run_pooling: Literal["precision", "equal"] = "precision"
 
 
 class PPI(_Strict):

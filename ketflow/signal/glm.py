@@ -74,6 +74,7 @@ __all__ = [
     "t_to_z",
     "roi_contrasts",
     "fixed_effects_table",
+    "precision_weights",
     "percent_signal_change",
     "column_space",
 ]
@@ -481,6 +482,12 @@ def compute_contrast(fit: GLMFit, contrast: np.ndarray) -> ContrastResult:
     return ContrastResult(effect, variance, t, t_to_z(t, fit.dof), float(fit.dof))
 
 
+def precision_weights(variances) -> np.ndarray:
+    """Inverse-variance weights (unnormalised) of run estimates, ``1 / max(variance, 1e-16)``
+    (nilearn's floor in ``compute_fixed_effects``); any shape."""
+    return 1.0 / np.maximum(np.asarray(variances, dtype=float), _FIXED_TINY_VARIANCE)
+
+
 def fixed_effects(
     effects: np.ndarray, variances: np.ndarray, dofs, precision_weighted: bool = True
 ) -> ContrastResult:
@@ -503,7 +510,7 @@ def fixed_effects(
     if effects.shape != variances.shape or len(dofs) != effects.shape[0]:
         raise ValueError("effects, variances and dofs must describe the same runs")
     if precision_weighted:
-        weights = 1.0 / variances
+        weights = precision_weights(variances)
         variance = 1.0 / weights.sum(axis=0)
         effect = (effects * weights).sum(axis=0) * variance
     else:
@@ -514,24 +521,35 @@ def fixed_effects(
     return ContrastResult(effect, variance, t, t_to_z(t, dof), dof)
 
 
-def fixed_effects_table(tables: list[pd.DataFrame], dofs, names: list[str] | None = None) -> pd.DataFrame:
+def fixed_effects_table(tables: list[pd.DataFrame], dofs, names: list[str] | None = None,
+                        precision_weighted: bool = True) -> pd.DataFrame:
     """Fixed-effects combination of per-run ROI contrast tables (columns roi, contrast, effect,
     variance, ...), as :func:`fixed_effects`; ``names`` (e.g. the tables' files) label errors.
 
-    Returns a table with columns roi, contrast, effect, variance, t, z, dof.
+    Every run must hold the same contrasts; an ROI that a run lacks (excluded from it by the
+    coverage rule) is combined over the runs that hold it, on their summed degrees of freedom,
+    and ``n_runs`` says how many.
+
+    Returns a table with columns roi, contrast, effect, variance, t, z, dof, n_runs.
     """
     names = names or [f"table {k + 1}" for k in range(len(tables))]
     if len(tables) != len(dofs):
         raise ValueError(f"{len(tables)} ROI tables for {len(dofs)} runs")
-    tables = [t.set_index(["roi", "contrast"]) for t in tables]
-    keys = tables[0].index
     for name, table in zip(names[1:], tables[1:]):
-        if not table.index.equals(keys):
-            raise ValueError(f"{name}: ROIs or contrasts differ from {names[0]}")
-    res = fixed_effects(np.array([t["effect"].to_numpy() for t in tables]),
-                        np.array([t["variance"].to_numpy() for t in tables]), dofs)
-    return pd.DataFrame({"roi": keys.get_level_values(0), "contrast": keys.get_level_values(1),
-                         "effect": res.effect, "variance": res.variance, "t": res.t, "z": res.z, "dof": res.dof})
+        if set(table["contrast"]) != set(tables[0]["contrast"]):
+            raise ValueError(f"{name}: contrasts differ from {names[0]}")
+    tables = [t.set_index(["roi", "contrast"]) for t in tables]
+    keys = tables[0].index.append([t.index for t in tables[1:]]).unique()
+    rows = []
+    for held in sorted({tuple(k for k, t in enumerate(tables) if key in t.index) for key in keys}):
+        group = keys[[tuple(k for k, t in enumerate(tables) if key in t.index) == held for key in keys]]
+        res = fixed_effects(np.array([tables[k].loc[group, "effect"].to_numpy() for k in held]),
+                            np.array([tables[k].loc[group, "variance"].to_numpy() for k in held]),
+                            [dofs[k] for k in held], precision_weighted)
+        rows.append(pd.DataFrame({"roi": group.get_level_values(0), "contrast": group.get_level_values(1),
+                                  "effect": res.effect, "variance": res.variance, "t": res.t, "z": res.z,
+                                  "dof": res.dof, "n_runs": len(held)}, index=group))
+    return pd.concat(rows).loc[keys].reset_index(drop=True)
 
 
 def percent_signal_change(data: np.ndarray) -> np.ndarray:

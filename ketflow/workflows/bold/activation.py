@@ -41,7 +41,9 @@ def activation_desc(glm: GLM, described_tasks: dict[str, Task]) -> str:
         + (" ([@worsley_glm])." if glm.noise_model.endswith("-corrected") else ".")
         + (f" Conditions defined by trial history ([@etkin]): {'; '.join(derived)}." if derived else "")
         + (f" Contrasts: {contrasts}." if contrasts else "")
-        + " Runs of the same task within a session were combined by fixed effects (inverse-variance weighting)."))
+        + " Runs of the same task within a session were combined by fixed effects (inverse-variance weighting)"
+        + ("." if glm.run_pooling == "precision" else
+           " in the voxelwise maps; the ROI estimates were averaged with equal weights.")))
 
 
 @fill_doc
