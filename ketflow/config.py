@@ -127,6 +127,58 @@ class Circuit(_Strict):
         return self
 
 
+class ExtraAtlas(_Strict):
+    """An atlas measured beside the circuit in every run (``atlases``; ``--atlases``): ROI time
+    series, their QC and connectivity matrices named ``atlas-<label>`` (docs/rois.md).
+
+    Give one of ``dataset`` (a BEP038 atlas dataset holding ``tpl-<space>_atlas-<label>[_res-<N>]
+    _dseg.nii.gz`` + ``.tsv``; the atlas is resampled onto each run's grid, whose space must be
+    ``<space>``) or ``dseg`` (+ ``labels``, default the dseg's ``.tsv``: an atlas on the runs'
+    own grid); neither for a packaged atlas (``circuit``: the anatomical circuit atlas).
+    """
+
+    label: str = Field(pattern=r"^[A-Za-z0-9]+$")
+    dataset: Path | None = None
+    dseg: Path | None = None
+    labels: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.dataset is not None and self.dseg is not None:
+            raise ValueError(f"atlas {self.label!r}: give a dataset or a dseg, not both")
+        if self.labels is not None and self.dseg is None:
+            raise ValueError(f"atlas {self.label!r}: labels needs dseg")
+        if self.dataset is None and self.dseg is None and self.label not in PACKAGED_ATLASES:
+            raise ValueError(f"atlas {self.label!r}: not a packaged atlas ({sorted(PACKAGED_ATLASES)}); give its "
+                             "BEP038 dataset (dataset) or its dseg and labels")
+        return self
+
+
+#: Atlases shipped with ketflow, by label (BEP038 layout under ``ketflow/data``).
+PACKAGED_ATLASES = {"circuit": "rois"}
+
+
+def parse_atlas_option(entry: str) -> ExtraAtlas:
+    """One ``--atlases`` entry: ``LABEL`` (a packaged atlas) or ``LABEL=PATH``, PATH a BEP038 atlas
+    dataset folder or a ``*_dseg.nii.gz`` on the runs' grid (its ``.tsv`` beside it)."""
+    label, _, path = entry.partition("=")
+    try:
+        if not path:
+            return ExtraAtlas(label=label)
+        source = Path(path).expanduser().resolve()
+        return ExtraAtlas(label=label, **({"dataset": source} if source.is_dir() else {"dseg": source}))
+    except ValidationError as err:
+        raise ConfigError(f"--atlases {entry}: {_first_error(err)}") from err
+
+
+def with_atlases(config: AnalysisConfig, atlases: list[ExtraAtlas]) -> AnalysisConfig:
+    """``config`` with its ``atlases`` replaced (``--atlases``), validated again."""
+    try:
+        return AnalysisConfig.model_validate({**config.model_dump(), "atlases": [a.model_dump() for a in atlases]})
+    except ValidationError as err:
+        raise ConfigError(f"--atlases: {_format_errors(err)}") from err
+
+
 class Denoising(_Strict):
     strategy: Literal["24P", "36P", "aCompCor"] = "36P"
     fd_threshold: float | None = Field(default=0.5, gt=0)
@@ -595,6 +647,7 @@ class AnalysisConfig(_Strict):
     measures: Measures = Field(default_factory=Measures)
     group: Group = Field(default_factory=Group)
     peb: PEBSettings = Field(default_factory=PEBSettings)
+    atlases: list[ExtraAtlas] = Field(default_factory=list)
 
     @field_validator("tasks")
     @classmethod
@@ -603,6 +656,17 @@ class AnalysisConfig(_Strict):
         if bad:
             raise ValueError(f"task labels must be alphanumeric BIDS labels, got {bad}")
         return tasks
+
+    @model_validator(mode="after")
+    def _atlas_labels_unique(self):
+        labels = [a.label for a in self.atlases]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"atlases: labels {repeated} are listed more than once")
+        if self.circuit.name in labels:
+            raise ValueError(f"atlases: label {self.circuit.name!r} is the circuit's (circuit.name), which names the "
+                             "circuit's outputs; rename the circuit or leave that atlas out")
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self):
@@ -805,6 +869,11 @@ def load_config(path: Path | str | None = None) -> AnalysisConfig:
 
 
 def _resolve_relative_paths(raw: dict, base: Path) -> None:
+    for atlas in raw.get("atlases") or []:
+        if isinstance(atlas, dict):
+            for key in ("dataset", "dseg", "labels"):
+                if isinstance(atlas.get(key), str) and atlas[key]:
+                    atlas[key] = str(base / atlas[key])
     circuit = raw.get("circuit")
     if not isinstance(circuit, dict):
         return

@@ -54,7 +54,8 @@ def prepared(runs, config, tmp_path_factory):
         cache = run_stage(init_bold_cache_wf(mem_gb=memory["bold_cache"], name=f"cache_{task}"), work,
                           bold_file=run.bold, brain_mask=run.mask)["bold_cache"]
         rois = run_stage(init_rois_wf(config.circuit, name=f"rois_{task}"), work, bold_ref=run.boldref,
-                         brain_mask=run.mask)["rois"]
+                         brain_mask=run.mask, bold_cache=cache.bold_cache, confounds_tsv=run.confounds,
+                         gm_probseg=run.gm_probseg)["roi_quality"]
         denoised = run_stage(
             init_denoise_wf(config.denoising, config.circuit.signal, rest=task == "rest", tr=run.tr, mem_gb=memory,
                             describe_band_pass=True, name=f"denoise_{task}"),
@@ -83,6 +84,7 @@ def test_cache_rois_and_denoise_stages(prepared, runs, config):
     qc = json.loads(Path(faces["qc_json"]).read_text())
     assert qc["strategy"]["strategy"] == config.denoising.strategy and qc["dof_remaining"] > 0
     assert "Regions of interest" in init_rois_wf(config.circuit).__desc__
+    assert runs["faces"].gm_probseg.endswith("_label-GM_probseg.nii.gz")  # found by discovery
     assert "[@lindquist]" in init_denoise_wf(config.denoising, "mean", rest=False, tr=2.0, mem_gb=run_memory(
         runs["faces"]), describe_band_pass=False).__desc__
 

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = parser.add_argument_group("Analysis")
     cfg.add_argument("--config", type=_existing_file, metavar="FILE",
                      help="analysis configuration (YAML/JSON); default: the packaged reference-study config")
+    cfg.add_argument("--atlases", nargs="+", metavar="ATLAS",
+                     help="atlases measured beside the circuit in every run (replaces the configuration's "
+                          "`atlases`): LABEL for a packaged atlas (circuit), LABEL=FOLDER for a BEP038 atlas "
+                          "dataset (tpl-<space>_atlas-<LABEL>_dseg.nii.gz + .tsv), LABEL=FILE for a dseg on the "
+                          "runs' grid (its .tsv beside it); outputs are named atlas-<LABEL>")
 
     perf = parser.add_argument_group("Performance and execution")
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),

@@ -165,6 +165,8 @@ def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list
             paths = [p for p in paths if "_desc-" not in p.name]
         if subjects is not None:
             paths = [p for p in paths if _entities(p).get("sub") in subjects]
+        # the circuit's outputs (extra atlases, ``atlases``, are not circuit measures)
+        paths = [p for p in paths if _entities(p).get("atlas", config.circuit.name) == config.circuit.name]
         if family == "activation":
             paths, runs_of = _session_level_first(paths)
         for path in paths:

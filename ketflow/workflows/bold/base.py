@@ -18,9 +18,11 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from ...config import AnalysisConfig, Task
 from ...docs import fill_doc
+from ...io.atlases import resolve_atlases
 from ...io.bids import RunInputs
 from ...io.boldcache import cache_name
 from .activation import ACTIVATION_OUTPUTS, init_activation_wf
+from .atlases import init_atlas_wf
 from .connectivity import CONNECTIVITY_OUTPUTS, init_connectivity_wf
 from .data import init_bold_cache_wf, init_task_data_wf
 from .dcm import DCM_OUTPUTS, init_dcm_wf
@@ -129,6 +131,19 @@ def init_bold_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance,
                                            ("outputnode.censoring_tsv", "inputnode.censoring_tsv")]),
             (connectivity_wf, derivatives_wf, [(f"outputnode.{f}", f"inputnode.connectivity_{f}" if f == "qc_json"
                                                 else f"inputnode.{f}") for f in CONNECTIVITY_OUTPUTS]),
+        ])
+    for atlas in resolve_atlases(config.atlases):  # atlases measured beside the circuit (issue 15.3)
+        atlas_wf = init_atlas_wf(
+            atlas, config.circuit, config.connectivity if has["connectivity"] else None, provenance,
+            task_residual=kind == "task", tr=run.tr, mem_gb=memory["connectivity"],
+            run_metadata={"RepetitionTime": run.tr, "StartTime": run.start_time, "ROISummary": config.circuit.signal})
+        workflow.connect([
+            (inputnode, atlas_wf, [(f, f"inputnode.{f}") for f in ("bold_ref", "brain_mask", "confounds_tsv",
+                                                                   "events_file")]),
+            (cache_wf, atlas_wf, [("outputnode.bold_cache", "inputnode.bold_cache")]),
+            (denoise_wf, atlas_wf, [("outputnode.denoised_file", "inputnode.denoised_file"),
+                                    ("outputnode.qc_json", "inputnode.denoise_qc"),
+                                    ("outputnode.censoring_tsv", "inputnode.censoring_tsv")]),
         ])
     if has["activation"] or has["ppi"] or has["dcm"]:
         _add_task_models(workflow, run, config, has, memory, described_tasks, cache_wf, rois_wf, derivatives_wf,
