@@ -116,7 +116,7 @@ def test_every_atlas_is_measured_and_named_in_the_outputs(atlas_run):
         assert list(series.columns) == quality.loc[~quality["excluded"], "name"].tolist()
         if names:
             assert list(series.columns) == names
-        relmat = pd.read_csv(func / f"{prefix}_atlas-{atlas}_stat-pearson_relmat.tsv", sep="\t", index_col=0)
+        relmat = pd.read_csv(func / f"{prefix}_atlas-{atlas}_stat-pearsoncorrelation_relmat.tsv", sep="\t", index_col=0)
         assert list(relmat.columns) == list(series.columns)
         assert (func / f"{prefix}_atlas-{atlas}_dseg.nii.gz").is_file()
     # the circuit and its copy as an extra atlas (nearest vs majority resampling, no grey matter)

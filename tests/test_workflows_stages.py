@@ -62,7 +62,7 @@ def prepared(runs, config, tmp_path_factory):
             work, bold_cache=cache.bold_cache, brain_mask=run.mask, confounds_tsv=run.confounds,
             labels_file=rois.labels_file, labels_tsv=rois.labels_tsv)
         out[task] = {"run": run, "cache": cache.bold_cache, "labels_file": rois.labels_file,
-                     "labels_tsv": rois.labels_tsv, **denoised["denoise"].get(), **denoised["signals"].get()}
+                     "labels_tsv": rois.labels_tsv, "quality_tsv": rois.quality_tsv, "quality_json": rois.quality_json, **denoised["denoise"].get(), **denoised["signals"].get()}
     faces = runs["faces"]
     data = run_stage(init_task_data_wf(config.tasks["faces"], config.glm, config.denoising, tr=faces.tr,
                                        start_time=faces.start_time, n_volumes=faces.n_volumes, percent_data=True,
@@ -189,7 +189,7 @@ def test_derivatives_stage_names_and_provenance(prepared, runs, config, tmp_path
                                         dcm=False)
     run_stage(workflow, tmp_path, labels_file=f["labels_file"], labels_tsv=f["labels_tsv"],
               timeseries=f["timeseries"], coverage=f["coverage"], censoring_tsv=f["censoring_tsv"],
-              denoise_qc=f["qc_json"])
+              denoise_qc=f["qc_json"], roi_quality_tsv=f["quality_tsv"], roi_quality_json=f["quality_json"])
     func = tmp_path / "out" / "sub-01" / "ses-pre" / "func"
     stem = "sub-01_ses-pre_task-rest_space-MNI152NLin2009cAsym"
     assert sorted(p.name for p in func.iterdir()) == sorted(
@@ -197,7 +197,10 @@ def test_derivatives_stage_names_and_provenance(prepared, runs, config, tmp_path
          f"{stem}_atlas-circuit_stat-coverage_bold.tsv", f"{stem}_atlas-circuit_stat-coverage_bold.json",
          f"{stem}_atlas-circuit_dseg.nii.gz", f"{stem}_atlas-circuit_dseg.json", f"{stem}_atlas-circuit_dseg.tsv",
          f"{stem}_desc-censoring_timeseries.tsv", f"{stem}_desc-censoring_timeseries.json",
-         f"{stem}_desc-denoise_qc.json"])
+         f"{stem}_desc-denoise_qc.json", f"{stem}_atlas-circuit_desc-rois_qc.tsv",
+         f"{stem}_atlas-circuit_desc-rois_qc.json"])
+    quality = json.loads((func / f"{stem}_atlas-circuit_desc-rois_qc.json").read_text())
+    assert quality["CoverageRule"]["MinVoxels"] == config.circuit.min_voxels and "tsnr" in quality["Columns"]
     meta = json.loads((func / f"{stem}_atlas-circuit_stat-mean_timeseries.json").read_text())
     assert meta["GeneratedBy"]["ConfigHash"] == "abc" and meta["RepetitionTime"] == run.tr
     assert all(uri.startswith("bids:fmriprep:") or uri.startswith("file:") for uri in meta["Sources"])
