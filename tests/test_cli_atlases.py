@@ -129,7 +129,9 @@ def test_every_atlas_is_measured_and_named_in_the_outputs(atlas_run):
     assert min(r) > 0.5, dict(zip(shared, r))
     config = (out / "logs" / "config.json").read_text()
     assert '"label": "halves"' in config  # the override is recorded
-    assert "atlas 'halves'" in (out / "sub-01.html").read_text()  # methods text
+    methods = (out / "logs" / "CITATION.md").read_text()
+    assert "The 2 regions of the atlas 'halves' (atlas-halves_dseg.nii.gz, on the runs' BOLD grid)" in methods
+    assert f"regions of the atlas 'anat' (tpl-{SPACE}_atlas-anat_dseg.nii.gz, in {SPACE}" in methods
 
 
 def test_an_atlas_on_another_grid_is_refused_before_processing(tiny_bids, tmp_path):
