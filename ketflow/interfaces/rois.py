@@ -1,8 +1,12 @@
 """Nipype interfaces: circuit ROIs on a run's BOLD grid, and ROI signals from denoised data.
 
 :class:`BuildROIs` places the configured circuit (:func:`ketflow.io.rois.circuit_roiset`) on
-the run's grid within its brain mask and writes ``desc-circuit_dseg.nii.gz`` (int16) and
-``desc-circuit_dseg.tsv`` (index, name, voxel counts, coverage).  :class:`ExtractROISignals`
+the run's grid within its brain mask -- and, for the anatomical atlas, grey matter
+(:func:`ketflow.io.rois.grey_matter_on_grid`: fMRIPrep's GM probseg when given, else the
+template's) -- and writes ``desc-circuit_dseg.nii.gz`` (int16), ``desc-circuit_dseg.tsv``
+(index, name, voxel counts, coverage) and ``desc-rois_meta.json`` (ROI source, grey matter
+used). Short ROIs are left to the coverage rule of
+:class:`~ketflow.interfaces.roi_quality.ROIQuality`.  :class:`ExtractROISignals`
 writes ``stat-<method>_timeseries.tsv`` (columns = ROI names, rows = retained volumes) and
 ``stat-coverage_bold.tsv`` (one row per ROI: Node, coverage, n_voxels), which the workflow
 stores as XCP-D's ``..._atlas-<circuit>_stat-mean_timeseries.tsv`` and
