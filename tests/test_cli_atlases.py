@@ -8,6 +8,7 @@ the tiny dataset's own grid (left and right brain halves).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 
 from ketflow.cli.parser import build_parser
-from ketflow.config import ConfigError, ExtraAtlas, load_config, packaged_file, parse_atlas_option, with_atlases
+from ketflow.config import ConfigError, ExtraAtlas, Override, load_config, packaged_file, parse_atlas_option
 from ketflow.io.atlases import atlas_grid_problems, resolve_atlas
 
 from conftest import TINY_CONFIG, run_cli
@@ -81,13 +82,19 @@ def test_atlas_options_and_configuration_are_validated(tmp_path):
     opts = parser.parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "--atlases", "circuit",
                               "x=/data/atlases"])
     assert opts.atlases == ["circuit", "x=/data/atlases"]
-    config = load_config()
-    renamed = config.model_copy(update={"circuit": config.circuit.model_copy(update={"name": "main"})})
-    assert [a.label for a in with_atlases(renamed, [parse_atlas_option("circuit")]).atlases] == ["circuit"]
+
+    def with_atlases(*atlases, name="circuit"):
+        return load_config(None, [Override("--atlases", "atlases", [a.model_dump(mode="json") for a in atlases]),
+                                  Override("-", "circuit.name", name)])
+
+    config = with_atlases(parse_atlas_option("circuit"), name="main")
+    assert [a.label for a in config.atlases] == ["circuit"]
+    assert config.command_line_overrides["--atlases"] == {"atlases": [
+        {"label": "circuit", "dataset": None, "dseg": None, "labels": None}]}
     with pytest.raises(ConfigError, match="label 'circuit' is the circuit's"):
-        with_atlases(config, [parse_atlas_option("circuit")])
+        with_atlases(parse_atlas_option("circuit"))
     with pytest.raises(ConfigError, match="listed more than once"):
-        with_atlases(renamed, [ExtraAtlas(label="circuit"), ExtraAtlas(label="circuit")])
+        with_atlases(ExtraAtlas(label="circuit"), ExtraAtlas(label="circuit"), name="main")
     with pytest.raises(ConfigError, match="--atlases Schaefer: .*not a packaged atlas"):
         parse_atlas_option("Schaefer")
 
@@ -111,18 +118,20 @@ def test_every_atlas_is_measured_and_named_in_the_outputs(atlas_run):
     func = out / "sub-01" / "ses-pre" / "func"
     prefix = f"sub-01_ses-pre_task-rest_space-{SPACE}"
     for atlas, names in (("circuit", None), ("anat", None), ("halves", ["left", "right"])):
-        series = pd.read_csv(func / f"{prefix}_atlas-{atlas}_stat-mean_timeseries.tsv", sep="\t")
+        series = pd.read_csv(func / f"{prefix}_atlas-{atlas}_stat-mean_bold.tsv", sep="\t")
         quality = pd.read_csv(func / f"{prefix}_atlas-{atlas}_desc-rois_qc.tsv", sep="\t")
         assert list(series.columns) == quality.loc[~quality["excluded"], "name"].tolist()
         if names:
             assert list(series.columns) == names
         relmat = pd.read_csv(func / f"{prefix}_atlas-{atlas}_stat-pearsoncorrelation_relmat.tsv", sep="\t", index_col=0)
         assert list(relmat.columns) == list(series.columns)
+        sidecar = json.loads(func.joinpath(f"{prefix}_atlas-{atlas}_stat-pearsoncorrelation_relmat.json").read_text())
+        assert sidecar["NodeFiles"][0].endswith(f"_atlas-{atlas}_dseg.nii.gz")  # BEP017: the atlas used
         assert (func / f"{prefix}_atlas-{atlas}_dseg.nii.gz").is_file()
     # the circuit and its copy as an extra atlas (nearest vs majority resampling, no grey matter)
     # measure the same regions
-    circuit = pd.read_csv(func / f"{prefix}_atlas-circuit_stat-mean_timeseries.tsv", sep="\t")
-    anat = pd.read_csv(func / f"{prefix}_atlas-anat_stat-mean_timeseries.tsv", sep="\t")
+    circuit = pd.read_csv(func / f"{prefix}_atlas-circuit_stat-mean_bold.tsv", sep="\t")
+    anat = pd.read_csv(func / f"{prefix}_atlas-anat_stat-mean_bold.tsv", sep="\t")
     shared = [c for c in circuit.columns if c in anat.columns]
     assert len(shared) >= 7
     r = [np.corrcoef(circuit[c], anat[c])[0, 1] for c in shared]
@@ -144,4 +153,4 @@ def test_an_atlas_on_another_grid_is_refused_before_processing(tiny_bids, tmp_pa
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"{dseg}: atlas 'bad' is not on the grid of" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not list(out.rglob("*_timeseries.tsv"))
+    assert not list(out.rglob("*_stat-mean_bold.tsv"))

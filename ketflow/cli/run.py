@@ -19,16 +19,9 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from .. import __version__  # noqa: E402
-from ..config import (  # noqa: E402
-    SLOPPY_GROUP,
-    ConfigError,
-    load_config,
-    parse_atlas_option,
-    sloppy_config,
-    with_atlases,
-)
+from ..config import SLOPPY_GROUP, ConfigError, load_config, sloppy_config  # noqa: E402
 from ..io.bids import InputError  # noqa: E402
-from .parser import USED_FILTER_KEYS, parse_args  # noqa: E402
+from .parser import USED_FILTER_KEYS, config_overrides, parse_args  # noqa: E402
 
 LOGGER = logging.getLogger("ketflow")
 
@@ -83,10 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         LOGGER.warning("%s: filters for %s are not used (ketflow selects %s files; the other inputs follow "
                        "their entities)", opts.bids_filter_file, unused, ", ".join(USED_FILTER_KEYS))
     try:
-        config = load_config(opts.config)
-        if opts.atlases:
-            config = with_atlases(config, [parse_atlas_option(entry) for entry in opts.atlases])
-    except ConfigError as err:
+        config = load_config(opts.config, config_overrides(opts))
+    except (ConfigError, ValueError) as err:
         return _fail(str(err), 2)
     if opts.sloppy:
         config = sloppy_config(config)

@@ -20,8 +20,11 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from ...config import Atlas, Circuit, Connectivity
 from ...interfaces.rois import ExtractROISignals
 from ...io.atlases import ResolvedAtlas
+from ...io.names import ROI_SERIES_SUFFIX
+from ...io.relmat import connectivity_sidecars, node_files
+from ...signal.connectivity import MEASURE_STATS
 from ...reports.boilerplate import paragraph
-from .connectivity import init_connectivity_wf
+from .connectivity import fc_measures, init_connectivity_wf
 from .outputs import Provenance, add_sink
 from .rois import init_rois_wf
 
@@ -93,8 +96,8 @@ def init_atlas_wf(atlas: ResolvedAtlas, circuit: Circuit, connectivity: Connecti
     add_sink(workflow, provenance, "roi_quality", rois_wf, "outputnode.quality_tsv", "qc", ".tsv", atlas=label,
              desc="rois", meta_from="outputnode.quality_json")
     stat = "mean" if circuit.signal == "mean" else "eigenvariate"
-    add_sink(workflow, provenance, "timeseries", signals, "timeseries", "timeseries", ".tsv", atlas=label, stat=stat,
-             meta=run_metadata)
+    add_sink(workflow, provenance, "timeseries", signals, "timeseries", ROI_SERIES_SUFFIX, ".tsv", atlas=label,
+             stat=stat, meta=run_metadata)
     add_sink(workflow, provenance, "coverage", signals, "coverage", "bold", ".tsv", atlas=label, stat="coverage")
     if connectivity is not None:
         connectivity_wf = init_connectivity_wf(
@@ -107,7 +110,9 @@ def init_atlas_wf(atlas: ResolvedAtlas, circuit: Circuit, connectivity: Connecti
                                                                           "events_file")]),
             (signals, connectivity_wf, [("timeseries", "inputnode.timeseries"), ("coverage", "inputnode.coverage")]),
         ])
+        stats = [stat for measure in fc_measures(connectivity) for stat in MEASURE_STATS[measure]]
         add_sink(workflow, provenance, "relmats", connectivity_wf, "outputnode.relmat_files", "relmat", ".tsv",
-                 atlas=label, entities_from={"stat": "outputnode.measures"}, meta_from="outputnode.qc_json")
+                 atlas=label, entities_from={"stat": "outputnode.measures"}, meta_from="outputnode.qc_json",
+                 meta_by_entity={"stat": connectivity_sidecars(stats, node_files(provenance.source_file[0], label))})
     return workflow
 
