@@ -314,13 +314,15 @@ def censor_every_volume(root: Path, run: Run) -> Path:
 
 
 def drop_roi_from_mask(root: Path, roi: str, run: Run) -> Path:
-    """Remove an ROI's voxels from a run's brain mask (signal dropout)."""
-    from ketflow.signal.rois import read_sphere_table, sphere_labels
+    """Remove an ROI's voxels (the default circuit's: the anatomical atlas region) from a run's
+    brain mask (signal dropout)."""
+    from ketflow.config import load_config
+    from ketflow.io.rois import circuit_roiset
 
     path = deriv(root, MASK, run)
     image = nb.load(path)
-    spheres = [s for s in read_sphere_table() if s.name == roi]
-    inside = sphere_labels(spheres, image.shape, image.affine) > 0
+    placed = circuit_roiset(load_config().circuit, image, np.ones(image.shape, bool), min_voxels=0)
+    inside = placed.labels == placed.names.index(roi) + 1
     assert (np.asanyarray(image.dataobj)[inside] > 0).any()
     return edit_image(path, data=lambda d: np.where(inside, 0, d).astype(d.dtype))
 

@@ -114,6 +114,8 @@ def test_report_has_every_section_and_figure(report):
     # the summary lists each run's inputs; the methods describe what ran, with references
     assert text.count("desc-preproc_bold.nii.gz") >= len(runs)
     assert "No run was excluded." in text
+    # each run's ROI quality table (desc-rois_qc.tsv): voxels, tSNR, dropout, coverage rule
+    assert text.count("ROI quality (atlas <code>circuit</code>)") == len(runs)
     methods = text[text.index('id="methods"'):text.index('id="errors"')]
     for phrase in ("Generalized PPI", "McLaren", "Dynamic causal modelling", "Ledoit", "References"):
         assert phrase in methods

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS, Denoising, Override
+from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS, Denoising, Override, parse_atlas_option
 from ..io.confounds import STRATEGIES as DENOISING_STRATEGIES
 
 #: Keys of a ``--bids-filter-file`` that ketflow reads (companion files follow the BOLD's entities).
@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     xcpd.add_argument("--smoothing", type=_non_negative_float, metavar="FWHM",
                       help="Gaussian smoothing in mm FWHM of the first-level maps of the voxelwise group "
                            "analysis (group.voxelwise.smoothing_fwhm; ketflow smooths nowhere else); 0: none")
+    xcpd.add_argument("--atlases", nargs="+", metavar="ATLAS",
+                      help="atlases measured beside the circuit in every run (atlases): LABEL for a packaged "
+                           "atlas (circuit), LABEL=FOLDER for a BEP038 atlas dataset (tpl-<space>_atlas-<LABEL>"
+                           "_dseg.nii.gz + .tsv), LABEL=FILE for a dseg on the runs' grid (its .tsv beside it); "
+                           "outputs are named atlas-<LABEL>")
 
     perf = parser.add_argument_group("Performance and execution")
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
@@ -189,6 +194,9 @@ def config_overrides(opts: argparse.Namespace) -> list[Override]:
         overrides.append(Override("--min-time", "denoising.min_time_s", opts.min_time or None))
     if opts.smoothing is not None:
         overrides.append(Override("--smoothing", "group.voxelwise.smoothing_fwhm", opts.smoothing))
+    if opts.atlases:
+        overrides.append(Override("--atlases", "atlases",
+                                  [parse_atlas_option(entry).model_dump(mode="json") for entry in opts.atlases]))
     return overrides
 
 

@@ -59,6 +59,7 @@ class RunInputs:
     start_time: float
     n_volumes: int
     extra_entities: dict = field(default_factory=dict)
+    gm_probseg: str | None = None
 
     @property
     def entities(self) -> dict:
@@ -342,6 +343,7 @@ def _check_run(bold, raw, deriv, tasks, problems) -> RunInputs | None:
     if len(problems) > n_before or image_info is None or tr is None or start_time is None:
         return None
     extra = {k: ent[k] for k in ("acquisition",) if k in ent}
+    gm_probseg = _grey_matter_probseg(deriv, ent)
     return RunInputs(
         subject=ent["subject"],
         session=ent.get("session"),
@@ -357,7 +359,27 @@ def _check_run(bold, raw, deriv, tasks, problems) -> RunInputs | None:
         start_time=start_time,
         n_volumes=image_info["n_volumes"],
         extra_entities={"acq": extra["acquisition"]} if extra else {},
+        gm_probseg=gm_probseg,
     )
+
+
+def _grey_matter_probseg(deriv, ent: dict) -> str | None:
+    """fMRIPrep's ``label-GM_probseg`` of the run's subject in the run's output space (the run's
+    session's when there are several, else the subject-level one; the run's ``res-`` preferred),
+    or None. Any grid of the space will do: it is interpolated onto the BOLD grid."""
+    if not ent.get("space"):
+        return None
+    found = deriv.get(subject=ent["subject"], space=ent["space"], label="GM", suffix="probseg",
+                      extension=[".nii.gz", ".nii"], return_type="object", invalid_filters="drop")
+    if not found:
+        return None
+
+    def rank(image):
+        image_ent = image.get_entities()
+        return (image_ent.get("session") not in (ent.get("session"), None),
+                image_ent.get("session") != ent.get("session"),
+                image_ent.get("res") != ent.get("res"), image.path)
+    return str(min(found, key=rank).path)
 
 
 def _describe(query: dict) -> str:

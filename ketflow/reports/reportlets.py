@@ -239,6 +239,21 @@ def exclusions_html(sub_dir: Path, subject: str) -> str:
     return _table(list(table.columns), [[html.escape(v) for v in row] for row in table.itertuples(index=False)])
 
 
+def roi_quality_html(run: RunOutputs) -> str:
+    """A small table per atlas of the run's ROI quality (``desc-rois_qc.tsv``): voxels, tSNR,
+    dropout and the coverage rule's decision; empty when the run has none."""
+    out = ""
+    for path in run.files("qc", ".tsv", atlas="*", desc="rois"):
+        table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a", "NaN", "nan"])
+        rows = [[html.escape(str(r.name)), _num(r.n_voxels), _num(r.tsnr, "{:.1f}"),
+                 _num(100 * r.dropout_fraction, "{:.0f}"),
+                 f'<span class="text-danger">excluded: {html.escape(str(r.reason))}</span>' if r.excluded else "kept"]
+                for r in table.itertuples()]
+        out += (f'<p class="small mb-0">ROI quality (atlas <code>{html.escape(parse_name(path)[0]["atlas"])}</code>)'
+                "</p>" + _table(["ROI", "voxels", "tSNR (median)", "dropout %", "coverage rule"], rows))
+    return out
+
+
 def run_summary(run: RunOutputs, errors: list[ReportletError]) -> str:
     """HTML summary of one run: inputs, volumes, censoring, QC and the figures that failed."""
     n = _volume_counts(run)
@@ -259,7 +274,7 @@ def run_summary(run: RunOutputs, errors: list[ReportletError]) -> str:
             items.append((f"ROI voxels ({parse_name(dseg)[0]['atlas']})", ", ".join(
                 f"{html.escape(str(r.name))} {int(r.n_voxels)}" for r in table.itertuples())))
     body = "".join(f"<dt class=\"col-sm-3\">{html.escape(k)}</dt><dd class=\"col-sm-9\">{v}</dd>" for k, v in items)
-    out = f'<dl class="row small mb-1">{body}</dl>'
+    out = f'<dl class="row small mb-1">{body}</dl>' + roi_quality_html(run)
     if errors:
         out += ('<div class="alert alert-warning py-1 small">Figures that could not be made: '
                 + "; ".join(f"{html.escape(e.what)} ({html.escape(e.message)})" for e in errors) + "</div>")

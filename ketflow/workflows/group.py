@@ -160,7 +160,11 @@ def build_features(opts, config: AnalysisConfig) -> FeatureTable:
             covariates=config.clinical.covariates, scores=config.clinical.scores,
             sessions=[config.sessions.baseline, config.sessions.followup], excluded_runs=excluded_runs,
             max_missing_fraction=config.group.max_missing_fraction,
-            sources={"measures": "participant-level derivatives", "clinical": "sessions.tsv / phenotype",
+            sources={"measures": "participant-level derivatives (a session's runs pooled: activation and gPPI ROI "
+                                 + {"precision": "estimates by inverse-variance weights",
+                                    "equal": "estimates by equal weights"}[config.glm.run_pooling]
+                                 + "; connectivity by the mean Fisher z; DCM by Bayesian parameter averaging)",
+                     "clinical": "sessions.tsv / phenotype",
                      "participants": "participants.tsv"})
     except ValueError as err:
         raise InputError([f"{out_dir}: cannot build the group feature table: {err}"]) from err
