@@ -77,11 +77,13 @@ _GAP_TOL_MAX = 1e-4
 # in the same order, so the solutions do not depend on what was reused.
 _X, _CROSSING, _U, _THETA, _FLOAT_STATE = range(5)
 _N_VECS = 5
-_SUPPORT, _ACTIVE, _IN_ACTIVE, _FACTOR_SUPPORT, _S_SUPPORT, _INT_STATE = range(6)
-_N_IDX = 6
+_SUPPORT, _ACTIVE, _IN_ACTIVE, _FACTOR_SUPPORT, _S_SUPPORT, _GRAD_SUPPORT, _ZEROS, _INT_STATE = range(8)
+_N_IDX = 8
 #: Entries of the state rows: the length of the support whose factor is in M (−1: none), its kind,
-#: the length of the support whose F_A F_Aᵀ is in S (−1: none); the λ2 of the factor.
-_FACTOR_M, _FACTOR_KIND, _S_M = range(3)
+#: the length of the support whose F_A F_Aᵀ is in S (−1: none), the length of the support of the
+#: last gradient whose entries on that support were skipped (−1: the gradient is complete); the λ2
+#: of the factor.
+_FACTOR_M, _FACTOR_KIND, _S_M, _GRAD_M = range(4)
 _FACTOR_LAM2 = 0
 #: Kinds of factor: of G_AA + λ2 I (_DIRECT) or of λ2 I + F_A F_Aᵀ (_WOODBURY).
 _DIRECT, _WOODBURY = 0, 1
@@ -249,6 +251,55 @@ def _gradient(G, F, c, w, m, grad, vecs, idx):
 
 
 @njit(cache=True, nogil=True)
+def _zeros_gradient(G, F, c, w, m, grad, vecs, idx):
+    """:func:`_gradient` at the coordinates where w is 0 only (all that the active-set search reads);
+    the support is recorded for :func:`_complete_gradient`.  The entries computed are the very
+    numbers :func:`_gradient` gives."""
+    p = w.shape[0]
+    r = F.shape[0]
+    n_zero = 0
+    for j in range(p):  # branch-free list of the zero coordinates
+        idx[_ZEROS, n_zero] = j
+        n_zero += w[j] == 0.0
+    if 0 < r < m:
+        for i in range(r):
+            acc = 0.0
+            for a in range(m):
+                ja = idx[_SUPPORT, a]
+                acc += F[i, ja] * w[ja]
+            vecs[_U, i] = acc
+        for z in range(n_zero):
+            j = idx[_ZEROS, z]
+            acc = c[j]
+            for i in range(r):
+                acc -= F[i, j] * vecs[_U, i]
+            grad[j] = acc
+    else:
+        for z in range(n_zero):
+            j = idx[_ZEROS, z]
+            acc = c[j]
+            for a in range(m):
+                ja = idx[_SUPPORT, a]
+                acc -= G[j, ja] * w[ja]
+            grad[j] = acc
+    for a in range(m):
+        idx[_GRAD_SUPPORT, a] = idx[_SUPPORT, a]
+    idx[_INT_STATE, _GRAD_M] = m
+
+
+@njit(cache=True, nogil=True)
+def _complete_gradient(G, F, c, w, grad, vecs, idx):
+    """After :func:`_zeros_gradient` (w unchanged since), the rest of grad = c − G w: the numbers
+    :func:`_gradient` on the same support would have given (coordinate descent needs them all)."""
+    m = idx[_INT_STATE, _GRAD_M]
+    if m >= 0:
+        for a in range(m):
+            idx[_SUPPORT, a] = idx[_GRAD_SUPPORT, a]
+        _gradient(G, F, c, w, m, grad, vecs, idx)
+        idx[_INT_STATE, _GRAD_M] = -1
+
+
+@njit(cache=True, nogil=True)
 def _feature_sign(G, F, c, w, grad, lam1, lam2, M, S, vecs, idx, max_steps):
     """Exact solution by an active-set (feature-sign) search from the warm start ``w``; False if it
     stalls or meets a singular system (``w``, ``grad`` are then still a valid, improved iterate).
@@ -332,7 +383,7 @@ def _feature_sign(G, F, c, w, grad, lam1, lam2, M, S, vecs, idx, max_steps):
                 vecs[_THETA, kept] = vecs[_THETA, a]
                 kept += 1
         m = kept
-        _gradient(G, F, c, w, m, grad, vecs, idx)
+        _zeros_gradient(G, F, c, w, m, grad, vecs, idx)
         at_minimum = step == 1.0
     return False
 
@@ -413,6 +464,7 @@ def _solve(G, F, c, w, grad, n_active, lam1, lam2, tol2, yy, max_sweeps, M, S, v
     p = w.shape[0]
     done = _feature_sign(G, F, c, w, grad, lam1, lam2, M, S, vecs, idx, 4 * p + 10)
     if not done:
+        _complete_gradient(G, F, c, w, grad, vecs, idx)
         everyone = np.arange(p)
         active = idx[_ACTIVE]
     sweeps = 0
@@ -451,16 +503,18 @@ def _note_active(w, n_active, idx):
 @njit(cache=True, nogil=True)
 def _work(p):
     """Scratch arrays (M, S, vecs, idx), see _X … _INT_STATE; nothing kept yet."""
-    idx = np.zeros((_N_IDX, max(p, 3)), dtype=np.int64)
+    idx = np.zeros((_N_IDX, max(p, 4)), dtype=np.int64)
     idx[_INT_STATE, _FACTOR_M] = -1
     idx[_INT_STATE, _S_M] = -1
+    idx[_INT_STATE, _GRAD_M] = -1
     return np.zeros((p, p)), np.zeros((p, p)), np.zeros((_N_VECS, max(p, 1))), idx
 
 
 @njit(cache=True, nogil=True)
 def _restart_path(idx):
-    """A path starts at w = 0 with no active coordinates."""
+    """A path starts at w = 0 (the gradient is then complete: c) with no active coordinates."""
     idx[_IN_ACTIVE, :] = 0
+    idx[_INT_STATE, _GRAD_M] = -1
 
 
 @njit(cache=True, nogil=True)
