@@ -200,8 +200,33 @@ def test_missing_session_and_excluded_rest_run_are_listed_not_fatal(study, group
     reasons = _subjects(group, "task").set_index("subject")["reason"]
     assert reasons["02"] == "" and reasons["03"].startswith("missing") and "predictor(s)" in reasons["03"]
     assert "fc_rest" in _subjects(group, "change").set_index("subject").loc["02", "reason"]
+    text = (copy / "group.html").read_text()
+    assert "mean FD 0.8 mm &gt; 0.5 mm" in text[text.index('id="exclusions"'):]  # the excluded run, listed
     # PEB needs baseline DCMs and the clinical change only
     assert _included(group, "peb") == _included(intact, "peb") and "03" in _included(group, "peb")
+
+
+def test_a_fully_excluded_subject_is_listed_and_not_fatal(study, tmp_path):
+    """sub-04 lost every run to quality control at the participant level (exit 0 there): the group
+    level runs on the others and its report names sub-04 as excluded, with each run's reason."""
+    bids, out = study
+    copy = _copy_outputs(out, tmp_path)
+    sub = copy / "sub-04"
+    for path in sub.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+    (sub / "sub-04_exclusions.tsv").write_text(
+        "session\ttask\trun\treason\n" + "".join(
+            f"{ses}\t{task}\t\t12 of 60 volumes remain after censoring; quality-control rule denoising.min_volumes\n"
+            for ses in ("post", "pre") for task in ("conflict", "faces", "rest")))
+    proc = run_cli(bids, copy, "group", "-w", tmp_path / "work", "--config", CONFIG)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (copy / "group.html").read_text()
+    section = text[text.index('id="exclusions"'):]
+    assert "1 subject(s) excluded</strong>" in section
+    assert '<a href="sub-04/sub-04_exclusions.tsv">sub-04</a>' in section
+    assert section.count("quality-control rule denoising.min_volumes") == 6
+    assert "04" not in _included(copy / "group", "change")
 
 
 def _bad_input(study, tmp_path, damage) -> tuple:

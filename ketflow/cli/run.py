@@ -1,8 +1,9 @@
 """The ``ketflow`` entry point: parse, validate, build and run the workflow, report.
 
-Exit status (as fMRIPrep): 0 success; 2 bad arguments or configuration (unknown
-participant, session or task labels included); 1 invalid inputs or any failed node/report
-(the summary names each crash file), or an unexpected error.  Errors are printed as
+Exit status (as fMRIPrep): 0 success, also when quality control excluded runs or whole
+subjects (exclusion is not failure: the summary and ``sub-XX_exclusions.tsv`` name them); 2 bad
+arguments or configuration (unknown participant, session or task labels included); 1 invalid
+inputs or any failed node/report (the summary names each crash file), or an unexpected error.  Errors are printed as
 messages, never as a bare traceback; ``-v`` adds the traceback of an unexpected error.
 """
 

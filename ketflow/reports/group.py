@@ -2,7 +2,7 @@
 
 Sections: clinical scores per arm; the feature table (per measure family and arm: subjects,
 missing values, mean change ± SD; columns too often missing to be used; every missing value
-with its reason); the a-priori model first (standardised β, cross-validated error at the
+with its reason); the runs and subjects excluded at the participant level; the a-priori model first (standardised β, cross-validated error at the
 selected penalty, nested-CV R², ΔR² over the arm); the models (fitted or skipped, subjects
 included and left out); one section per fitted model (out-of-sample performance with intervals and permutation
 p-values, retained features, figures); PEB over DCM; links to every participant's report.
@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import __version__
 from ..config import SLOPPY_GROUP, AnalysisConfig
+from ..io.collect import read_exclusions
 from ..io.write import write_text
 from .boilerplate import REFERENCES
 from .group_inference import inference_methods_text, inference_references, inference_section
@@ -167,6 +168,35 @@ def _feature_section(group: Path, config: AnalysisConfig) -> list[str]:
         "and item, with the reason.</p>",
         _details("Missing values and their reasons", _html_table(missing)) if len(missing) else "",
     ]
+    return parts
+
+
+def fully_excluded_subjects(out_dir: Path, exclusions: pd.DataFrame) -> list[str]:
+    """Subjects with exclusion records and no participant-level output besides them (every run
+    excluded by quality control, so nothing was processed)."""
+    def has_outputs(subject: str) -> bool:
+        folder = out_dir / f"sub-{subject}"
+        return any(p.is_file() and p.name != f"sub-{subject}_exclusions.tsv" and "figures" not in p.parts
+                   for p in folder.rglob("*"))
+
+    return [s for s in sorted(exclusions["subject"].unique()) if not has_outputs(s)]
+
+
+def exclusion_section(out_dir: Path) -> list[str]:
+    """Runs and subjects excluded at the participant level (``sub-*/sub-*_exclusions.tsv``):
+    whole subjects first, then every excluded or absent run with its reason."""
+    table = read_exclusions(out_dir)
+    parts = ['<h2 id="exclusions">Exclusions</h2>']
+    if table.empty:
+        return parts + ["<p>No run was excluded at the participant level.</p>"]
+    whole = fully_excluded_subjects(out_dir, table)
+    if whole:
+        links = ", ".join(f'<a href="sub-{s}/sub-{s}_exclusions.tsv">sub-{html.escape(s)}</a>' for s in whole)
+        parts.append(f"<p><strong>{len(whole)} subject(s) excluded</strong> (every run excluded by a "
+                     f"quality-control rule, nothing processed): {links}.</p>")
+    parts.append(f"<p>{len(table)} run(s) excluded or absent, of {table['subject'].nunique()} subject(s):</p>")
+    shown = table.assign(subject="sub-" + table["subject"])
+    parts.append(f'<div class="scroll">{_html_table(shown)}</div>')
     return parts
 
 
@@ -335,6 +365,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
              + (" (<strong>as low as --sloppy sets them: for testing only, do not report these p-values and selection "
                 "frequencies</strong>)" if _is_sloppy(config) else "") + ".</p>"]
     parts += _feature_section(group, config)
+    parts += exclusion_section(out_dir)
     models = _read(group / "models.tsv") if (group / "models.tsv").is_file() else None
     if models is None:
         parts.append('<p class="warning">group/models.tsv is missing: no model outputs to report.</p>')

@@ -72,6 +72,7 @@ def discover_inputs(opts, config: AnalysisConfig) -> Discovery:
         participant_labels=opts.participant_label,
         session_labels=opts.session_label,
         bids_filters=opts.bids_filter_file_dict,
+        exclude=(opts.output_dir, opts.work_dir),
     )
 
 
@@ -131,11 +132,13 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
 
     report_status = build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs, methods=methods,
                                   bold_caches=caches)
-    # A subject left with no run to process is a failure (docs/inputs.md), though the others go on.
+    # Exclusion is not failure (docs/inputs.md): a subject every run of which a quality-control
+    # rule excluded is reported as excluded and the status stays 0, so that one high-motion
+    # participant does not fail a SLURM array task and hold back the group job (afterok).
     unprocessed = sorted(set(discovery.subjects) - {r.subject for r in runs})
     _print_summary(out_dir, runs, exclusions + discovery.skipped, crash_files, unprocessed,
                    stopped=bool(crash_files) and opts.stop_on_first_crash)
-    return 1 if crash_files or report_status or unprocessed else 0
+    return 1 if crash_files or report_status else 0
 
 
 EXCLUSION_COLUMNS = ["subject", "session", "task", "run", "reason"]
@@ -169,7 +172,7 @@ def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict
 def _print_summary(out_dir: Path, runs, exclusions, crash_files, unprocessed, stopped: bool = False) -> None:
     """Print one line per run: processed, FAILED (node, error, crash file) or excluded.
 
-    ``unprocessed``: subjects every run of which was excluded; ``stopped``: the run stopped at
+    ``unprocessed``: subjects every run of which was excluded (not a failure); ``stopped``: the run stopped at
     its first crash, so other runs may be unfinished.
     """
     crashes = [(path, *crash_info(path)) for path in crash_files]
@@ -196,7 +199,8 @@ def _print_summary(out_dir: Path, runs, exclusions, crash_files, unprocessed, st
     if crash_files:
         lines.append(f"{len(crash_files)} node(s) FAILED; crash files in {out_dir / 'logs' / 'crash'}")
     for subject in unprocessed:
-        lines.append(f"sub-{subject}: every run was excluded, nothing was processed (reasons in "
-                     f"{out_dir / f'sub-{subject}' / f'sub-{subject}_exclusions.tsv'})")
+        lines.append(f"sub-{subject}: EXCLUDED, every run was excluded by a quality-control rule (docs/inputs.md) "
+                     f"and nothing was processed; reasons in "
+                     f"{out_dir / f'sub-{subject}' / f'sub-{subject}_exclusions.tsv'} (an exclusion, not a failure)")
     lines.append(f"Outputs: {out_dir}; logs: {out_dir / 'logs'}")
     print("\n".join(lines))
