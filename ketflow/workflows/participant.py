@@ -102,7 +102,7 @@ def report_inputs(workflow, runs: list[RunInputs], subjects: list[str], config: 
 
 def run_participant_level(opts, config: AnalysisConfig) -> int:
     """Run the participant level; returns the exit status (0 success, 1 any failure)."""
-    from ..reports.participant import build_reports
+    from .reports import run_reports
 
     discovery = discover_inputs(opts, config)
     tasks = list(selected_tasks(opts, config))
@@ -117,8 +117,7 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
         return 0
     methods, caches = report_inputs(workflow, runs, discovery.subjects, config, opts.work_dir)
     if opts.reports_only:
-        return 1 if build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs, methods=methods,
-                                  bold_caches=caches) else 0
+        return 1 if run_reports(out_dir, discovery.subjects, config, opts, methods=methods, bold_caches=caches) else 0
 
     for path in remove_partial_files(out_dir, discovery.subjects):
         LOGGER.info("removed %s, left by an interrupted run", path)
@@ -130,8 +129,7 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
     else:
         LOGGER.warning("no run left to process after exclusions")
 
-    report_status = build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs, methods=methods,
-                                  bold_caches=caches)
+    report_status = run_reports(out_dir, discovery.subjects, config, opts, methods=methods, bold_caches=caches)
     # Exclusion is not failure (docs/inputs.md): a subject every run of which a quality-control
     # rule excluded is reported as excluded and the status stays 0, so that one high-motion
     # participant does not fail a SLURM array task and hold back the group job (afterok).
