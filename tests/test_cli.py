@@ -18,7 +18,7 @@ SELECT = ["--skip-bids-validation", "--config", TINY_CONFIG, "--boilerplate-only
 REQUIRED_OPTIONS = [
     "--participant-label", "--session-label", "--task", "--derivatives", "--space", "--bids-filter-file",
     "--skip-bids-validation", "--work-dir", "--nprocs", "--omp-nthreads", "--mem-gb", "--plugin",
-    "--plugin-args", "--config", "--stop-on-first-crash", "--reports-only", "--boilerplate-only",
+    "--plugin-args", "--config", "--stop-on-first-crash", "--clean-workdir", "--reports-only", "--boilerplate-only",
     "--verbose", "--version",
 ]
 
@@ -80,6 +80,12 @@ def test_outputs_inside_the_bids_dataset(tiny_bids_copy, tmp_path):
     for uri in sources:  # every source resolves through the links
         name, _, rel = uri.removeprefix("bids:").partition(":")
         assert (out / links[name] / rel).is_file(), uri
+    # --clean-workdir: ketflow's folders go after success, a file of another tool stays
+    (tmp_path / "work" / "other-tool.txt").write_text("kept")
+    proc = run_cli(*args, "--clean-workdir")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["other-tool.txt"]
+    assert "--clean-workdir: removed" in proc.stdout
 
 
 def test_bad_analysis_level(tiny_bids, tmp_path):

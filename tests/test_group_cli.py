@@ -125,6 +125,9 @@ def test_group_report_links_and_figures_exist(group_run):
     assert len(objects) == 3 * 4 + 2  # every fitted model's four figures and the two PEB analyses' 
     for tag, link in parser.links:
         assert not link.startswith(("http:", "https:", "/")), link
+        if link.startswith("#"):  # the navigation bar: a section of the page
+            assert f'id="{link[1:]}"' in text, link
+            continue
         target = out / link
         assert target.is_file() and target.stat().st_size > 0, f"<{tag}> {link}"
     assert sum(link.startswith("sub-") and link.endswith(".html") for _, link in parser.links) == 6

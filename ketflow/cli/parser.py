@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="JSON/YAML file of Nipype plugin arguments (e.g. sbatch_args)")
     perf.add_argument("--stop-on-first-crash", action="store_true",
                       help="stop at the first failing node instead of running what remains")
+    perf.add_argument("--clean-workdir", action="store_true",
+                      help="remove ketflow's folders from the work directory after a successful run (as "
+                           "fMRIPrep; a rerun then starts from scratch)")
 
     other = parser.add_argument_group("Other")
     other.add_argument("--reports-only", action="store_true",
