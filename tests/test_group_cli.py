@@ -232,6 +232,32 @@ def test_a_fully_excluded_subject_is_listed_and_not_fatal(study, tmp_path):
     assert "04" not in _included(copy / "group", "change")
 
 
+def test_outputs_of_different_configurations_are_refused_unless_one_is_chosen(study, tmp_path):
+    """sub-02 was rerun with another configuration: the group level names every subject's
+    configuration and exits 1; --participant-config-hash chooses which outputs to use."""
+    bids, out = study
+    copy = _copy_outputs(out, tmp_path)
+    original = json.loads(next(copy.glob("sub-01/ses-pre/func/*_timeseries.json")).read_text())["GeneratedBy"]
+    other = "f" * 64
+    for sidecar in copy.glob("sub-02/**/*.json"):
+        meta = json.loads(sidecar.read_text())
+        if isinstance(meta.get("GeneratedBy"), dict):
+            meta["GeneratedBy"]["ConfigHash"] = other
+            sidecar.write_text(json.dumps(meta))
+    proc = run_cli(bids, copy, "group", "-w", tmp_path / "work", "--config", CONFIG)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "different configurations or ketflow versions" in proc.stderr
+    assert f"sub-02: configuration {other[:12]} (ketflow {original['Version']})" in proc.stderr
+    assert f"sub-01: configuration {original['ConfigHash'][:12]}" in proc.stderr
+    assert not (copy / "group").exists()
+    proc = run_cli(bids, copy, "group", "-w", tmp_path / "work", "--config", CONFIG,
+                   "--participant-config-hash", original["ConfigHash"][:12])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sub-02 left out" in proc.stdout
+    features = pd.read_csv(copy / "group" / "features.tsv", sep="\t", dtype={"subject": str})
+    assert "02" not in set(features["subject"]) and len(features) == 5
+
+
 def _bad_input(study, tmp_path, damage) -> tuple:
     bids, out = study
     clinical = _clinical_copy(bids, tmp_path)

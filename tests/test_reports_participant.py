@@ -136,11 +136,19 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         pytest.skip("no Chromium binary found (CHROMIUM, chromium, chromium-browser, google-chrome); "
                     "install it with `apt-get install -y chromium`")
     shot = tmp_path / "report.png"
+    # the runs open on demand (<details>): a copy of the page beside it with every run open
+    text = report.read_text(encoding="utf-8")
+    assert text.count('<details class="run">') == len(processed_runs(report.parent, "01"))
+    opened = report.with_name(f"{report.stem}-opened-{os.getpid()}.html")
+    opened.write_text(text.replace('<details class="run">', '<details class="run" open>'), encoding="utf-8")
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
-           "--hide-scrollbars", report.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+           "--hide-scrollbars", opened.resolve().as_uri()]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    finally:
+        opened.unlink()
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert pixels.shape == (4000, 1280, 3)

@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="remove ketflow's folders from the work directory after a successful run (as "
                            "fMRIPrep; a rerun then starts from scratch)")
 
+    grp = parser.add_argument_group("Group level")
+    grp.add_argument("--participant-config-hash", metavar="HASH",
+                     help="use only participant outputs made with this configuration (a prefix of its SHA-256, "
+                          "ConfigHash in the sidecars); by default outputs of different configurations are refused")
+    grp.add_argument("--participant-version", metavar="VERSION",
+                     help="use only participant outputs made with this ketflow version; by default outputs of "
+                          "different versions are refused")
+
     other = parser.add_argument_group("Other")
     other.add_argument("--reports-only", action="store_true",
                        help="only rebuild the HTML reports from existing outputs")

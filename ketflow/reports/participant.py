@@ -38,11 +38,13 @@ from ..config import AnalysisConfig, ConfigError, load_config, packaged_file
 from ..io.write import copy_file, write_text
 from .boilerplate import data_sentence, methods_from_desc
 from .outputs import find_runs
-from .reportlets import ReportletError, write_subject_fragments
+from .reportlets import ReportletError, write_if_changed, write_subject_fragments
+from .summary import key_numbers_html
 
 LOGGER = logging.getLogger("ketflow")
 
 SPEC = "reports/participant.yml"
+TEMPLATE = "reports/participant.tpl"
 STYLESHEET = "reports/bootstrap.min.css"
 
 
@@ -147,6 +149,8 @@ def build_subject_page(out_dir: Path, subject: str, config: AnalysisConfig, meth
     runs = find_runs(out_dir, subject, session_order=[config.sessions.baseline, config.sessions.followup],
                      task_order=list(config.tasks))
     write_subject_fragments(out_dir, subject, runs, config, figure_errors)
+    write_if_changed(out_dir / f"sub-{subject}" / "figures" / f"sub-{subject}_desc-keynumbers_bold.html",
+                     key_numbers_html(out_dir, subject, config))
     css = out_dir / f"sub-{subject}" / "figures" / Path(STYLESHEET).name
     if not css.is_file() or css.read_bytes() != packaged_file(STYLESHEET).read_bytes():
         copy_file(packaged_file(STYLESHEET), css)
@@ -169,8 +173,8 @@ def page_inputs_digest(out_dir: Path, subject: str, config: AnalysisConfig, meth
     """SHA-256 over everything ``sub-<subject>.html`` is made from: the subject's output files and
     figures (not the HTML fragments and stylesheet made from them; files under 1 MB by their
     content, as some are rewritten unchanged on every run, larger ones by size and modification
-    time), the crash files, the methods text, the failed figures, the configuration and the
-    ketflow version.  Equal digests: the page would come out the same."""
+    time), the crash files, the methods text, the failed figures, the configuration, the
+    ketflow version and the report's specification and template.  Equal digests: the page would come out the same."""
     out_dir = Path(out_dir)
     entries = []
     for path in sorted((out_dir / f"sub-{subject}").rglob("*")):
@@ -181,4 +185,5 @@ def page_inputs_digest(out_dir: Path, subject: str, config: AnalysisConfig, meth
             entries.append(f"{path.relative_to(out_dir)}:{stamp}")
     entries += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted((out_dir / "logs" / "crash").glob("crash-*"))]
     entries += [__version__, config.digest(), methods, json.dumps([vars(e) for e in figure_errors], sort_keys=True)]
+    entries += [hashlib.sha256(packaged_file(name).read_bytes()).hexdigest() for name in (SPEC, TEMPLATE)]
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()
