@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
@@ -100,6 +103,14 @@ class Denoising(_Strict):
     band_pass_rest: tuple[float, float] | None = None
     min_volumes: int = Field(default=MIN_VOLUMES, ge=2)
     min_dof: int = Field(default=MIN_DOF, ge=1)
+    #: Least usable data after censoring, in seconds (XCP-D's ``--min-time``); None: volumes only.
+    min_time_s: float | None = Field(default=None, ge=0)
+
+    def required_volumes(self, tr: float) -> int:
+        """Volumes a run of repetition time ``tr`` (s) must keep: ``min_volumes``, or more to
+        cover ``min_time_s`` seconds."""
+        from_time = math.ceil(self.min_time_s / tr - 1e-9) if self.min_time_s else 0
+        return max(self.min_volumes, from_time)
 
     @field_validator("band_pass_rest")
     @classmethod
@@ -554,6 +565,9 @@ class AnalysisConfig(_Strict):
     measures: Measures = Field(default_factory=Measures)
     group: Group = Field(default_factory=Group)
     peb: PEBSettings = Field(default_factory=PEBSettings)
+    #: Settings given on the command line for this run (:func:`load_config`): option -> the
+    #: field it set and its value.  Set by ketflow, not in configuration files.
+    command_line_overrides: dict[str, dict] = Field(default_factory=dict)
 
     @field_validator("tasks")
     @classmethod
@@ -718,10 +732,23 @@ def sloppy_config(config: AnalysisConfig) -> AnalysisConfig:
                                                                        "inference": inference})})
 
 
-def load_config(path: Path | str | None = None) -> AnalysisConfig:
+@dataclass(frozen=True)
+class Override:
+    """One command-line setting for one run (XCP-D-style options): ``option`` sets ``field``
+    (dotted path in the configuration, e.g. ``denoising.fd_threshold``) to ``value``."""
+
+    option: str
+    field: str
+    value: Any
+
+
+def load_config(path: Path | str | None = None, overrides: Sequence[Override] = ()) -> AnalysisConfig:
     """Load and validate an analysis configuration (YAML or JSON); ``None`` loads the default.
 
     Relative paths inside the file (sphere table, atlas) are resolved against the file's folder.
+    ``overrides`` set fields for this run; each is recorded in ``command_line_overrides``.  An
+    override of a field that the given file sets to another value is refused (the packaged
+    default configuration may be overridden freely).
 
     Raises
     ------
@@ -740,12 +767,32 @@ def load_config(path: Path | str | None = None) -> AnalysisConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the configuration must be a mapping of sections, got {type(raw).__name__}")
     _resolve_relative_paths(raw, path.parent)
+    _apply_overrides(raw, overrides, path if path != packaged_file(DEFAULT_CONFIG) else None)
     try:
         return AnalysisConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid analysis configuration:\n{_format_errors(err)}") from err
     except ConfigError as err:  # raised while cross-checking ROI tables
         raise ConfigError(f"{path}: {err}") from err
+
+
+def _apply_overrides(raw: dict, overrides: Sequence[Override], user_file: Path | None) -> None:
+    """Set each override's field in ``raw``; ConfigError if ``user_file`` sets it otherwise."""
+    recorded = {}
+    for override in overrides:
+        *sections, key = override.field.split(".")
+        node = raw
+        for section in sections:
+            child = node.get(section) if isinstance(node, dict) else None
+            node[section] = child = child if isinstance(child, dict) else {}
+            node = child
+        if user_file is not None and key in node and node[key] != override.value:
+            raise ConfigError(f"{user_file}: {override.field} is {node[key]!r} in this file but {override.option} "
+                              f"sets it to {override.value!r}; remove one of them")
+        node[key] = override.value
+        recorded.setdefault(override.option, {})[override.field] = override.value
+    if recorded:
+        raw["command_line_overrides"] = recorded
 
 
 def _resolve_relative_paths(raw: dict, base: Path) -> None:

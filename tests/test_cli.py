@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from ketflow import __version__
@@ -194,7 +196,7 @@ def test_participant_level_end_to_end(tiny_run, tiny_bids):
     for subject in ("01", "02"):
         assert (out / f"sub-{subject}.html").is_file()
         assert (out / f"sub-{subject}" / f"sub-{subject}_exclusions.tsv").is_file()
-    series = sorted(out.glob("sub-*/ses-*/func/*_atlas-circuit_stat-mean_timeseries.tsv"))
+    series = sorted(out.glob("sub-*/ses-*/func/*_atlas-circuit_stat-mean_bold.tsv"))
     processed = {(p.name.split("_")[0], p.name.split("_")[1], p.name.split("_")[2]) for p in series}
     assert len(processed) == len(series) == 12  # 2 subjects x 2 sessions x 3 tasks
     sidecar = json.loads(series[0].with_suffix(".json").read_text())
@@ -209,10 +211,89 @@ def test_outputs_are_a_pybids_derivatives_dataset(tiny_run):
 
     _, out, _ = tiny_run
     layout = BIDSLayout(out, validate=False, is_derivative=True, config=["bids", "derivatives"])
-    found = layout.get(suffix="timeseries", extension=".tsv", subject="01", session="pre", task="faces")
+    found = layout.get(suffix="bold", extension=".tsv", subject="01", session="pre", task="faces")
     assert any("stat-mean" in Path(f.path).name for f in found)
     assert set(layout.get_subjects()) == {"01", "02"}
     assert set(layout.get_tasks()) == {"faces", "conflict", "rest"}
+
+
+def test_outputs_are_queryable_with_ketflows_pybids_config(tiny_run):
+    from bids import BIDSLayout
+
+    from ketflow.io.names import pybids_config
+
+    _, out, _ = tiny_run
+    layout = BIDSLayout(out, validate=False, config=["bids", "derivatives", pybids_config()])
+    assert set(layout.get_subjects()) == {"01", "02"}
+    rest = dict(subject="01", session="pre", task="rest", extension=".tsv")
+    assert [Path(f).name.split("_")[-2] for f in layout.get(suffix="relmat", stat="fisherz", atlas="circuit",
+                                                           return_type="filename", **rest)] == ["stat-fisherz"]
+    z_maps = layout.get(suffix="statmap", stat="z", contrast="fearfulGtShapes", model="gppi", desc="vmPFC",
+                        subject="01", session="pre", extension=".nii.gz")
+    assert len(z_maps) == 1
+    import nibabel as nib
+    from scipy import stats
+
+    maps = {stat: layout.get(suffix="statmap", stat=stat, contrast="fearfulGtShapes", model=None, subject="01",
+                             session="pre", extension=".nii.gz") for stat in ("effect", "variance", "t", "z", "p")}
+    assert all(len(found) == 1 for found in maps.values()), maps  # stat-t and stat-p beside effect, variance, z
+    data = {stat: nib.load(found[0].path).get_fdata() for stat, found in maps.items()}
+    inside = data["variance"] > 0
+    assert np.allclose(data["t"][inside], data["effect"][inside] / np.sqrt(data["variance"][inside]), rtol=1e-4)
+    assert np.allclose(data["p"][inside], stats.norm.sf(data["z"][inside]), atol=1e-6)
+
+
+def test_pybids_models_take_no_regressors_from_ketflows_outputs(tiny_run, tiny_bids):
+    """pybids loads every ``*_timeseries.tsv`` of a derivatives dataset as regressors; ketflow's ROI
+    series, motion and outlier tables must not become model variables."""
+    from bids import BIDSLayout
+
+    _, out, _ = tiny_run
+    fmriprep = tiny_bids / "derivatives" / "fmriprep"
+    run = dict(subject="01", session="pre", task="rest")
+
+    def variables(*derivatives):
+        layout = BIDSLayout(tiny_bids, derivatives=list(derivatives), validate=False)
+        collection = layout.get_collections("run", merge=True, **run)  # None: no variables at all
+        return set() if collection is None else set(collection.variables)
+
+    with_fmriprep = variables(fmriprep)
+    assert {"framewise_displacement", "trans_x"} <= with_fmriprep  # fMRIPrep's confounds are loaded
+    assert variables(fmriprep, out) == with_fmriprep
+    rois = set(pd.read_csv(next(out.glob("sub-01/ses-pre/func/*task-rest*_stat-mean_bold.tsv")), sep="\t"))
+    assert not variables(out) & (rois | {"motion_outlier", "dummy_scan", "framewise_displacement"})
+
+
+def test_every_relmat_has_a_bep017_sidecar_whose_node_files_exist(tiny_run):
+    _, out, _ = tiny_run
+    relmats = sorted(out.rglob("*_relmat.tsv"))
+    assert {"stat-ppi", "stat-fisherz", "stat-pearsoncorrelation"} <= {p.name.split("_")[-2] for p in relmats}
+    for relmat in relmats:
+        meta = json.loads(relmat.with_suffix(".json").read_text())
+        assert meta["Weighted"] is True and meta["StorageFormat"] == "Full", relmat.name
+        assert isinstance(meta["RelationshipMeasure"], str) and isinstance(meta["ValidDiagonal"], bool)
+        assert [Path(uri.removeprefix("bids::")).suffix for uri in meta["NodeFiles"]] == [".gz", ".tsv"]
+        assert all((out / uri.removeprefix("bids::")).is_file() for uri in meta["NodeFiles"]), meta["NodeFiles"]
+        if "stat-ppi" in relmat.name:  # gPPI: seed x target, directed
+            assert meta["Directed"] is True and meta["SeedAxis"] == "row"
+        else:
+            assert meta["Directed"] is False and "SeedAxis" not in meta
+
+
+def test_outputs_pass_the_bids_validator_as_a_derivative_dataset(tiny_run):
+    import shutil
+    import subprocess
+    import sys
+
+    _, out, _ = tiny_run
+    validator = shutil.which("bids-validator-deno", path=str(Path(sys.executable).parent)) or shutil.which(
+        "bids-validator-deno")
+    assert validator, "bids-validator-deno (a dependency of ketflow) is not installed"
+    proc = subprocess.run([validator, "--datasetTypes", "derivative", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = sorted({(i["code"], i.get("location", "")) for i in issues if i["severity"] == "error"})
+    assert not errors, errors[:20]
 
 
 def test_rerun_resumes_and_gives_the_same_outputs(tiny_run, tiny_bids):
@@ -326,8 +407,8 @@ def test_failed_node_exits_1_naming_run_and_crash_file(tiny_bids_copy, tmp_path)
     assert f"crash file: {crash_files[0]}" in summary
     assert "CorruptImageError" in summary and f"{bold.name}: corrupt BOLD image" in summary
     assert "FAILED sub-01 ses-pre task-rest: bold_cache" in proc.stdout  # the progress log
-    assert list(out.glob("sub-01/ses-pre/func/*task-conflict*_timeseries.tsv"))
-    assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_timeseries.tsv"))  # nothing after the cache ran
+    assert list(out.glob("sub-01/ses-pre/func/*task-conflict*_stat-mean_bold.tsv"))
+    assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_stat-mean_bold.tsv"))  # nothing after the cache ran
     assert not list(out.glob("sub-01/ses-pre/func/*task-rest*_relmat.tsv"))
 
 
@@ -360,7 +441,7 @@ def test_progress_log_and_summary(tiny_run):
 def test_config_hash_is_the_sha256_of_config_json(tiny_run):
     _, out, _ = tiny_run
     digest = hashlib.sha256((out / "logs" / "config.json").read_bytes()).hexdigest()
-    sidecars = list(out.glob("sub-*/ses-*/func/*_timeseries.json"))
+    sidecars = list(out.glob("sub-*/ses-*/func/*_stat-mean_bold.json"))
     assert sidecars
     assert {json.loads(p.read_text())["GeneratedBy"]["ConfigHash"] for p in sidecars} == {digest}
 

@@ -19,6 +19,7 @@ def test_two_runs_give_identical_outputs(tiny_bids, tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         outs.append(out)
     files = output_files(outs[0])
-    for kind in ("_dcm.json", "_timeseries.tsv", "_relmat.tsv", "_statmap.nii.gz", "_boldmap.nii.gz"):
+    for kind in ("_dcm.json", "_bold.tsv", "_outliers.tsv", "_motion.tsv", "_relmat.tsv", "_statmap.nii.gz",
+                 "_boldmap.nii.gz"):
         assert any(f.endswith(kind) for f in files), kind  # every kind of output is compared
     assert tree_differences(*outs) == []

@@ -306,3 +306,35 @@ def test_bad_group_inputs_exit_1_and_write_nothing(study, tmp_path, case, expect
     for pattern in expected:
         assert re.search(pattern, proc.stderr), (pattern, proc.stderr[-2000:])
     assert not (out / "group").exists() and not (out / "group.html").exists()
+
+
+def test_group_outputs_pass_the_bids_validator(group_run):
+    """The participant and group outputs together: no error from ``bids-validator --datasetTypes derivative``
+    (the group folder and ketflow's undefined suffixes are in ``.bidsignore``)."""
+    import subprocess
+    import sys
+
+    _, out = group_run
+    validator = shutil.which("bids-validator-deno", path=str(Path(sys.executable).parent)) or shutil.which(
+        "bids-validator-deno")
+    assert validator, "bids-validator-deno (a dependency of ketflow) is not installed"
+    proc = subprocess.run([validator, "--datasetTypes", "derivative", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = sorted({(i["code"], i.get("location", "")) for i in issues if i["severity"] == "error"})
+    assert not errors, errors[:20]
+
+
+def test_outputs_with_group_tables_are_queryable_as_the_readme_says(group_run):
+    """The README's pybids query: ketflow's configuration, the group folder ignored (its data
+    dictionaries have ``subject``/``model`` columns, which pybids reads as entities)."""
+    from bids import BIDSLayout, BIDSLayoutIndexer
+
+    from ketflow.io.names import pybids_config
+
+    _, out = group_run
+    layout = BIDSLayout(out, config=["bids", "derivatives", pybids_config()],
+                        indexer=BIDSLayoutIndexer(ignore=["group"]))
+    assert layout.get_subjects() == ["01", "02", "03", "04", "05", "06"]
+    assert layout.get(suffix="relmat", stat="fisherz", atlas="circuit", task="rest", subject="01", session="pre",
+                      extension=".tsv")

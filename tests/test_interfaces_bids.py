@@ -93,3 +93,17 @@ def test_the_group_levels_call_signature_is_kept(tmp_path):
                                  datatype="", metadata={"Description": "d"}, config_hash="h"), tmp_path / "w")
     assert out.out_file == [str(tmp_path / "group" / "model-change_models.tsv")]
     assert json.loads(Path(out.out_meta[0]).read_text())["Description"] == "d"
+
+
+def test_fields_by_entity_value_go_to_their_files_only(inputs, tmp_path):
+    by_stat = {"pearson": {"RelationshipMeasure": "Pearson correlation"},
+               "fisherz": {"RelationshipMeasure": "Fisher z"}}
+    out = run_in(_sink(inputs, in_file=[str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")], suffix="relmat",
+                       extension=".tsv", atlas="circuit", stat=["pearson", "fisherz"], meta_dict={"Shared": 1},
+                       meta_by_entity={"stat": by_stat}), tmp_path / "w")
+    metas = [json.loads(Path(p).read_text()) for p in out.out_meta]
+    assert [m["RelationshipMeasure"] for m in metas] == ["Pearson correlation", "Fisher z"]
+    assert all(m["Shared"] == 1 and m["GeneratedBy"]["ConfigHash"] == "abc" for m in metas)
+    with pytest.raises(ValueError, match="no sidecar fields for stat-pearson"):
+        run_in(_sink(inputs, in_file=str(tmp_path / "a.tsv"), suffix="relmat", extension=".tsv", stat="pearson",
+                     meta_by_entity={"stat": {"fisherz": {}}}), tmp_path / "w2")

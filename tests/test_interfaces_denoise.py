@@ -70,13 +70,22 @@ def test_chain(run_files, tmp_path, monkeypatch):
     censoring = pd.read_csv(den.censoring_tsv, sep="\t")
     assert len(censoring) == N and censoring["retained"].sum() == N - 1 - censoring["motion_censored"].sum()
     assert censoring.loc[40, "motion_censored"] == 1 and censoring.loc[0, "dummy"] == 1
+    outliers, motion = pd.read_csv(den.outliers_tsv, sep="\t"), pd.read_csv(den.motion_tsv, sep="\t")
+    assert outliers.columns.tolist() == ["framewise_displacement", "motion_outlier", "dummy_scan"]
+    assert (outliers["motion_outlier"] == censoring["motion_censored"]).all()
+    assert (outliers["dummy_scan"] == censoring["dummy"]).all()
+    assert (outliers["framewise_displacement"] == (censoring["framewise_displacement"] > 0.5)).all()
+    assert set(outliers["framewise_displacement"]) <= {0, 1} and outliers["framewise_displacement"].sum() >= 1
+    assert motion.columns.tolist() == ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+                                       "framewise_displacement"]
+    assert np.allclose(motion["framewise_displacement"], censoring["framewise_displacement"])
     data = np.load(den.denoised_file)
     n_kept = int(censoring["retained"].sum())
     assert data.shape == (n_kept, 22 * 28 * 20) and data.dtype == np.float32
     qc = json.loads(open(den.qc_json).read())
     assert qc["strategy"] == {"strategy": "36P", "n_compcor": 0.5, "fd_threshold": 0.5, "std_dvars_threshold": None,
                               "min_contiguous": 5, "high_pass_s": 128, "band_pass_hz": None, "standardize": False,
-                              "min_volumes": 30, "min_dof": 30}
+                              "min_volumes": 30, "min_dof": 30, "min_time_s": None}
     assert qc["num_censored_volumes"] == N - n_kept and qc["dof_lost"] == 1 + 36 + int(2 * N * TR / 128)
     assert qc["mean_dvars_final"] < qc["mean_dvars_initial"]
 

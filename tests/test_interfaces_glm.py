@@ -162,7 +162,7 @@ def test_gppi_interface(run_files, tmp_path, monkeypatch):
     stats = pd.read_csv(out.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
     assert stats.loc[("amygdala", "vmPFC", "fearful-gt-neutral"), "z"] > 3
     assert (stats["variance"] > 0).all()
-    assert len(out.seed_maps) == 2 * 5 * 3  # two seeds, five conditions and contrasts, three statistics
+    assert len(out.seed_maps) == 2 * 5 * 5  # two seeds, five conditions and contrasts, five statistics
     assert "PPI_fearful" in pd.read_csv(out.design_tsv, sep="\t").columns
     meta = json.loads(open(out.meta_json).read())
     assert "PPI_fearful" in meta["DesignColumns"] and meta["ConfoundColumns"] == ["trans_x"]

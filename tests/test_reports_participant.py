@@ -188,8 +188,8 @@ def rebuilt(tiny_run, tiny_bids, tmp_path_factory):
     made_by_reports = [p for p in figures.iterdir() if not made_by_workflow.search(p.name)]
     for path in made_by_reports:
         path.unlink()
-    # a damaged output: the censoring table of ses-post task-rest is gone, so its carpet plot fails
-    damaged = next(copy.glob("sub-01/ses-post/func/*task-rest*_desc-censoring_timeseries.tsv"))
+    # a damaged output: the motion table of ses-post task-rest is gone, so its carpet plot fails
+    damaged = next(copy.glob("sub-01/ses-post/func/*task-rest*_motion.tsv"))
     damaged.unlink()
     again = run_cli(tiny_bids, copy, "participant", "--reports-only", "--participant-label", "01", "--config",
                     TINY_CONFIG, "--skip-bids-validation", "-w", copy.parent / "work")
@@ -217,7 +217,7 @@ def test_a_figure_that_cannot_be_made_is_reported(rebuilt):
     proc, copy, _, _ = rebuilt
     text = (copy / "sub-01.html").read_text(encoding="utf-8")
     errors = text[text.index('id="errors"'):]
-    assert "carpet plot" in errors and "censoring table" in errors and "ses-post task-rest" in errors
+    assert "carpet plot" in errors and "motion and outlier tables" in errors and "ses-post task-rest" in errors
     assert "Figures that could not be made" in text[:text.index('id="errors"')]  # in the run's summary too
     assert "report figure" in proc.stdout and "failed" in proc.stdout  # and logged as a warning
 

@@ -26,24 +26,24 @@ def test_names_and_uris():
 
 
 def _fake_run(out, inputs, subject="01"):
-    """A minimal processed rest run: QC, censoring table with sidecar, inputs on disk."""
+    """A minimal processed rest run: QC, motion and outlier tables with sidecar, inputs on disk."""
     func = out / f"sub-{subject}" / "ses-pre" / "func"
     func.mkdir(parents=True)
     prefix = f"sub-{subject}_ses-pre_task-rest_space-MNI152NLin2009cAsym"
     (func / f"{prefix}_desc-denoise_qc.json").write_text(json.dumps({"num_retained_volumes": 3}))
-    pd.DataFrame({"framewise_displacement": [0, .1, .9, .1], "dummy": [1, 0, 0, 0], "motion_censored": [0, 0, 1, 0],
-                  "retained": [0, 1, 0, 1]}).to_csv(func / f"{prefix}_desc-censoring_timeseries.tsv", sep="\t",
-                                                    index=False)
+    pd.DataFrame({"framewise_displacement": [0, .1, .9, .1]}).to_csv(func / f"{prefix}_motion.tsv", sep="\t",
+                                                                     index=False)
+    pd.DataFrame({"framewise_displacement": [0, 0, 1, 0], "motion_outlier": [0, 0, 1, 0], "dummy_scan": [1, 0, 0, 0]}
+                 ).to_csv(func / f"{prefix}_outliers.tsv", sep="\t", index=False)
     bold = inputs / f"{prefix}_desc-preproc_bold.nii.gz"
     bold.write_bytes(b"x")
     (inputs / f"{prefix}_boldref.nii.gz").write_bytes(b"x")
-    (func / f"{prefix}_desc-censoring_timeseries.json").write_text(json.dumps({
+    (func / f"{prefix}_outliers.json").write_text(json.dumps({
         "GeneratedBy": {"ConfigHash": "abc"},
         "Sources": [f"bids:fmriprep:{bold.name}", f"bids:fmriprep:sub-{subject}_ses-pre_task-rest_desc-confounds_"
                     "timeseries.tsv"]}))
     # an output of another resolution of the same run must not be taken for this run's
-    (func / f"sub-{subject}_ses-pre_task-rest_space-MNI152NLin2009cAsym_res-1_desc-censoring_timeseries.tsv"
-     ).write_text("x")
+    (func / f"sub-{subject}_ses-pre_task-rest_space-MNI152NLin2009cAsym_res-1_outliers.tsv").write_text("x")
     # relative to the output folder, as ketflow writes DatasetLinks
     link = os.path.relpath(inputs, out)
     (out / "dataset_description.json").write_text(json.dumps({"DatasetLinks": {"fmriprep": link}}))
@@ -58,7 +58,7 @@ def test_find_runs_reads_provenance(tmp_path):
     assert run.config_hash == "abc"
     assert set(run.sources) == {"bold", "boldref"}  # the confounds file does not exist
     assert run.source_uris["confounds"].endswith("desc-confounds_timeseries.tsv")
-    assert len(run.files("timeseries", ".tsv", desc="censoring")) == 1
+    assert len(run.files("outliers", ".tsv")) == 1
     assert run.censoring()["retained"].sum() == 2
     assert run.figure_path(tmp_path / "out", "bold", desc="carpetplot").parent == tmp_path / "out" / "sub-01" / "figures"
 

@@ -148,7 +148,7 @@ def test_gppi_stage(prepared, runs, config, tmp_path):
     gppi = out["gppi"]
     n_contrasts = len(config.tasks["faces"].conditions) + len(config.tasks["faces"].contrasts)
     assert len(gppi.relmat_files) == n_contrasts
-    assert len(gppi.seed_maps) == len(config.ppi.seeds) * n_contrasts * 3
+    assert len(gppi.seed_maps) == len(config.ppi.seeds) * n_contrasts * 5  # effect, variance, t, z, p
     assert all(Path(p).name.startswith("desc-vmPFC_contrast-") for p in gppi.seed_maps)
 
 
@@ -186,17 +186,17 @@ def test_derivatives_stage_names_and_provenance(prepared, runs, config, tmp_path
     workflow = init_bold_derivatives_wf(run, config, provenance, connectivity=False, activation=False, ppi=False,
                                         dcm=False)
     run_stage(workflow, tmp_path, labels_file=f["labels_file"], labels_tsv=f["labels_tsv"],
-              timeseries=f["timeseries"], coverage=f["coverage"], censoring_tsv=f["censoring_tsv"],
-              denoise_qc=f["qc_json"])
+              timeseries=f["timeseries"], coverage=f["coverage"], outliers_tsv=f["outliers_tsv"],
+              motion_tsv=f["motion_tsv"], denoise_qc=f["qc_json"])
     func = tmp_path / "out" / "sub-01" / "ses-pre" / "func"
     stem = "sub-01_ses-pre_task-rest_space-MNI152NLin2009cAsym"
     assert sorted(p.name for p in func.iterdir()) == sorted(
-        [f"{stem}_atlas-circuit_stat-mean_timeseries.tsv", f"{stem}_atlas-circuit_stat-mean_timeseries.json",
+        [f"{stem}_atlas-circuit_stat-mean_bold.tsv", f"{stem}_atlas-circuit_stat-mean_bold.json",
          f"{stem}_atlas-circuit_stat-coverage_bold.tsv", f"{stem}_atlas-circuit_stat-coverage_bold.json",
          f"{stem}_atlas-circuit_dseg.nii.gz", f"{stem}_atlas-circuit_dseg.json", f"{stem}_atlas-circuit_dseg.tsv",
-         f"{stem}_desc-censoring_timeseries.tsv", f"{stem}_desc-censoring_timeseries.json",
+         f"{stem}_outliers.tsv", f"{stem}_outliers.json", f"{stem}_motion.tsv", f"{stem}_motion.json",
          f"{stem}_desc-denoise_qc.json"])
-    meta = json.loads((func / f"{stem}_atlas-circuit_stat-mean_timeseries.json").read_text())
+    meta = json.loads((func / f"{stem}_atlas-circuit_stat-mean_bold.json").read_text())
     assert meta["GeneratedBy"]["ConfigHash"] == "abc" and meta["RepetitionTime"] == run.tr
     assert all(uri.startswith("bids:fmriprep:") or uri.startswith("file:") for uri in meta["Sources"])
     assert "strategy" in meta  # the denoising QC merged into the series' sidecar

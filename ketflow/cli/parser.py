@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS
+from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS, Denoising, Override
+from ..io.confounds import STRATEGIES as DENOISING_STRATEGIES
 
 #: Keys of a ``--bids-filter-file`` that ketflow reads (companion files follow the BOLD's entities).
 USED_FILTER_KEYS = ("bold",)
@@ -48,6 +49,13 @@ def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {value}")
     return number
 
 
@@ -103,6 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = parser.add_argument_group("Analysis")
     cfg.add_argument("--config", type=_existing_file, metavar="FILE",
                      help="analysis configuration (YAML/JSON); default: the packaged reference-study config")
+    xcpd = parser.add_argument_group(
+        "Overrides for this run (XCP-D's options)",
+        "Each sets one field of the configuration and is recorded in logs/config.json "
+        "(command_line_overrides) and the methods text. An option that contradicts a field the --config "
+        "file sets is an error.")
+    xcpd.add_argument("--fd-thresh", type=_non_negative_float, metavar="MM",
+                      help="framewise-displacement censoring threshold in mm (denoising.fd_threshold); 0: no "
+                           "FD censoring")
+    xcpd.add_argument("-p", "--nuisance-regressors", metavar="NAME|FILE",
+                      help=f"resting-state denoising strategy: one of {', '.join(DENOISING_STRATEGIES)} "
+                           "(denoising.strategy), or a YAML file of denoising fields")
+    xcpd.add_argument("--min-time", type=_non_negative_float, metavar="SECONDS",
+                      help="least usable data after censoring, in seconds (denoising.min_time_s); runs with "
+                           "less are excluded; 0: volumes only (denoising.min_volumes)")
+    xcpd.add_argument("--smoothing", type=_non_negative_float, metavar="FWHM",
+                      help="Gaussian smoothing in mm FWHM of the first-level maps of the voxelwise group "
+                           "analysis (group.voxelwise.smoothing_fwhm; ketflow smooths nowhere else); 0: none")
 
     perf = parser.add_argument_group("Performance and execution")
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
@@ -146,6 +171,36 @@ def build_parser() -> argparse.ArgumentParser:
     other.add_argument("-v", "--verbose", action="count", default=0,
                        help="more log output (-v, -vv)")
     return parser
+
+
+def config_overrides(opts: argparse.Namespace) -> list[Override]:
+    """The configuration fields the XCP-D-style options set (:func:`ketflow.config.load_config`).
+
+    Raises ValueError naming the ``--nuisance-regressors`` file or its field when it is not a
+    mapping of denoising fields.
+    """
+    overrides = []
+    if opts.fd_thresh is not None:
+        overrides.append(Override("--fd-thresh", "denoising.fd_threshold", opts.fd_thresh or None))
+    if opts.nuisance_regressors is not None:
+        if opts.nuisance_regressors in DENOISING_STRATEGIES:
+            overrides.append(Override("--nuisance-regressors", "denoising.strategy", opts.nuisance_regressors))
+        elif Path(opts.nuisance_regressors).is_file():
+            path = Path(opts.nuisance_regressors).resolve()
+            fields = load_structured_file(path, "denoising strategy")
+            unknown = sorted(set(fields) - set(Denoising.model_fields))
+            if unknown:
+                raise ValueError(f"{path}: {unknown} are not denoising fields; known: {sorted(Denoising.model_fields)}")
+            overrides += [Override(f"--nuisance-regressors {path}", f"denoising.{key}", value)
+                          for key, value in fields.items()]
+        else:
+            raise ValueError(f"--nuisance-regressors {opts.nuisance_regressors}: neither a packaged strategy "
+                             f"({', '.join(DENOISING_STRATEGIES)}) nor a file")
+    if opts.min_time is not None:
+        overrides.append(Override("--min-time", "denoising.min_time_s", opts.min_time or None))
+    if opts.smoothing is not None:
+        overrides.append(Override("--smoothing", "group.voxelwise.smoothing_fwhm", opts.smoothing))
+    return overrides
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

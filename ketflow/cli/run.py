@@ -24,7 +24,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from .. import __version__  # noqa: E402
 from ..config import SLOPPY_GROUP, ConfigError, load_config, sloppy_config  # noqa: E402
 from ..io.bids import InputError  # noqa: E402
-from .parser import USED_FILTER_KEYS, parse_args  # noqa: E402
+from .parser import USED_FILTER_KEYS, config_overrides, parse_args  # noqa: E402
 
 LOGGER = logging.getLogger("ketflow")
 
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         LOGGER.warning("%s: filters for %s are not used (ketflow selects %s files; the other inputs follow "
                        "their entities)", opts.bids_filter_file, unused, ", ".join(USED_FILTER_KEYS))
     try:
-        config = load_config(opts.config)
-    except ConfigError as err:
+        config = load_config(opts.config, config_overrides(opts))
+    except (ConfigError, ValueError) as err:
         return _fail(str(err), 2)
     if opts.sloppy:
         config = sloppy_config(config)

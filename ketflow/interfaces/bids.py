@@ -69,6 +69,10 @@ class _DerivativesDataSinkInputSpec(DynamicTraitedSpec, BaseInterfaceInputSpec):
              "as ketflow's interfaces name their outputs")
     meta_dict = traits.Dict(Str, desc="sidecar fields describing the output")
     metadata_file = File(exists=True, desc="JSON file of further sidecar fields (from the computing node)")
+    meta_by_entity = traits.Dict(
+        Str, traits.Dict(Str, traits.Dict),
+        desc="entity -> {value -> sidecar fields}: further fields for the files with that entity value "
+             "(e.g. the BEP017 fields of each stat- measure of a run's relmats)")
     sources = InputMultiObject(Str, desc="input files recorded in the sidecar's Sources, as BIDS URIs")
     source_links = traits.Dict(desc="dataset name -> folder, for BIDS URIs")
     config_hash = Str("", usedefault=True, desc="SHA-256 of the resolved analysis configuration")
@@ -113,6 +117,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
             for entities, in_file in zip(per_file, in_files):
                 entities.update(entities_in_name(in_file))
         meta = self._sidecar_fields()
+        by_entity = inputs.meta_by_entity if isdefined(inputs.meta_by_entity) else {}
         self._results["out_file"], self._results["out_meta"] = [], []
         for in_file, entities in zip(in_files, per_file):
             extension = inputs.extension if isdefined(inputs.extension) else "".join(Path(in_file).suffixes)
@@ -120,7 +125,7 @@ class DerivativesDataSink(_NiworkflowsDataSink):
             self._results["out_file"].append(str(out_file))
             if inputs.sidecar:
                 sidecar = out_file.with_name(out_file.name[: -len(extension)] + ".json")
-                copy_with_sidecar(in_file, out_file, sidecar, meta)
+                copy_with_sidecar(in_file, out_file, sidecar, self._file_fields(meta, by_entity, entities))
                 self._results["out_meta"].append(str(sidecar))
             else:
                 copy_file(in_file, out_file)
@@ -133,6 +138,17 @@ class DerivativesDataSink(_NiworkflowsDataSink):
         parsed = [parse_name(path)[0] for path in sources]
         return {key: parsed[0][key] for key in SOURCE_ENTITIES
                 if parsed and key in parsed[0] and all(p.get(key) == parsed[0][key] for p in parsed[1:])}
+
+    @staticmethod
+    def _file_fields(meta: dict, by_entity: dict, entities: dict) -> dict:
+        """``meta`` with the fields ``by_entity`` gives for this file's entity values (provenance last)."""
+        fields = {k: v for k, v in meta.items() if k not in ("Sources", "GeneratedBy")}
+        for key, by_value in sorted(by_entity.items()):
+            value = entities.get(key)
+            if value is None or str(value) not in by_value:
+                raise ValueError(f"no sidecar fields for {key}-{value} among {sorted(by_value)}")
+            fields.update(by_value[str(value)])
+        return dict(fields, Sources=meta["Sources"], GeneratedBy=meta["GeneratedBy"])
 
     def _sidecar_fields(self) -> dict:
         """Fields of the computing node's JSON, then the given ones, then provenance."""

@@ -30,7 +30,8 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 
 from ..config import Denoising
 from ..io.boldcache import cache_dvars, open_bold_cache, read_mask, voxel_chunks
-from ..io.confounds import confound_strategy, denoising_record, load_confounds
+from ..io.confounds import confound_strategy, denoising_record, load_confounds, read_confounds_table
+from ..io.motion import motion_table, outliers_table
 from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.connectivity import dvars, qc_metrics
 from ..signal.denoise import denoise, filter_cutoffs
@@ -56,6 +57,8 @@ class _DenoiseInputSpec(BaseInterfaceInputSpec):
 class _DenoiseOutputSpec(TraitedSpec):
     denoised_file = File(exists=True, desc="denoised data (retained volumes)")
     censoring_tsv = File(exists=True, desc="per-volume FD and censoring flags")
+    outliers_tsv = File(exists=True, desc="XCP-D-style outlier flags (framewise_displacement = 0/1)")
+    motion_tsv = File(exists=True, desc="XCP-D-style motion parameters and framewise displacement (mm)")
     qc_json = File(exists=True, desc="degrees of freedom, censoring and QC metrics")
 
 
@@ -78,7 +81,7 @@ class Denoise(SimpleInterface):
             for columns, block in voxel_chunks(cache):
                 result = denoise(block, confounds.regressors.to_numpy(), self.inputs.tr, keep=confounds.keep,
                                  high_pass_s=high_pass_s, low_pass_hz=low_pass_hz,
-                                 standardize=settings["standardize"], min_volumes=settings["min_volumes"],
+                                 standardize=settings["standardize"], min_volumes=den.required_volumes(self.inputs.tr),
                                  min_dof=settings["min_dof"])
                 denoised[:, columns] = result.data
             raw_dvars = cache_dvars(cache)
@@ -96,11 +99,17 @@ class Denoise(SimpleInterface):
                                   "motion_censored": confounds.motion_censored.astype(int),
                                   "retained": confounds.keep.astype(int)})
         censoring_tsv = write_tsv(cwd / "desc-censoring_timeseries.tsv", censoring)
+        outliers_tsv = write_tsv(cwd / "outliers.tsv", outliers_table(
+            confounds.framewise_displacement, den.fd_threshold, confounds.motion_censored, confounds.dummy))
+        motion_tsv = write_tsv(cwd / "motion.tsv", motion_table(
+            read_confounds_table(self.inputs.confounds_tsv), confounds.framewise_displacement,
+            Path(self.inputs.confounds_tsv).name))
         qc = qc_metrics(confounds.framewise_displacement, confounds.keep, raw_dvars, dvars(denoised))
         qc.update({"strategy": settings, "confound_columns": list(confounds.regressors.columns),
                    "num_dummy_volumes": int(confounds.dummy.sum()), "dof_lost": result.dof_lost,
                    "dof_remaining": result.dof_remaining, "high_pass_s": high_pass_s, "low_pass_hz": low_pass_hz,
                    "n_voxels": int(mask.sum())})
         qc_json = write_json(cwd / "desc-denoise_qc.json", {k: _finite_or_none(v) for k, v in qc.items()})
-        self._results.update(denoised_file=str(out), censoring_tsv=str(censoring_tsv), qc_json=str(qc_json))
+        self._results.update(denoised_file=str(out), censoring_tsv=str(censoring_tsv), qc_json=str(qc_json),
+                             outliers_tsv=str(outliers_tsv), motion_tsv=str(motion_tsv))
         return runtime

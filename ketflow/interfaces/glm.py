@@ -56,17 +56,22 @@ def map_to_image(values: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> ni
     return nib.Nifti1Image(out, affine)
 
 
+#: The maps of a contrast, as nilearn's ``save_glm_to_bids`` and fitlins write them (``stat-p``:
+#: one-sided, upper tail).
+CONTRAST_STATS = ("effect", "variance", "t", "z", "p")
+
+
 def contrast_files(prefix: str, name: str) -> dict[str, str]:
     """Working file names of one contrast's maps (``<prefix>contrast-<label>_stat-<stat>_statmap.nii.gz``)."""
     label = bids_label(name)
-    return {stat: f"{prefix}contrast-{label}_stat-{stat}_statmap.nii.gz" for stat in ("effect", "variance", "z")}
+    return {stat: f"{prefix}contrast-{label}_stat-{stat}_statmap.nii.gz" for stat in CONTRAST_STATS}
 
 
 def write_contrast_maps(prefix: str, name: str, result, mask: np.ndarray, affine: np.ndarray) -> dict[str, str]:
-    """Write one contrast's effect, variance and z maps into the working directory; stat -> path."""
+    """Write one contrast's effect, variance, t, z and p maps into the working directory; stat -> path."""
     files = contrast_files(prefix, name)
     return {stat: str(write_nifti(Path(os.getcwd()) / files[stat], map_to_image(getattr(result, stat), mask, affine)))
-            for stat in ("effect", "variance", "z")}
+            for stat in CONTRAST_STATS}
 
 
 class _FirstLevelGLMInputSpec(BaseInterfaceInputSpec):
@@ -84,6 +89,8 @@ class _FirstLevelGLMOutputSpec(TraitedSpec):
     effect_maps = OutputMultiObject(File(exists=True), desc="effect size NIfTI per contrast")
     variance_maps = OutputMultiObject(File(exists=True), desc="effect variance NIfTI per contrast")
     z_maps = OutputMultiObject(File(exists=True), desc="z NIfTI per contrast")
+    t_maps = OutputMultiObject(File(exists=True), desc="t NIfTI per contrast")
+    p_maps = OutputMultiObject(File(exists=True), desc="one-sided p NIfTI per contrast")
     dof = traits.Float(desc="residual degrees of freedom")
     design_tsv = File(exists=True, desc="design matrix TSV")
     design_svg = File(exists=True, desc="design matrix figure")
@@ -116,6 +123,8 @@ class FirstLevelGLM(SimpleInterface):
             effect_maps=[m["effect"] for m in maps.values()],
             variance_maps=[m["variance"] for m in maps.values()],
             z_maps=[m["z"] for m in maps.values()],
+            t_maps=[m["t"] for m in maps.values()],
+            p_maps=[m["p"] for m in maps.values()],
             dof=float(fit.dof),
             design_tsv=str(write_tsv(cwd / "desc-design_design.tsv", x.reset_index())),
             design_svg=str(write_svg(cwd / "desc-design_design.svg", design_figure(x), bbox_inches="tight")),

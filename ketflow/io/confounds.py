@@ -94,7 +94,8 @@ def denoising_record(denoising: Denoising, band_pass_hz: tuple[float, float] | N
     return {"strategy": strategy.name, "n_compcor": strategy.n_compcor, "fd_threshold": strategy.fd_threshold,
             "std_dvars_threshold": strategy.std_dvars_threshold, "min_contiguous": strategy.min_segment,
             "high_pass_s": denoising.high_pass_s, "band_pass_hz": list(band_pass_hz) if band_pass_hz else None,
-            "standardize": False, "min_volumes": denoising.min_volumes, "min_dof": denoising.min_dof}
+            "standardize": False, "min_volumes": denoising.min_volumes, "min_dof": denoising.min_dof,
+            "min_time_s": denoising.min_time_s}
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,14 @@ def _lines(rows: np.ndarray) -> str:
             f"(volume(s) {', '.join(map(str, rows[:5]))}, counting from 0)")
 
 
+def read_confounds_table(tsv_path: str | Path) -> pd.DataFrame:
+    """fMRIPrep's confounds table (``n/a`` read as NaN); ValueError naming the file if unreadable."""
+    try:
+        return pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{Path(tsv_path).name}: cannot read the confounds TSV ({err})") from err
+
+
 def load_confounds(
     tsv_path: str | Path,
     json_path: str | Path | None,
@@ -263,10 +272,7 @@ def load_confounds(
 ) -> Confounds:
     """Read an fMRIPrep ``desc-confounds_timeseries.tsv`` (+ JSON) and apply ``strategy``."""
     tsv_path = Path(tsv_path)
-    try:
-        table = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"{tsv_path.name}: cannot read the confounds TSV ({err})") from err
+    table = read_confounds_table(tsv_path)
     metadata = None
     if json_path:
         try:

@@ -25,8 +25,20 @@ from pathlib import Path
 
 from ..config import packaged_file
 
-#: The pybids configuration of ketflow's outputs (entity names are the file-name keys).
+#: The naming configuration of ketflow's outputs (entity names are the file-name keys), read by
+#: the sink (niworkflows' format).
 BIDS_CONFIG = "bids_config.json"
+#: The pybids configuration for users, to be given after pybids' own (as XCP-D ships
+#: ``xcp_d_bids_config.json``): ``BIDSLayout(out, config=["bids", "derivatives", pybids_config()])``.
+#: It holds only the entities pybids' ``bids`` and ``derivatives`` configurations lack
+#: (``cohort``, ``contrast``, ``stat``): pybids refuses a configuration that defines an entity twice.
+PYBIDS_CONFIG = "ketflow_bids_config.json"
+#: Suffix of ROI signal series (``atlas-<label>_stat-<mean|eigenvariate>_bold.tsv``, beside XCP-D's
+#: ``stat-coverage_bold.tsv``), not XCP-D's ``timeseries``: pybids loads every ``*_timeseries.tsv``
+#: of a derivatives dataset as model regressors (``bids.variables.io``), and ROI series are not.
+ROI_SERIES_SUFFIX = "bold"
+#: ``stat-`` values of ROI signal series (the ``stat-coverage_bold.tsv`` table shares their suffix).
+ROI_SERIES_STATS = ("mean", "eigenvariate")
 #: Entities that are not key-value parts of a name.
 _NOT_IN_NAME = ("suffix", "extension", "datatype")
 
@@ -35,6 +47,11 @@ _NOT_IN_NAME = ("suffix", "extension", "datatype")
 def bids_config() -> dict:
     """ketflow's pybids configuration (``ketflow/data/bids_config.json``)."""
     return json.loads(packaged_file(BIDS_CONFIG).read_text())
+
+
+def pybids_config() -> str:
+    """Path of ketflow's pybids configuration (:data:`PYBIDS_CONFIG`), for ``BIDSLayout(config=[...])``."""
+    return str(packaged_file(PYBIDS_CONFIG))
 
 
 def _entity_order() -> tuple[str, ...]:

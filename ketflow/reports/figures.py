@@ -124,9 +124,9 @@ def plot_carpet(bold: np.ndarray, censoring: pd.DataFrame, tr: float, fd_thresho
     """FD, DVARS, censoring status, carpet plot and denoised ROI signals of one run.
 
     ``bold`` is the preprocessed series as (T, V) in-mask voxels; ``censoring`` the run's
-    ``desc-censoring_timeseries.tsv`` (T rows: ``framewise_displacement``, ``dummy``,
-    ``motion_censored``, ``retained``); ``roi_signals`` the denoised ROI series of the
-    retained volumes (rows in volume order, one column per ROI), or None.
+    censoring table (:meth:`ketflow.reports.outputs.RunOutputs.censoring`; T rows:
+    ``framewise_displacement``, ``dummy``, ``motion_censored``, ``retained``); ``roi_signals``
+    the denoised ROI series of the retained volumes (rows in volume order, one column per ROI), or None.
     """
     from ..signal.connectivity import dvars
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from ..io.names import RUN_ENTITIES, build_path, parse_name
+from ..io.names import ROI_SERIES_STATS, ROI_SERIES_SUFFIX, RUN_ENTITIES, build_path, parse_name
 
 #: Input roles recognised in ``Sources`` by the end of the file name (fMRIPrep / raw BIDS names).
 _SOURCE_ROLES = {
@@ -100,10 +100,20 @@ class RunOutputs:
         return build_path(out_dir, {**self.entities, **entities}, suffix, ".svg", datatype="figures")
 
     def censoring(self) -> pd.DataFrame | None:
-        """The run's per-volume censoring table (columns ``framewise_displacement``, ``dummy``,
-        ``motion_censored``, ``retained``), or None."""
-        path = self.file("timeseries", ".tsv", desc="censoring")
-        return None if path is None else pd.read_csv(path, sep="\t")
+        """The run's per-volume censoring table (columns ``framewise_displacement`` in mm, ``dummy``,
+        ``motion_censored``, ``retained``) from its ``_motion.tsv`` and ``_outliers.tsv``, or None."""
+        motion, outliers = self.file("motion", ".tsv"), self.file("outliers", ".tsv")
+        if motion is None or outliers is None:
+            return None
+        flags = pd.read_csv(outliers, sep="\t")
+        return pd.DataFrame({"framewise_displacement": pd.read_csv(motion, sep="\t")["framewise_displacement"],
+                             "dummy": flags["dummy_scan"], "motion_censored": flags["motion_outlier"],
+                             "retained": ((flags["dummy_scan"] == 0) & (flags["motion_outlier"] == 0)).astype(int)})
+
+    def roi_series(self) -> list[Path]:
+        """The run's ROI signal series (``atlas-*_stat-<mean|eigenvariate>_bold.tsv``, not the DCM VOIs)."""
+        return [p for p in self.files(ROI_SERIES_SUFFIX, ".tsv", atlas="*", stat="*", desc=None)
+                if parse_name(p)[0]["stat"] in ROI_SERIES_STATS]
 
 
 def find_runs(out_dir: Path, subject: str, session_order: list[str] = (), task_order: list[str] = ()) -> list[RunOutputs]:
@@ -133,7 +143,8 @@ def find_runs(out_dir: Path, subject: str, session_order: list[str] = (), task_o
 
 def _read_provenance(run: RunOutputs, links: dict[str, str]) -> None:
     """Fill ``run``'s sources, TR and configuration hash from its sidecars."""
-    for sidecar in run.files("timeseries", ".json", atlas="*") + run.files("timeseries", ".json", desc="censoring"):
+    sidecars = [p.with_suffix(".json") for p in run.roi_series()] + run.files("outliers", ".json")
+    for sidecar in (p for p in sidecars if p.is_file()):
         meta = json.loads(sidecar.read_text())
         run.tr = run.tr or meta.get("RepetitionTime")
         run.config_hash = run.config_hash or meta.get("GeneratedBy", {}).get("ConfigHash")

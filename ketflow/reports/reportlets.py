@@ -119,10 +119,10 @@ def _carpet(run: RunOutputs) -> Callable:
                                     + "; ".join(run.source_uris.get(r, f"{r} not recorded") for r in missing))
         censoring = run.censoring()
         if censoring is None:
-            raise FileNotFoundError("the censoring table (desc-censoring_timeseries.tsv) is missing")
+            raise FileNotFoundError("the motion and outlier tables (_motion.tsv, _outliers.tsv) are missing")
         if not run.tr:
             raise ValueError("no RepetitionTime in the run's sidecars")
-        series = run.files("timeseries", ".tsv", atlas="*", stat="*", desc=None)  # not the DCM VOIs
+        series = run.roi_series()
         signals = pd.read_csv(series[0], sep="\t") if series else None
         bold = _preprocessed_bold(run)
         threshold = run.qc.get("strategy", {}).get("fd_threshold")

@@ -96,6 +96,12 @@ class ContrastResult:
     z: np.ndarray
     dof: float
 
+    @property
+    def p(self) -> np.ndarray:
+        """One-sided (upper-tail) p value of ``t`` on ``dof`` degrees of freedom, as nilearn's
+        ``Contrast.p_value`` and the ``stat-p`` maps of fitlins; the p value ``z`` keeps."""
+        return stats.t.sf(np.asarray(self.t, dtype=float), self.dof)
+
 
 class _Factorised:
     """Thin SVD of a column-equilibrated design ``x = U S V' D^-1`` truncated to ``rank``.

@@ -38,8 +38,11 @@ THREADED_INTERFACES = (Denoise, FirstLevelGLM, GPPI, Connectivity)
 
 def intro_desc(config: AnalysisConfig) -> str:
     """The first paragraph of the methods: software, configuration, preprocessing."""
+    overrides = "; ".join(f"{option} set {', '.join(f'{field} = {value!r}' for field, value in fields.items())}"
+                          for option, fields in config.command_line_overrides.items())
     return paragraph("", (
-        f"Results were computed with ketflow {__version__}[@ketflow] (configuration '{config.name}'), built on "
+        f"Results were computed with ketflow {__version__}[@ketflow] (configuration '{config.name}'"
+        + (f"; command-line overrides: {overrides}" if overrides else "") + "), built on "
         "Nipype ([@nipype]) and Nilearn ([@nilearn]), from data preprocessed with fMRIPrep ([@fmriprep])."))
 
 

@@ -67,7 +67,7 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
         high_pass_s, low_pass_hz = filter_cutoffs(config.denoising.high_pass_s, band)
         try:
             kept_design(confounds.regressors.to_numpy(), run.tr, confounds.keep, high_pass_s, low_pass_hz,
-                        min_volumes=config.denoising.min_volumes, min_dof=config.denoising.min_dof)
+                        min_volumes=config.denoising.required_volumes(run.tr), min_dof=config.denoising.min_dof)
         except TooFewVolumesError as err:
             rule = "denoising.min_dof" if "degrees of freedom" in str(err) else "denoising.min_volumes"
             reasons.append(

@@ -13,7 +13,7 @@ from ...reports.boilerplate import paragraph
 
 #: Outputs of the activation stage (and inputs of the session-level fixed effects).
 ACTIVATION_OUTPUTS = ["contrast_names", "effect_maps", "variance_maps", "z_maps", "dof", "design_tsv", "design_svg",
-                      "design_json", "roi_tsv"]
+                      "design_json", "roi_tsv", "t_maps", "p_maps"]
 
 
 def _as_list(value) -> list[str]:

@@ -107,7 +107,8 @@ def init_bold_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance,
                                    ("outputnode.labels_tsv", "inputnode.labels_tsv")]),
         (denoise_wf, derivatives_wf, [("outputnode.timeseries", "inputnode.timeseries"),
                                       ("outputnode.coverage", "inputnode.coverage"),
-                                      ("outputnode.censoring_tsv", "inputnode.censoring_tsv"),
+                                      ("outputnode.outliers_tsv", "inputnode.outliers_tsv"),
+                                      ("outputnode.motion_tsv", "inputnode.motion_tsv"),
                                       ("outputnode.qc_json", "inputnode.denoise_qc")]),
     ])
     if has["connectivity"]:

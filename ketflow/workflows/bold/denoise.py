@@ -45,8 +45,9 @@ def denoise_desc(denoising: Denoising, *, describe_band_pass: bool) -> str:
         f"{STRATEGY_TEXT[den.strategy]}"
         + (f" and a discrete cosine basis with a {den.high_pass_s:g} s cut-off" if den.high_pass_s else "")
         + ", removed from the BOLD signal in a single regression ([@lindquist])." + censor + band
-        + f" Runs left with fewer than {_volumes(den.min_volumes)} or {den.min_dof} residual degrees "
-        "of freedom were excluded."))
+        + f" Runs left with fewer than {_volumes(den.min_volumes)}"
+        + (f" (or {den.min_time_s:g} s of data)" if den.min_time_s else "")
+        + f" or {den.min_dof} residual degrees of freedom were excluded."))
 
 
 @fill_doc
@@ -82,6 +83,8 @@ def init_denoise_wf(denoising: Denoising, signal: str, *, rest: bool, tr: float,
         Denoised data of the retained volumes, (volumes, in-mask voxels) float32 ``.npy``.
     censoring_tsv
         Per-volume framewise displacement, dummy scans, censoring and retained volumes.
+    outliers_tsv, motion_tsv
+        XCP-D-style outlier flags and motion parameters with FD in mm (:mod:`ketflow.io.motion`).
     qc_json
         Settings, degrees of freedom, censoring counts and QC metrics.
     timeseries, coverage
@@ -92,7 +95,7 @@ def init_denoise_wf(denoising: Denoising, signal: str, *, rest: bool, tr: float,
     inputnode = pe.Node(IdentityInterface(fields=["bold_cache", "brain_mask", "confounds_tsv", "confounds_json",
                                                   "labels_file", "labels_tsv"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=["denoised_file", "censoring_tsv", "qc_json", "timeseries",
-                                                   "coverage"]), name="outputnode")
+                                                   "coverage", "outliers_tsv", "motion_tsv"]), name="outputnode")
     denoise = pe.Node(Denoise(denoising=denoising, band_pass=rest, tr=tr), name="denoise", mem_gb=mem_gb["denoise"])
     signals = pe.Node(ExtractROISignals(method=signal), name="signals", mem_gb=mem_gb["signals"])
     workflow.connect([
@@ -102,7 +105,8 @@ def init_denoise_wf(denoising: Denoising, signal: str, *, rest: bool, tr: float,
                               ("labels_tsv", "labels_tsv")]),
         (denoise, signals, [("denoised_file", "denoised_file")]),
         (denoise, outputnode, [("denoised_file", "denoised_file"), ("censoring_tsv", "censoring_tsv"),
-                               ("qc_json", "qc_json")]),
+                               ("qc_json", "qc_json"), ("outliers_tsv", "outliers_tsv"),
+                               ("motion_tsv", "motion_tsv")]),
         (signals, outputnode, [("timeseries", "timeseries"), ("coverage", "coverage")]),
     ])
     return workflow

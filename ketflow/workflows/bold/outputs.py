@@ -20,12 +20,16 @@ from ...docs import fill_doc
 from ...interfaces.bids import DerivativesDataSink
 from ...io.bids import RunInputs
 from .activation import ACTIVATION_OUTPUTS
-from .connectivity import CONNECTIVITY_OUTPUTS
+from ...io.names import ROI_SERIES_SUFFIX
+from ...io.motion import motion_sidecar, outliers_sidecar
+from ...io.relmat import connectivity_sidecars, node_files, relmat_sidecar
+from ...signal.connectivity import MEASURE_STATS
+from .connectivity import CONNECTIVITY_OUTPUTS, fc_measures
 from .dcm import DCM_OUTPUTS
 from .gppi import GPPI_OUTPUTS
 
 #: Inputs of the derivatives workflow from the ROI and denoising stages.
-BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "censoring_tsv", "denoise_qc"]
+BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "outliers_tsv", "motion_tsv", "denoise_qc"]
 
 
 @dataclass
@@ -51,20 +55,21 @@ class Provenance:
 def add_sink(workflow: pe.Workflow, provenance: Provenance, name: str, source: pe.Node, field_: str, suffix: str,
              extension: str, *, meta: dict | None = None, meta_from: str | None = None,
              entities_from: dict[str, str] | None = None, from_filename: bool = False, datatype: str = "func",
-             sidecar: bool = True, **entities) -> pe.Node:
+             sidecar: bool = True, meta_by_entity: dict | None = None, **entities) -> pe.Node:
     """A sink ``ds_<name>`` storing ``source.field_``.
 
     ``meta``: sidecar fields; ``meta_from``: a field of ``source`` holding a JSON file of more
     fields (the computing node's description); ``entities_from``: entity -> field of ``source``
     giving one value per file; ``from_filename``: further entities from the files' own names;
-    ``entities``: fixed entity values.
+    ``meta_by_entity``: entity -> {value -> fields} for the files with that value; ``entities``:
+    fixed entity values.
     """
     sink = pe.Node(
         DerivativesDataSink(base_directory=provenance.out_dir, source_file=provenance.source_file, suffix=suffix,
                             extension=extension, datatype=datatype, sources=provenance.sources,
                             source_links=provenance.source_links, meta_dict=meta or {},
                             config_hash=provenance.config_hash, sidecar=sidecar, entities_from_filename=from_filename,
-                            **entities),
+                            **({"meta_by_entity": meta_by_entity} if meta_by_entity else {}), **entities),
         name=f"ds_{name}", run_without_submitting=True, mem_gb=0.1,
     )
     workflow.connect(source, field_, sink, "in_file")
@@ -100,11 +105,12 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
 
     Inputs
     ------
-    labels_file, labels_tsv, timeseries, coverage, censoring_tsv, denoise_qc
+    labels_file, labels_tsv, timeseries, coverage, outliers_tsv, motion_tsv, denoise_qc
         From the ROI and denoising stages (always).
     relmat_files, measures, seed_maps, seed_names, connectivity_qc
         From the connectivity stage.
-    contrast_names, effect_maps, variance_maps, z_maps, design_tsv, design_svg, design_json, roi_tsv
+    contrast_names, effect_maps, variance_maps, t_maps, z_maps, p_maps, design_tsv, design_svg, design_json,
+    roi_tsv
         From the activation stage.
     ppi_relmat_files, ppi_stats_tsv, ppi_seed_maps, ppi_design_tsv, ppi_figure, ppi_meta_json
         From the gPPI stage.
@@ -128,21 +134,23 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         "StartTime": run.start_time,
         "Units": "BOLD signal of the preprocessed series after confound regression (arbitrary units)",
         "ROISummary": config.circuit.signal,
-        "Rows": "volumes retained after dummy-scan removal and censoring (see desc-censoring_timeseries.tsv)",
+        "Rows": "volumes retained after dummy-scan removal and censoring (the volumes with motion_outlier and "
+                "dummy_scan 0 in _outliers.tsv)",
     }
     stat = "mean" if config.circuit.signal == "mean" else "eigenvariate"
-    sink("timeseries", "timeseries", "timeseries", ".tsv", atlas=circuit, stat=stat, meta=series_meta,
+    sink("timeseries", "timeseries", ROI_SERIES_SUFFIX, ".tsv", atlas=circuit, stat=stat, meta=series_meta,
          meta_from="denoise_qc")
     sink("coverage", "coverage", "bold", ".tsv", atlas=circuit, stat="coverage")
     sink("dseg", "labels_file", "dseg", ".nii.gz", atlas=circuit,
          meta={"Description": "circuit ROIs on this run's BOLD grid, within its brain mask"})
     sink("dseg_tsv", "labels_tsv", "dseg", ".tsv", atlas=circuit, sidecar=False)
-    sink("censoring", "censoring_tsv", "timeseries", ".tsv", desc="censoring",
-         meta={"Description": "per-volume framewise displacement (mm), dummy scans and censoring "
-                              "(1 = yes) used by denoising"})
+    denoising = config.denoising
+    sink("outliers", "outliers_tsv", "outliers", ".tsv",
+         meta=outliers_sidecar(denoising.fd_threshold, denoising.min_contiguous))
+    sink("motion", "motion_tsv", "motion", ".tsv", meta=motion_sidecar())
     sink("denoise_qc", "denoise_qc", "qc", ".json", desc="denoise", sidecar=False)
     if connectivity:
-        _connectivity_sinks(sink, config)
+        _connectivity_sinks(sink, run, config)
     if activation or ppi:
         design_meta = {"TaskConfig": task_metadata(config.tasks[run.task], config.glm), "RepetitionTime": run.tr,
                        "StartTime": run.start_time,
@@ -152,23 +160,25 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         if activation:
             _activation_sinks(sink, circuit, design_meta)
         if ppi:
-            _ppi_sinks(sink, config, design_meta)
+            _ppi_sinks(sink, run, config, design_meta)
     if dcm:
         _dcm_sinks(sink, run, config)
     return workflow
 
 
-def _connectivity_sinks(sink, config: AnalysisConfig) -> None:
+def _connectivity_sinks(sink, run: RunInputs, config: AnalysisConfig) -> None:
     circuit = config.circuit.name
+    stats = [stat for measure in fc_measures(config.connectivity) for stat in MEASURE_STATS[measure]]
     sink("relmats", "relmat_files", "relmat", ".tsv", atlas=circuit, entities_from={"stat": "measures"},
-         meta_from="connectivity_qc_json")
+         meta_from="connectivity_qc_json",
+         meta_by_entity={"stat": connectivity_sidecars(stats, node_files(run.bold, circuit))})
     if config.connectivity.seed_to_voxel and config.connectivity.seeds:
         sink("seed_maps", "seed_maps", "boldmap", ".nii.gz", stat="fisherz", entities_from={"desc": "seed_names"},
              meta={"Description": "seed-to-voxel connectivity, Fisher z of the Pearson correlation"})
 
 
 def _activation_sinks(sink, circuit: str, design_meta: dict) -> None:
-    for stat in ("effect", "variance", "z"):
+    for stat in ("effect", "variance", "t", "z", "p"):
         sink(f"{stat}_maps", f"{stat}_maps", "statmap", ".nii.gz", from_filename=True, meta=design_meta,
              meta_from="design_json")
     sink("design", "design_tsv", "design", ".tsv", desc="activation", meta=design_meta, meta_from="design_json")
@@ -178,12 +188,19 @@ def _activation_sinks(sink, circuit: str, design_meta: dict) -> None:
          meta_from="design_json")
 
 
-def _ppi_sinks(sink, config: AnalysisConfig, design_meta: dict) -> None:
+def _ppi_sinks(sink, run: RunInputs, config: AnalysisConfig, design_meta: dict) -> None:
     circuit = config.circuit.name
     ppi = config.ppi
     meta = dict(design_meta, Deconvolution=ppi.deconvolve, Symmetrized=ppi.symmetrize, Seeds=ppi.seeds)
-    sink("ppi_relmats", "ppi_relmat_files", "relmat", ".tsv", atlas=circuit, from_filename=True, meta=meta,
-         meta_from="ppi_meta_json")
+    relmat_meta = relmat_sidecar(
+        "generalized PPI effect (McLaren et al. 2012): the target ROI's coefficient of the seed x condition "
+        "interaction regressor, or a contrast of them" + (", averaged over both directions" if ppi.symmetrize else ""),
+        directed=not ppi.symmetrize, seed_axis=None if ppi.symmetrize else "row", valid_diagonal=False,
+        node_files=node_files(run.bold, circuit),
+        description=None if ppi.symmetrize else "rows (Node column): seed ROIs; columns: target ROIs; n/a where "
+                                                 "not estimated (the diagonal, and rows of ROIs that are not seeds)")
+    sink("ppi_relmats", "ppi_relmat_files", "relmat", ".tsv", atlas=circuit, from_filename=True,
+         meta=dict(meta, **relmat_meta), meta_from="ppi_meta_json")
     sink("ppi_stats", "ppi_stats_tsv", "ppi", ".tsv", atlas=circuit, meta=meta, meta_from="ppi_meta_json")
     sink("ppi_design", "ppi_design_tsv", "design", ".tsv", desc="gppi", meta=meta, meta_from="ppi_meta_json")
     sink("ppi_figure", "ppi_figure", "ppi", ".svg", desc="gppi", datatype="figures", sidecar=False)
@@ -194,7 +211,7 @@ def _ppi_sinks(sink, config: AnalysisConfig, design_meta: dict) -> None:
 def _dcm_sinks(sink, run: RunInputs, config: AnalysisConfig) -> None:
     circuit = config.circuit.name
     dcm_meta = {"Model": config.dcm.model_layout(), "RepetitionTime": run.tr}
-    sink("dcm_voi", "voi_timeseries", "timeseries", ".tsv", atlas=circuit, stat="eigenvariate", desc="voi",
+    sink("dcm_voi", "voi_timeseries", ROI_SERIES_SUFFIX, ".tsv", atlas=circuit, stat="eigenvariate", desc="voi",
          meta_from="voi_qc",
          meta={"RepetitionTime": run.tr, "StartTime": run.start_time,
                "Units": "percent of the run's grand mean (grand-mean scaled to 100)",
