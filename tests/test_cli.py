@@ -76,8 +76,8 @@ def test_outputs_inside_the_bids_dataset(tiny_bids_copy, tmp_path):
         assert "found 1 run(s) of 1 subject(s)" in proc.stdout
     links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
     assert links == {"raw": "../..", "fmriprep": "../fmriprep"}
-    series = next(out.glob("sub-01/ses-pre/func/*task-rest*_timeseries.json"))
-    sources = json.loads(series.read_text())["Sources"]
+    sidecars = [json.loads(p.read_text()) for p in sorted(out.glob("sub-01/ses-pre/func/*task-rest*.json"))]
+    sources = next(meta["Sources"] for meta in sidecars if "Sources" in meta)
     assert any(s.startswith("bids:fmriprep:sub-01/ses-pre/func/") for s in sources)
     for uri in sources:  # every source resolves through the links
         name, _, rel = uri.removeprefix("bids:").partition(":")
