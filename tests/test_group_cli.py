@@ -237,7 +237,8 @@ def test_outputs_of_different_configurations_are_refused_unless_one_is_chosen(st
     configuration and exits 1; --participant-config-hash chooses which outputs to use."""
     bids, out = study
     copy = _copy_outputs(out, tmp_path)
-    original = json.loads(next(copy.glob("sub-01/ses-pre/func/*_timeseries.json")).read_text())["GeneratedBy"]
+    sidecars = [json.loads(p.read_text()) for p in sorted(copy.glob("sub-01/ses-pre/func/*.json"))]
+    original = next(meta["GeneratedBy"] for meta in sidecars if isinstance(meta.get("GeneratedBy"), dict))
     other = "f" * 64
     for sidecar in copy.glob("sub-02/**/*.json"):
         meta = json.loads(sidecar.read_text())
