@@ -89,7 +89,7 @@ def strip_prefix(label: str, prefix: str) -> str:
     return label[len(prefix) + 1:] if label.startswith(prefix + "-") else label
 
 
-def _layouts(bids_dir: Path, fmriprep_dir: Path):
+def _layouts(bids_dir: Path, fmriprep_dir: Path, exclude: tuple[Path, ...] = ()):
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
@@ -105,7 +105,10 @@ def _layouts(bids_dir: Path, fmriprep_dir: Path):
         problems.append(f"{fmriprep_dir}: not a BIDS derivatives dataset (no dataset_description.json)")
     if problems:
         raise InputError(problems)
-    indexer = BIDSLayoutIndexer(validate=False, ignore=["derivatives", "sourcedata", "code", "work"])
+    # Folders inside the dataset that are not inputs (ketflow's own output dataset, e.g.
+    # bids/derivatives/ketflow, is under "derivatives"; it is named too in case it is not).
+    inside = [Path(p).resolve() for p in exclude if bids_dir in Path(p).resolve().parents]
+    indexer = BIDSLayoutIndexer(validate=False, ignore=["derivatives", "sourcedata", "code", "work", *inside])
     try:
         raw = BIDSLayout(bids_dir, validate=False, indexer=indexer)
         deriv = BIDSLayout(fmriprep_dir, validate=False, is_derivative=True)
@@ -122,6 +125,7 @@ def discover(
     participant_labels: list[str] | None = None,
     session_labels: list[str] | None = None,
     bids_filters: dict | None = None,
+    exclude: tuple[Path, ...] = (),
 ) -> Discovery:
     """Find and check every run to process.
 
@@ -135,6 +139,9 @@ def discover(
         matches no subject is an error.
     bids_filters
         fMRIPrep-style filters: ``{"bold": {entity: value}}`` applied to the BOLD query.
+    exclude
+        Folders inside ``bids_dir`` that are not inputs (ketflow's output dataset when it is
+        ``bids_dir/derivatives/ketflow``): never indexed.
 
     Raises
     ------
@@ -142,7 +149,7 @@ def discover(
         Listing every missing or inconsistent input.
     """
     bids_dir, fmriprep_dir = Path(bids_dir).resolve(), Path(fmriprep_dir).resolve()
-    raw, deriv = _layouts(bids_dir, fmriprep_dir)
+    raw, deriv = _layouts(bids_dir, fmriprep_dir, exclude)
     problems: list[str] = []
     skipped: list[dict] = []
 

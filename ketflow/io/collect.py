@@ -235,3 +235,18 @@ def read_exclusions(out_dir: Path | str) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["subject", "session", "task", "run", "reason"])
     return pd.concat(frames, ignore_index=True)
+
+
+def output_provenance(out_dir: Path | str, subject: str) -> set[tuple[str, str]]:
+    """(configuration hash, ketflow version) pairs recorded in the ``GeneratedBy`` of the sidecars
+    of ``sub-<subject>``'s participant-level outputs (empty when it has none, e.g. every run
+    excluded)."""
+    found = set()
+    for path in Path(out_dir, f"sub-{subject}").glob("**/*.json"):
+        try:
+            generated = json.loads(path.read_text()).get("GeneratedBy")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(generated, dict) and generated.get("ConfigHash"):
+            found.add((str(generated["ConfigHash"]), str(generated.get("Version", "unknown"))))
+    return found

@@ -80,10 +80,12 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
             kept_design(confounds.regressors.to_numpy(), run.tr, confounds.keep, high_pass_s, low_pass_hz,
                         min_volumes=config.denoising.required_volumes(run.tr), min_dof=config.denoising.min_dof)
         except TooFewVolumesError as err:
+            rule = "denoising.min_dof" if "degrees of freedom" in str(err) else "denoising.min_volumes"
             reasons.append(
                 f"{err} ({int(confounds.dummy.sum())} dummy scan(s), "
                 f"{int(confounds.motion_censored.sum())} volume(s) censored at FD > "
-                f"{config.denoising.fd_threshold} mm, strategy {config.denoising.strategy})")
+                f"{config.denoising.fd_threshold} mm, strategy {config.denoising.strategy}; "
+                f"quality-control rule {rule})")
         if short_rois:
             reasons.append(f"{run.mask}: ROI(s) {', '.join(short_rois.values())} have fewer than "
                            f"circuit.min_voxels = {config.circuit.min_voxels} voxels inside this brain mask")
