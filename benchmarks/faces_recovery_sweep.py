@@ -66,7 +66,7 @@ from ketflow.signal.gppi import nuisance_columns, roi_to_roi_gppi
 from ketflow.simulate.bids import noise_free_timeseries, run_files
 from ketflow.simulate.dataset import _allocation
 from ketflow.simulate.design import faces_events
-from ketflow.simulate.grid import read_sphere_table
+from ketflow.simulate.grid import roi_names
 from ketflow.simulate.parameters import FacesModel, draw_subject
 from ketflow.simulate.signals import faces_signals, noise_free_ppi
 
@@ -146,7 +146,7 @@ def dcm_rows(result: dict, truth: dict) -> list[dict]:
 
 
 def evaluate(data: dict, name: str, faces: FacesModel, noise_scale: float, model: dict) -> tuple[dict, pd.DataFrame]:
-    names = [s.name for s in read_sphere_table()]
+    names = roi_names()
     arms = _allocation(data["n_subjects"], data["seed"])
     ppi_rows, dcm = [], []
     for k, run in enumerate(data["runs"]):

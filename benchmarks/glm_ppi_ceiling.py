@@ -35,7 +35,7 @@ from ketflow.signal.glm import compute_contrast, fit_glm
 from ketflow.signal.gppi import gppi_contrasts, nuisance_columns, ppi_terms, task_columns
 from ketflow.signal.hrf import convolve_microtime, spm_canonical_hrf
 from ketflow.simulate.design import faces_events
-from ketflow.simulate.grid import read_sphere_table
+from ketflow.simulate.grid import roi_names
 from ketflow.simulate.parameters import draw_subject
 from ketflow.simulate.signals import MICROTIME, faces_signals, neuronal_states, noise_free_ppi
 
@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     parser.add_argument("--noise", type=float, default=1.0, help="scales the ROI noise SDs")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args(argv)
-    names = [s.name for s in read_sphere_table()]
+    names = roi_names()
     rows = []
     for i in range(args.subjects):
         params = draw_subject(np.random.default_rng([args.seed, 1, i]), ("ketamine", "midazolam")[i % 2], names)

@@ -59,9 +59,9 @@ def _cpu() -> float:
 
 def measure_names(config) -> list[str]:
     """Every imaging measure of the default analysis, named as ketflow/io/collect.py names them."""
-    from ketflow.simulate.grid import read_sphere_table
+    from ketflow.simulate.grid import roi_names
 
-    rois = [s.name for s in read_sphere_table()]
+    rois = roi_names()
     names = [f"activation_{task}_{contrast}_{roi}" for task, spec in config.tasks.items() if spec.type == "task"
              for contrast in spec.contrasts for roi in rois]
     names += [f"ppi_{task}_{contrast}_{seed}-to-{target}" for task in config.ppi.tasks

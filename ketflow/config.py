@@ -27,7 +27,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .signal.denoise import MIN_DOF, MIN_VOLUMES
-from .signal.rois import MIN_VOXELS
+from .signal.glm import AUTOCORRELATION_FWHM_MM
+from .signal.roi_quality import DROPOUT_FRACTION, MAX_DROPOUT_FRACTION
+from .signal.rois import GM_THRESHOLD, MIN_VOXELS
 
 DEFAULT_CONFIG = "default_config.yml"
 DEFAULT_SPHERES = "rois/circuit_spheres.tsv"
@@ -86,13 +88,90 @@ class Atlas(_Strict):
     labels: Path
 
 
+class Coverage(_Strict):
+    """When an ROI is excluded from a run (``ketflow.signal.roi_quality``, docs/rois.md): fewer
+    than ``circuit.min_voxels`` voxels after the brain mask and grey matter, or more than
+    ``max_dropout_fraction`` of its voxels in dropout (temporal mean below ``dropout_fraction``
+    x the brain's median); null disables the dropout rule."""
+
+    dropout_fraction: float = Field(default=DROPOUT_FRACTION, gt=0, lt=1)
+    max_dropout_fraction: float | None = Field(default=MAX_DROPOUT_FRACTION, ge=0, le=1)
+
+
 class Circuit(_Strict):
     name: str = Field(default="circuit", pattern=r"^[A-Za-z0-9]+$")
+    # anatomical: the packaged atlas (tpl-MNI152NLin2009cAsym_atlas-circuit_dseg, docs/rois.md);
+    # spheres: the sphere table; atlas: the user atlas of `atlas` (inferred when only `atlas` is given)
+    rois: Literal["anatomical", "spheres", "atlas"] = "anatomical"
     spheres_file: Path | None = None
     spheres: list[Sphere] = Field(default_factory=list)
     atlas: Atlas | None = None
+    # anatomical ROIs: voxels whose grey-matter probability exceeds this (fMRIPrep's GM probseg in
+    # the output space, else the template's); null: no grey-matter restriction
+    grey_matter_threshold: float | None = Field(default=GM_THRESHOLD, ge=0, lt=1)
     min_voxels: int = Field(default=MIN_VOXELS, ge=1)
+    coverage: Coverage = Field(default_factory=Coverage)
     signal: Literal["mean", "eigenvariate"] = "mean"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _atlas_implies_atlas_rois(cls, data):
+        if isinstance(data, dict) and data.get("atlas") is not None and "rois" not in data:
+            data = {**data, "rois": "atlas"}
+        return data
+
+    @model_validator(mode="after")
+    def _rois_source_given(self):
+        if self.rois == "atlas" and self.atlas is None:
+            raise ValueError("circuit.rois is 'atlas' but circuit.atlas (dseg, labels) is not given")
+        if self.rois != "atlas" and self.atlas is not None:
+            raise ValueError(f"circuit.atlas is given but circuit.rois is {self.rois!r}; set circuit.rois: atlas "
+                             "(or leave it out) to use the atlas")
+        return self
+
+
+class ExtraAtlas(_Strict):
+    """An atlas measured beside the circuit in every run (``atlases``; ``--atlases``): ROI time
+    series, their QC and connectivity matrices named ``atlas-<label>`` (docs/rois.md).
+
+    Give one of ``dataset`` (a BEP038 atlas dataset holding ``tpl-<space>_atlas-<label>[_res-<N>]
+    _dseg.nii.gz`` + ``.tsv``; the atlas is resampled onto each run's grid, whose space must be
+    ``<space>``) or ``dseg`` (+ ``labels``, default the dseg's ``.tsv``: an atlas on the runs'
+    own grid); neither for a packaged atlas (``circuit``: the anatomical circuit atlas).
+    """
+
+    label: str = Field(pattern=r"^[A-Za-z0-9]+$")
+    dataset: Path | None = None
+    dseg: Path | None = None
+    labels: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.dataset is not None and self.dseg is not None:
+            raise ValueError(f"atlas {self.label!r}: give a dataset or a dseg, not both")
+        if self.labels is not None and self.dseg is None:
+            raise ValueError(f"atlas {self.label!r}: labels needs dseg")
+        if self.dataset is None and self.dseg is None and self.label not in PACKAGED_ATLASES:
+            raise ValueError(f"atlas {self.label!r}: not a packaged atlas ({sorted(PACKAGED_ATLASES)}); give its "
+                             "BEP038 dataset (dataset) or its dseg and labels")
+        return self
+
+
+#: Atlases shipped with ketflow, by label (BEP038 layout under ``ketflow/data``).
+PACKAGED_ATLASES = {"circuit": "rois"}
+
+
+def parse_atlas_option(entry: str) -> ExtraAtlas:
+    """One ``--atlases`` entry: ``LABEL`` (a packaged atlas) or ``LABEL=PATH``, PATH a BEP038 atlas
+    dataset folder or a ``*_dseg.nii.gz`` on the runs' grid (its ``.tsv`` beside it)."""
+    label, _, path = entry.partition("=")
+    try:
+        if not path:
+            return ExtraAtlas(label=label)
+        source = Path(path).expanduser().resolve()
+        return ExtraAtlas(label=label, **({"dataset": source} if source.is_dir() else {"dseg": source}))
+    except ValidationError as err:
+        raise ConfigError(f"--atlases {entry}: {_first_error(err)}") from err
 
 
 class Denoising(_Strict):
@@ -176,8 +255,14 @@ class Task(_Strict):
 
 class GLM(_Strict):
     hrf: Literal["spm", "spm+derivative"] = "spm"
-    noise_model: Literal["ar1", "ols"] = "ar1"
+    # ar1: nilearn's AR(1); arN-corrected: bias-corrected AR(N), autocorrelations smoothed with
+    # autocorrelation_fwhm_mm in voxelwise fits (Worsley et al. 2002; docs/glm_ppi.md, "Calibration")
+    noise_model: Literal["ar1-corrected", "ar2-corrected", "ar3-corrected", "ar1", "ols"] = "ar1-corrected"
+    autocorrelation_fwhm_mm: float = Field(default=AUTOCORRELATION_FWHM_MM, gt=0)
     high_pass_s: float = Field(default=128, gt=0)
+    # pooling of a session's run-level ROI estimates (activation, gPPI): precision (inverse-variance
+    # fixed effects) | equal (equal-weight mean)
+    run_pooling: Literal["precision", "equal"] = "precision"
 
 
 class PPI(_Strict):
@@ -589,6 +674,7 @@ class AnalysisConfig(_Strict):
     measures: Measures = Field(default_factory=Measures)
     group: Group = Field(default_factory=Group)
     peb: PEBSettings = Field(default_factory=PEBSettings)
+    atlases: list[ExtraAtlas] = Field(default_factory=list)
     #: Settings given on the command line for this run (:func:`load_config`): option -> the
     #: field it set and its value.  Set by ketflow, not in configuration files.
     command_line_overrides: dict[str, dict] = Field(default_factory=dict)
@@ -600,6 +686,17 @@ class AnalysisConfig(_Strict):
         if bad:
             raise ValueError(f"task labels must be alphanumeric BIDS labels, got {bad}")
         return tasks
+
+    @model_validator(mode="after")
+    def _atlas_labels_unique(self):
+        labels = [a.label for a in self.atlases]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"atlases: labels {repeated} are listed more than once")
+        if self.circuit.name in labels:
+            raise ValueError(f"atlases: label {self.circuit.name!r} is the circuit's (circuit.name), which names the "
+                             "circuit's outputs; rename the circuit or leave that atlas out")
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self):
@@ -666,9 +763,10 @@ def load_spheres(circuit: Circuit) -> list[Sphere]:
     """The circuit's spheres: the table file (packaged default unless given) then overrides.
 
     A sphere in ``circuit.spheres`` replaces a table row of the same name, or is appended.
-    With an atlas and no explicit spheres file, only ``circuit.spheres`` are used.
+    With atlas ROIs (``circuit.rois`` anatomical or atlas) and no explicit spheres file, only
+    ``circuit.spheres`` are used.
     """
-    if circuit.atlas is not None and circuit.spheres_file is None:
+    if circuit.rois != "spheres" and circuit.spheres_file is None:
         table = []
     else:
         path = circuit.spheres_file or packaged_file(DEFAULT_SPHERES)
@@ -717,9 +815,23 @@ def roi_names(config: AnalysisConfig) -> list[str]:
 def circuit_roi_names(circuit: Circuit) -> list[str]:
     """Names of the ROIs of a ``circuit`` section: its spheres, then its atlas regions."""
     names = [s.name for s in load_spheres(circuit)]
-    if circuit.atlas is not None:
-        names += [n for n in read_atlas_labels(circuit.atlas) if n not in names]
+    atlas = circuit_atlas(circuit)
+    if atlas is not None:
+        names += [n for n in read_atlas_labels(atlas) if n not in names]
     return names
+
+
+#: The packaged anatomical circuit atlas (``circuit.rois: anatomical``; docs/rois.md).
+CIRCUIT_ATLAS = {"dseg": "rois/tpl-MNI152NLin2009cAsym_atlas-circuit_dseg.nii.gz",
+                 "labels": "rois/tpl-MNI152NLin2009cAsym_atlas-circuit_dseg.tsv"}
+
+
+def circuit_atlas(circuit: Circuit) -> Atlas | None:
+    """The atlas whose regions the circuit uses: the packaged anatomical atlas, the user's, or
+    None (spheres only)."""
+    if circuit.rois == "anatomical":
+        return Atlas(**{key: packaged_file(path) for key, path in CIRCUIT_ATLAS.items()})
+    return circuit.atlas
 
 
 def _first_error(err: ValidationError) -> str:
@@ -824,6 +936,11 @@ def _apply_overrides(raw: dict, overrides: Sequence[Override], user_file: Path |
 
 
 def _resolve_relative_paths(raw: dict, base: Path) -> None:
+    for atlas in raw.get("atlases") or []:
+        if isinstance(atlas, dict):
+            for key in ("dataset", "dseg", "labels"):
+                if isinstance(atlas.get(key), str) and atlas[key]:
+                    atlas[key] = str(base / atlas[key])
     circuit = raw.get("circuit")
     if not isinstance(circuit, dict):
         return

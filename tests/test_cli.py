@@ -20,7 +20,7 @@ SELECT = ["--skip-bids-validation", "--config", TINY_CONFIG, "--boilerplate-only
 REQUIRED_OPTIONS = [
     "--participant-label", "--session-label", "--task", "--derivatives", "--space", "--bids-filter-file",
     "--skip-bids-validation", "--work-dir", "--nprocs", "--omp-nthreads", "--mem-gb", "--plugin",
-    "--plugin-args", "--config", "--stop-on-first-crash", "--reports-only", "--boilerplate-only",
+    "--plugin-args", "--config", "--stop-on-first-crash", "--clean-workdir", "--reports-only", "--boilerplate-only",
     "--verbose", "--version",
 ]
 
@@ -52,12 +52,42 @@ def test_bad_bids_path_exits_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("inside", ["", "derivatives/ketflow"])
-def test_output_inside_input_is_refused(tiny_bids, inside, tmp_path):
-    proc = run_cli(tiny_bids, tiny_bids / inside, "participant")
-    assert proc.returncode == 2
-    assert "inside" in proc.stderr
-    assert not (tiny_bids / "derivatives" / "ketflow").exists()
+@pytest.mark.parametrize("output, phrase", [
+    ("", "is the input dataset"), ("ketflow", "not in a folder of its own under"),
+    ("derivatives", "not in a folder of its own under"), ("derivatives/fmriprep/ketflow", "overlaps the 'fmriprep'")])
+def test_output_in_the_wrong_place_of_the_input_is_refused(tiny_bids, output, phrase):
+    proc = run_cli(tiny_bids, tiny_bids / output, "participant")
+    assert proc.returncode == 2, proc.stderr
+    assert phrase in proc.stderr and "derivatives/ketflow" in proc.stderr  # says where to put them
+    assert not (tiny_bids / output / "logs").exists()
+    assert not (tiny_bids / "ketflow").exists()
+
+
+def test_outputs_inside_the_bids_dataset(tiny_bids_copy, tmp_path):
+    """``ketflow bids/ bids/derivatives/ketflow participant``: the BIDS place for derivatives.
+    The outputs are not indexed as inputs (a rerun finds the same runs), and DatasetLinks point
+    to ``../..`` (raw) and ``../fmriprep``."""
+    out = tiny_bids_copy / "derivatives" / "ketflow"
+    args = (tiny_bids_copy, out, "participant", "-w", tmp_path / "work", "--participant-label", "01",
+            "--session-label", "pre", "--task", "rest", "--config", TINY_CONFIG, "--skip-bids-validation")
+    for _ in range(2):  # the second run sees the first one's outputs inside the dataset
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "found 1 run(s) of 1 subject(s)" in proc.stdout
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert links == {"raw": "../..", "fmriprep": "../fmriprep"}
+    sidecars = [json.loads(p.read_text()) for p in sorted(out.glob("sub-01/ses-pre/func/*task-rest*.json"))]
+    sources = next(meta["Sources"] for meta in sidecars if "Sources" in meta)
+    assert any(s.startswith("bids:fmriprep:sub-01/ses-pre/func/") for s in sources)
+    for uri in sources:  # every source resolves through the links
+        name, _, rel = uri.removeprefix("bids:").partition(":")
+        assert (out / links[name] / rel).is_file(), uri
+    # --clean-workdir: ketflow's folders go after success, a file of another tool stays
+    (tmp_path / "work" / "other-tool.txt").write_text("kept")
+    proc = run_cli(*args, "--clean-workdir")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["other-tool.txt"]
+    assert "--clean-workdir: removed" in proc.stdout
 
 
 def test_bad_analysis_level(tiny_bids, tmp_path):

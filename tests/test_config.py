@@ -104,6 +104,7 @@ def test_custom_spheres_extend_and_override(tmp_path):
     table.write_text("name\tx\ty\tz\tradius_mm\nvmPFC\t2\t50\t-8\t10\nNAcc_L\t-10\t12\t-8\t4\n")
     raw = default_raw()
     raw["circuit"]["spheres_file"] = "rois.tsv"  # relative to the config file
+    raw["circuit"]["rois"] = "spheres"  # the default is the anatomical atlas (with it, spheres are added)
     raw["circuit"]["spheres"] = [{"name": "NAcc_R", "x": 10, "y": 12, "z": -8, "radius_mm": 4}]
     raw["ppi"]["seeds"] = ["vmPFC", "NAcc_L"]
     raw["connectivity"]["seeds"] = ["NAcc_R"]

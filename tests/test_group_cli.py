@@ -125,6 +125,9 @@ def test_group_report_links_and_figures_exist(group_run):
     assert len(objects) == 3 * 4 + 2  # every fitted model's four figures and the two PEB analyses' 
     for tag, link in parser.links:
         assert not link.startswith(("http:", "https:", "/")), link
+        if link.startswith("#"):  # the navigation bar: a section of the page
+            assert f'id="{link[1:]}"' in text, link
+            continue
         target = out / link
         assert target.is_file() and target.stat().st_size > 0, f"<{tag}> {link}"
     assert sum(link.startswith("sub-") and link.endswith(".html") for _, link in parser.links) == 6
@@ -200,8 +203,60 @@ def test_missing_session_and_excluded_rest_run_are_listed_not_fatal(study, group
     reasons = _subjects(group, "task").set_index("subject")["reason"]
     assert reasons["02"] == "" and reasons["03"].startswith("missing") and "predictor(s)" in reasons["03"]
     assert "fc_rest" in _subjects(group, "change").set_index("subject").loc["02", "reason"]
+    text = (copy / "group.html").read_text()
+    assert "mean FD 0.8 mm &gt; 0.5 mm" in text[text.index('id="exclusions"'):]  # the excluded run, listed
     # PEB needs baseline DCMs and the clinical change only
     assert _included(group, "peb") == _included(intact, "peb") and "03" in _included(group, "peb")
+
+
+def test_a_fully_excluded_subject_is_listed_and_not_fatal(study, tmp_path):
+    """sub-04 lost every run to quality control at the participant level (exit 0 there): the group
+    level runs on the others and its report names sub-04 as excluded, with each run's reason."""
+    bids, out = study
+    copy = _copy_outputs(out, tmp_path)
+    sub = copy / "sub-04"
+    for path in sub.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+    (sub / "sub-04_exclusions.tsv").write_text(
+        "session\ttask\trun\treason\n" + "".join(
+            f"{ses}\t{task}\t\t12 of 60 volumes remain after censoring; quality-control rule denoising.min_volumes\n"
+            for ses in ("post", "pre") for task in ("conflict", "faces", "rest")))
+    proc = run_cli(bids, copy, "group", "-w", tmp_path / "work", "--config", CONFIG)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (copy / "group.html").read_text()
+    section = text[text.index('id="exclusions"'):]
+    assert "1 subject(s) excluded</strong>" in section
+    assert '<a href="sub-04/sub-04_exclusions.tsv">sub-04</a>' in section
+    assert section.count("quality-control rule denoising.min_volumes") == 6
+    assert "04" not in _included(copy / "group", "change")
+
+
+def test_outputs_of_different_configurations_are_refused_unless_one_is_chosen(study, tmp_path):
+    """sub-02 was rerun with another configuration: the group level names every subject's
+    configuration and exits 1; --participant-config-hash chooses which outputs to use."""
+    bids, out = study
+    copy = _copy_outputs(out, tmp_path)
+    sidecars = [json.loads(p.read_text()) for p in sorted(copy.glob("sub-01/ses-pre/func/*.json"))]
+    original = next(meta["GeneratedBy"] for meta in sidecars if isinstance(meta.get("GeneratedBy"), dict))
+    other = "f" * 64
+    for sidecar in copy.glob("sub-02/**/*.json"):
+        meta = json.loads(sidecar.read_text())
+        if isinstance(meta.get("GeneratedBy"), dict):
+            meta["GeneratedBy"]["ConfigHash"] = other
+            sidecar.write_text(json.dumps(meta))
+    proc = run_cli(bids, copy, "group", "-w", tmp_path / "work", "--config", CONFIG)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "different configurations or ketflow versions" in proc.stderr
+    assert f"sub-02: configuration {other[:12]} (ketflow {original['Version']})" in proc.stderr
+    assert f"sub-01: configuration {original['ConfigHash'][:12]}" in proc.stderr
+    assert not (copy / "group").exists()
+    proc = run_cli(bids, copy, "group", "-w", tmp_path / "work", "--config", CONFIG,
+                   "--participant-config-hash", original["ConfigHash"][:12])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sub-02 left out" in proc.stdout
+    features = pd.read_csv(copy / "group" / "features.tsv", sep="\t", dtype={"subject": str})
+    assert "02" not in set(features["subject"]) and len(features) == 5
 
 
 def _bad_input(study, tmp_path, damage) -> tuple:

@@ -26,8 +26,9 @@ def test_coefficient_and_selection_plots():
     fig = coefficient_plot(coefs)
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["c", "b", "a"]
-    assert [round(p.get_width(), 2) for p in ax.patches] == [-0.7, 0.0, 1.5]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["c", "a"]  # b, set to zero, is counted, not drawn
+    assert [round(p.get_width(), 2) for p in ax.patches] == [-0.7, 1.5]
+    assert "2 of 3 predictors retained; 1 predictors set to zero" in fig.get_suptitle()
     sel = pd.DataFrame({"frequency": [0.9, 0.2], "positive": [1.0, np.nan]}, index=["a", "b"])
     fig = selection_frequency_bars(sel, threshold=0.5)
     assert [round(p.get_width(), 2) for p in fig.axes[0].patches] == [0.2, 0.9]

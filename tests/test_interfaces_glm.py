@@ -168,15 +168,19 @@ def test_gppi_interface(run_files, tmp_path, monkeypatch):
     assert "PPI_fearful" in meta["DesignColumns"] and meta["ConfoundColumns"] == ["trans_x"]
     assert meta["PPI"]["Contrasts"]["fearful-gt-neutral"] == {"PPI_fearful": 1.0, "PPI_neutral": -1.0}
     assert "Gitelman" in meta["PPI"]["Deconvolution"] and "percent" in meta["EffectUnits"]
-    with pytest.raises(ValueError, match="seeds \\['insula'\\] are not ROIs"):
+    # the configuration names circuit ROIs only, so a seed the run lacks was excluded from it by the
+    # coverage rule: skipped beside others (recorded), an error when it is the only one
+    with pytest.raises(ValueError, match="every gPPI seed \\['insula'\\] was excluded from this run by the coverage"):
         _gppi(run_files, ["insula"]).run()
 
 
 def test_gppi_units_roi_equals_mean_of_voxel_map(run_files, tmp_path, monkeypatch):
     """ROI-to-ROI and seed-to-voxel gPPI share units: the ROI effect is the ROI mean of the map (OLS)."""
     monkeypatch.chdir(tmp_path)
-    out = _gppi(run_files, ["amygdala"], noise_model="ols").run().outputs
+    out = _gppi(run_files, ["amygdala", "insula"], noise_model="ols").run().outputs  # insula: excluded from the run
+    assert json.loads(open(out.meta_json).read())["PPI"]["SeedsExcludedByCoverage"] == ["insula"]
     stats = pd.read_csv(out.stats_tsv, sep="\t").set_index(["seed", "target", "contrast"])
+    assert set(stats.index.get_level_values("seed")) == {"amygdala"}
     labels = np.asanyarray(nib.load(run_files["labels"]).dataobj)
     mask = np.asanyarray(nib.load(run_files["mask"]).dataobj) > 0
     effect_map = [p for p in out.seed_maps if "contrast-fearfulGtNeutral_stat-effect" in p][0]

@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import TINY_CONFIG, run_cli
@@ -114,6 +115,8 @@ def test_report_has_every_section_and_figure(report):
     # the summary lists each run's inputs; the methods describe what ran, with references
     assert text.count("desc-preproc_bold.nii.gz") >= len(runs)
     assert "No run was excluded." in text
+    # each run's ROI quality table (desc-rois_qc.tsv): voxels, tSNR, dropout, coverage rule
+    assert text.count("ROI quality (atlas <code>circuit</code>)") == len(runs)
     methods = text[text.index('id="methods"'):text.index('id="errors"')]
     for phrase in ("Generalized PPI", "McLaren", "Dynamic causal modelling", "Ledoit", "References"):
         assert phrase in methods
@@ -135,11 +138,19 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         pytest.skip("no Chromium binary found (CHROMIUM, chromium, chromium-browser, google-chrome); "
                     "install it with `apt-get install -y chromium`")
     shot = tmp_path / "report.png"
+    # the runs open on demand (<details>): a copy of the page beside it with every run open
+    text = report.read_text(encoding="utf-8")
+    assert text.count('<details class="run">') == len(processed_runs(report.parent, "01"))
+    opened = report.with_name(f"{report.stem}-opened-{os.getpid()}.html")
+    opened.write_text(text.replace('<details class="run">', '<details class="run" open>'), encoding="utf-8")
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
-           "--hide-scrollbars", report.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+           "--hide-scrollbars", opened.resolve().as_uri()]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    finally:
+        opened.unlink()
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert pixels.shape == (4000, 1280, 3)
@@ -183,7 +194,7 @@ def rebuilt(tiny_run, tiny_bids, tmp_path_factory):
     damaged = next(copy.glob("sub-01/ses-post/func/*task-rest*_motion.tsv"))
     damaged.unlink()
     again = run_cli(tiny_bids, copy, "participant", "--reports-only", "--participant-label", "01", "--config",
-                    TINY_CONFIG, "--skip-bids-validation")
+                    TINY_CONFIG, "--skip-bids-validation", "-w", copy.parent / "work")
     return again, copy, out, [p.name for p in made_by_reports]
 
 
@@ -191,7 +202,7 @@ def test_reports_only_rebuilds_report_and_figures(rebuilt):
     proc, copy, original, removed = rebuilt
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (copy / "sub-01.html").is_file()
-    assert not (copy / "work").exists()  # nothing was recomputed
+    assert [p.name for p in (copy.parent / "work").iterdir()] == ["ketflow_reports_wf"]  # nothing recomputed
     figures = copy / "sub-01" / "figures"
     missing = [name for name in removed if not (figures / name).is_file()]
     assert missing == [next(n for n in removed if "ses-post_task-rest" in n and "carpetplot" in n)]
@@ -219,3 +230,38 @@ def test_reports_only_without_outputs_fails_clearly(tiny_bids, tmp_path):
     assert proc.returncode == 1
     assert "no ketflow outputs" in proc.stdout + proc.stderr
     assert not (tmp_path / "out" / "sub-01.html").exists()
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.svg")}
+
+
+def test_a_rerun_draws_only_the_figures_whose_inputs_changed(tiny_bids, tmp_path):
+    """The figures are Nipype nodes: a rerun with nothing changed draws none and keeps the page;
+    after one output changed, --reports-only draws that output's figure only and rebuilds the page."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = (tiny_bids, out, "participant", "-w", work, "--participant-label", "01", "--session-label", "pre",
+            "--task", "rest", "--config", TINY_CONFIG, "--skip-bids-validation", "--nprocs", "2")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    drawn = re.search(r"report figures of 1 subject\(s\): (\d+) to draw, 0 up to date", first.stdout)
+    assert drawn and int(drawn.group(1)) >= 3, first.stdout[-3000:]
+    assert "[1/1] report sub-01 ..." in first.stdout
+    figures = out / "sub-01" / "figures"
+    before, page = _mtimes(figures), (out / "sub-01.html").stat().st_mtime_ns
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"0 to draw, {drawn.group(1)} up to date" in again.stdout
+    assert "[1/1] report sub-01: unchanged" in again.stdout
+    assert _mtimes(figures) == before and (out / "sub-01.html").stat().st_mtime_ns == page
+
+    relmat = next(out.glob("sub-01/ses-pre/func/*task-rest*_stat-pearsoncorrelation_relmat.tsv"))
+    table = pd.read_csv(relmat, sep="\t", index_col=0)
+    (table * 0.5).to_csv(relmat, sep="\t")  # as if the connectivity node had run again with other data
+    rebuilt = run_cli(*args, "--reports-only")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+    assert f"1 to draw, {int(drawn.group(1)) - 1} up to date" in rebuilt.stdout
+    changed = {name for name, mtime in _mtimes(figures).items() if before.get(name) != mtime}
+    assert changed == {next(n for n in before if "desc-connectivity_relmat" in n)}
+    assert (out / "sub-01.html").stat().st_mtime_ns > page

@@ -28,7 +28,7 @@ from ketflow.signal.design import contrast_vector, make_task_design
 from ketflow.signal.glm import roi_contrasts
 from ketflow.signal.gppi import roi_to_roi_gppi
 from ketflow.simulate.design import conflict_events, faces_events
-from ketflow.simulate.grid import read_sphere_table
+from ketflow.simulate.grid import roi_names
 from ketflow.simulate.parameters import draw_subject
 from ketflow.simulate.signals import CONFLICT_DERIVED, conflict_signals, faces_signals, noise_free_ppi
 
@@ -38,7 +38,7 @@ FACES = ["fearful", "neutral", "shapes"]
 
 
 def _subjects():
-    names = [s.name for s in read_sphere_table()]
+    names = roi_names()
     for i in range(N_SUBJECTS):
         arm = ("ketamine", "midazolam")[i % 2]
         yield i, draw_subject(np.random.default_rng([SEED, 1, i]), arm, names)

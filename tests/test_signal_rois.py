@@ -180,6 +180,7 @@ def test_atlas_extends_the_circuit(tmp_path):
     (tmp_path / "atlas-x_dseg.tsv").write_text("index\tname\n4\tNAcc_L\n2\tvmPFC\n")
     raw = yaml.safe_load(packaged_file("default_config.yml").read_text())
     raw["circuit"]["atlas"] = {"dseg": "atlas-x_dseg.nii.gz", "labels": "atlas-x_dseg.tsv"}
+    raw["circuit"]["rois"] = "atlas"  # the packaged file says anatomical; a user atlas must say so
     raw["circuit"]["spheres"] = [{"name": "vmPFC", "x": 0, "y": 43, "z": -14, "radius_mm": 8},
                                  {"name": "amygdala_L", "x": -22, "y": -6, "z": -20, "radius_mm": 5}]
     raw["ppi"]["seeds"] = raw["connectivity"]["seeds"] = ["vmPFC", "amygdala_L"]

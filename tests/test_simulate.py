@@ -269,10 +269,10 @@ def _detrended(y: np.ndarray, conf: pd.DataFrame) -> np.ndarray:
 
 
 def test_roi_voxels_carry_the_true_signal(dataset, truth):
-    from ketflow.simulate.grid import read_sphere_table, sphere_mask
-
-    sphere = {s.name: s for s in read_sphere_table()}["amygdala_L"]
-    mask = sphere_mask(sphere, np.asarray(truth["grid"]["affine"]), tuple(truth["grid"]["shape"]))
+    table = pd.read_csv(dataset / "sourcedata/truth/desc-rois_dseg.tsv", sep="\t")
+    labels = np.asarray(nib.load(dataset / "sourcedata/truth/desc-rois_dseg.nii.gz").dataobj)
+    mask = labels == int(table.loc[table["name"] == "amygdala_L", "index"].iloc[0])
+    assert mask.sum() == truth["grid"]["roi_voxels"]["amygdala_L"] > 0
 
     def true_series(sub, task):
         return pd.read_csv(dataset / f"sourcedata/truth/{sub}/ses-pre" /

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from ketflow.simulate import simulate_dataset
-from ketflow.simulate.grid import read_sphere_table
+from ketflow.simulate.grid import roi_names
 from ketflow.simulate.parameters import REST_STRONGEST_PAIR, REST_TRAIT_DOF, draw_subject
 
-NAMES = [s.name for s in read_sphere_table()]
+NAMES = roi_names()
 
 
 def _couplings(n_subjects: int = 400):

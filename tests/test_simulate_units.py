@@ -10,7 +10,7 @@ import pytest
 
 from ketflow.simulate.clinical import caps_change_expected, clinical_model
 from ketflow.simulate.confounds import compcor, cosine_basis, dvars
-from ketflow.simulate.grid import grid_geometry, read_sphere_table
+from ketflow.simulate.grid import grid_geometry, roi_names
 from ketflow.simulate.motion import framewise_displacement, rms_deviation
 from ketflow.simulate.parameters import nearest_correlation
 from ketflow.simulate.writer import nifti_bytes
@@ -27,7 +27,7 @@ def test_grid_matches_fmriprep_res2():
 
 
 def test_sphere_table_is_read_from_package():
-    names = [s.name for s in read_sphere_table()]
+    names = roi_names()
     assert {"vmPFC", "amygdala_L", "amygdala_R", "dACC", "rACC"} <= set(names)
 
 
@@ -112,7 +112,7 @@ def test_noise_free_ppi_tracks_the_modulation():
     from ketflow.simulate.parameters import draw_subject
     from ketflow.simulate.signals import faces_signals, noise_free_ppi
 
-    names = [s.name for s in read_sphere_table()]
+    names = roi_names()
     truth = draw_subject(np.random.default_rng(3), "ketamine", names)["sessions"]["pre"]["faces"]
     events = faces_events(150, 2.0, np.random.default_rng(4))
     out = {}
@@ -136,7 +136,7 @@ def test_faces_dcm_amygdala_r_prefers_fearful_faces():
         noise_free_betas,
     )
 
-    names = [s.name for s in read_sphere_table()]
+    names = roi_names()
     truth = draw_subject(np.random.default_rng(3), "midazolam", names)["sessions"]["pre"]["faces"]
     truth = {"dcm": {**truth["dcm"], "endogenous_sd": 0.0}, "activation": truth["activation"]}
     events = faces_events(150, 2.0, np.random.default_rng(4))
@@ -170,7 +170,7 @@ def test_faces_spontaneous_amygdala_bold_has_resting_amplitude():
     from ketflow.simulate.parameters import REST_AMPLITUDE, draw_subject
     from ketflow.simulate.signals import MICROTIME, faces_inputs
 
-    names = [s.name for s in read_sphere_table()]
+    names = roi_names()
     spontaneous, evoked = [], []
     for i in range(6):
         dcm = draw_subject(np.random.default_rng([7, i]), "midazolam", names)["sessions"]["pre"]["faces"]["dcm"]

@@ -41,7 +41,9 @@ from stages import run_stage
 def dcm_stages(files: dict, config, work: Path) -> dict:
     """The DCM task's stages on one simulated run: ROIs, confounds, then VOIs and the DCM."""
     cache = write_bold_cache(files["bold"], read_mask(files["mask"]), work / "bold.inmask.npy")
-    rois = run_stage(init_rois_wf(config.circuit), work, bold_ref=files["boldref"], brain_mask=files["mask"])["rois"]
+    rois = run_stage(init_rois_wf(config.circuit), work, bold_ref=files["boldref"], brain_mask=files["mask"],
+                     bold_cache=str(cache), confounds_tsv=files["confounds"],
+                     gm_probseg=files["gm_probseg"])["rois"]  # the DCM reads the ROIs as placed
     data_wf = init_task_data_wf(config.tasks["faces"], config.glm, config.denoising, tr=files["tr"],
                                 start_time=files["start_time"], n_volumes=nib.load(files["bold"]).shape[3],
                                 percent_data=False, mem_gb=1.0)

@@ -54,14 +54,15 @@ def prepared(runs, config, tmp_path_factory):
         cache = run_stage(init_bold_cache_wf(mem_gb=memory["bold_cache"], name=f"cache_{task}"), work,
                           bold_file=run.bold, brain_mask=run.mask)["bold_cache"]
         rois = run_stage(init_rois_wf(config.circuit, name=f"rois_{task}"), work, bold_ref=run.boldref,
-                         brain_mask=run.mask)["rois"]
+                         brain_mask=run.mask, bold_cache=cache.bold_cache, confounds_tsv=run.confounds,
+                         gm_probseg=run.gm_probseg)["roi_quality"]
         denoised = run_stage(
             init_denoise_wf(config.denoising, config.circuit.signal, rest=task == "rest", tr=run.tr, mem_gb=memory,
                             describe_band_pass=True, name=f"denoise_{task}"),
             work, bold_cache=cache.bold_cache, brain_mask=run.mask, confounds_tsv=run.confounds,
             labels_file=rois.labels_file, labels_tsv=rois.labels_tsv)
         out[task] = {"run": run, "cache": cache.bold_cache, "labels_file": rois.labels_file,
-                     "labels_tsv": rois.labels_tsv, **denoised["denoise"].get(), **denoised["signals"].get()}
+                     "labels_tsv": rois.labels_tsv, "quality_tsv": rois.quality_tsv, "quality_json": rois.quality_json, **denoised["denoise"].get(), **denoised["signals"].get()}
     faces = runs["faces"]
     data = run_stage(init_task_data_wf(config.tasks["faces"], config.glm, config.denoising, tr=faces.tr,
                                        start_time=faces.start_time, n_volumes=faces.n_volumes, percent_data=True,
@@ -83,6 +84,7 @@ def test_cache_rois_and_denoise_stages(prepared, runs, config):
     qc = json.loads(Path(faces["qc_json"]).read_text())
     assert qc["strategy"]["strategy"] == config.denoising.strategy and qc["dof_remaining"] > 0
     assert "Regions of interest" in init_rois_wf(config.circuit).__desc__
+    assert runs["faces"].gm_probseg.endswith("_label-GM_probseg.nii.gz")  # found by discovery
     assert "[@lindquist]" in init_denoise_wf(config.denoising, "mean", rest=False, tr=2.0, mem_gb=run_memory(
         runs["faces"]), describe_band_pass=False).__desc__
 
@@ -187,7 +189,8 @@ def test_derivatives_stage_names_and_provenance(prepared, runs, config, tmp_path
                                         dcm=False)
     run_stage(workflow, tmp_path, labels_file=f["labels_file"], labels_tsv=f["labels_tsv"],
               timeseries=f["timeseries"], coverage=f["coverage"], outliers_tsv=f["outliers_tsv"],
-              motion_tsv=f["motion_tsv"], denoise_qc=f["qc_json"])
+              motion_tsv=f["motion_tsv"], denoise_qc=f["qc_json"], roi_quality_tsv=f["quality_tsv"],
+              roi_quality_json=f["quality_json"])
     func = tmp_path / "out" / "sub-01" / "ses-pre" / "func"
     stem = "sub-01_ses-pre_task-rest_space-MNI152NLin2009cAsym"
     assert sorted(p.name for p in func.iterdir()) == sorted(
@@ -195,7 +198,10 @@ def test_derivatives_stage_names_and_provenance(prepared, runs, config, tmp_path
          f"{stem}_atlas-circuit_stat-coverage_bold.tsv", f"{stem}_atlas-circuit_stat-coverage_bold.json",
          f"{stem}_atlas-circuit_dseg.nii.gz", f"{stem}_atlas-circuit_dseg.json", f"{stem}_atlas-circuit_dseg.tsv",
          f"{stem}_outliers.tsv", f"{stem}_outliers.json", f"{stem}_motion.tsv", f"{stem}_motion.json",
-         f"{stem}_desc-denoise_qc.json"])
+         f"{stem}_desc-denoise_qc.json", f"{stem}_atlas-circuit_desc-rois_qc.tsv",
+         f"{stem}_atlas-circuit_desc-rois_qc.json"])
+    quality = json.loads((func / f"{stem}_atlas-circuit_desc-rois_qc.json").read_text())
+    assert quality["CoverageRule"]["MinVoxels"] == config.circuit.min_voxels and "tsnr" in quality["Columns"]
     meta = json.loads((func / f"{stem}_atlas-circuit_stat-mean_bold.json").read_text())
     assert meta["GeneratedBy"]["ConfigHash"] == "abc" and meta["RepetitionTime"] == run.tr
     assert all(uri.startswith("bids:fmriprep:") or uri.startswith("file:") for uri in meta["Sources"])

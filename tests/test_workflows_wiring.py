@@ -43,7 +43,8 @@ def test_voxels_are_decompressed_and_scaled_once_per_run(tiny_bids, tmp_path):
     for run in runs:
         prefix = f"ketflow_wf.single_subject_01_wf.ses_pre_task_{run.task}_wf."
         cache = prefix + "bold_cache_wf.bold_cache"
-        readers = {prefix + name for name in ("denoise_wf.denoise", "task_data_wf.task_data", "dcm_wf.dcm_voi")}
+        readers = {prefix + name for name in ("denoise_wf.denoise", "task_data_wf.task_data", "dcm_wf.dcm_voi",
+                                              "rois_wf.roi_quality")}
         from_cache = {v for (u, v), c in edges.items() if u == cache and ("bold_cache", "bold_cache") in c}
         assert from_cache == {r for r in readers if any(n.fullname == r for n in graph.nodes())}
         scaled = {v for (u, v), c in edges.items()

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS, Denoising, Override
+from ..config import SLOPPY_GROUP, SLOPPY_INFERENCE_PERMUTATIONS, Denoising, Override, parse_atlas_option
 from ..io.confounds import STRATEGIES as DENOISING_STRATEGIES
 
 #: Keys of a ``--bids-filter-file`` that ketflow reads (companion files follow the BOLD's entities).
@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     xcpd.add_argument("--smoothing", type=_non_negative_float, metavar="FWHM",
                       help="Gaussian smoothing in mm FWHM of the first-level maps of the voxelwise group "
                            "analysis (group.voxelwise.smoothing_fwhm; ketflow smooths nowhere else); 0: none")
+    xcpd.add_argument("--atlases", nargs="+", metavar="ATLAS",
+                      help="atlases measured beside the circuit in every run (atlases): LABEL for a packaged "
+                           "atlas (circuit), LABEL=FOLDER for a BEP038 atlas dataset (tpl-<space>_atlas-<LABEL>"
+                           "_dseg.nii.gz + .tsv), LABEL=FILE for a dseg on the runs' grid (its .tsv beside it); "
+                           "outputs are named atlas-<LABEL>")
 
     perf = parser.add_argument_group("Performance and execution")
     perf.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
@@ -144,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="JSON/YAML file of Nipype plugin arguments (e.g. sbatch_args)")
     perf.add_argument("--stop-on-first-crash", action="store_true",
                       help="stop at the first failing node instead of running what remains")
+    perf.add_argument("--clean-workdir", action="store_true",
+                      help="remove ketflow's folders from the work directory after a successful run (as "
+                           "fMRIPrep; a rerun then starts from scratch)")
+
+    grp = parser.add_argument_group("Group level")
+    grp.add_argument("--participant-config-hash", metavar="HASH",
+                     help="use only participant outputs made with this configuration (a prefix of its SHA-256, "
+                          "ConfigHash in the sidecars); by default outputs of different configurations are refused")
+    grp.add_argument("--participant-version", metavar="VERSION",
+                     help="use only participant outputs made with this ketflow version; by default outputs of "
+                          "different versions are refused")
 
     other = parser.add_argument_group("Other")
     other.add_argument("--reports-only", action="store_true",
@@ -189,6 +205,9 @@ def config_overrides(opts: argparse.Namespace) -> list[Override]:
         overrides.append(Override("--min-time", "denoising.min_time_s", opts.min_time or None))
     if opts.smoothing is not None:
         overrides.append(Override("--smoothing", "group.voxelwise.smoothing_fwhm", opts.smoothing))
+    if opts.atlases:
+        overrides.append(Override("--atlases", "atlases",
+                                  [parse_atlas_option(entry).model_dump(mode="json") for entry in opts.atlases]))
     return overrides
 
 
@@ -198,10 +217,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     opts.output_dir = opts.output_dir.expanduser().resolve()
     opts.work_dir = opts.work_dir.expanduser().resolve()
-    if opts.output_dir == opts.bids_dir or opts.bids_dir in opts.output_dir.parents:
-        parser.error(
-            f"output_dir {opts.output_dir} is the input dataset or inside it; choose a folder outside {opts.bids_dir}"
-        )
+    problem = output_dir_problem(opts.output_dir, opts.bids_dir)
+    if problem:
+        parser.error(problem)
     if opts.output_dir.exists() and not opts.output_dir.is_dir():
         parser.error(f"output_dir {opts.output_dir} exists and is not a directory")
     for problem in label_problems(opts.bids_dir, opts.participant_label, opts.session_label):
@@ -210,6 +228,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "fmriprep" not in derivatives:
         derivatives["fmriprep"] = (opts.bids_dir / "derivatives" / "fmriprep").resolve()
     opts.derivatives = derivatives
+    for name, path in derivatives.items():
+        if opts.output_dir == path or path in opts.output_dir.parents or opts.output_dir in path.parents:
+            parser.error(f"output_dir {opts.output_dir} overlaps the '{name}' derivatives {path} that ketflow "
+                         f"reads; choose a folder of its own, e.g. {opts.bids_dir / 'derivatives' / 'ketflow'}")
     for what, attr in (("plugin arguments", "plugin_args"), ("BIDS filter file", "bids_filter_file")):
         path = getattr(opts, attr)
         if path is not None:
@@ -228,6 +250,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except TypeError:
         parser.error(f"{opts.plugin_args}: plugin arguments must be plain JSON values")
     return opts
+
+
+def output_dir_problem(output_dir: Path, bids_dir: Path) -> str | None:
+    """Why ``output_dir`` cannot hold the outputs, or None.
+
+    Outputs may go outside the input dataset or, as BIDS and fMRIPrep users put derivatives, in
+    a folder of its own under ``bids_dir/derivatives/`` (e.g. ``derivatives/ketflow``), which
+    input indexing skips; anywhere else inside the dataset they would be read as raw data.
+    """
+    if output_dir == bids_dir or output_dir in bids_dir.parents:
+        return f"output_dir {output_dir} is the input dataset or contains it; choose a folder such as " \
+               f"{bids_dir / 'derivatives' / 'ketflow'}"
+    derivatives = bids_dir / "derivatives"
+    if bids_dir in output_dir.parents and derivatives not in output_dir.parents:
+        return (f"output_dir {output_dir} is inside the input dataset but not in a folder of its own under "
+                f"{derivatives}; choose e.g. {derivatives / 'ketflow'}, or a folder outside {bids_dir}")
+    return None
 
 
 def label_problems(bids_dir: Path, participants: list[str] | None, sessions: list[str] | None) -> list[str]:

@@ -1,8 +1,9 @@
 """The ``ketflow`` entry point: parse, validate, build and run the workflow, report.
 
-Exit status (as fMRIPrep): 0 success; 2 bad arguments or configuration (unknown
-participant, session or task labels included); 1 invalid inputs or any failed node/report
-(the summary names each crash file), or an unexpected error.  Errors are printed as
+Exit status (as fMRIPrep): 0 success, also when quality control excluded runs or whole
+subjects (exclusion is not failure: the summary and ``sub-XX_exclusions.tsv`` name them); 2 bad
+arguments or configuration (unknown participant, session or task labels included); 1 invalid
+inputs or any failed node/report (the summary names each crash file), or an unexpected error.  Errors are printed as
 messages, never as a bare traceback; ``-v`` adds the traceback of an unexpected error.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 import time
 import traceback
 
@@ -112,7 +115,29 @@ def main(argv: list[str] | None = None) -> int:
         return _unexpected(err, opts)
     LOGGER.info("ketflow %s %s level finished in %.0f s with status %d", __version__, opts.analysis_level,
                 time.monotonic() - start, status)
+    if opts.clean_workdir and status == 0:
+        for path in clean_work_dir(opts.work_dir):
+            LOGGER.info("--clean-workdir: removed %s", path)
     return status
+
+
+#: What ketflow writes into the work directory (Nipype workflows, group inputs).
+WORK_FOLDERS = ("ketflow_wf", "ketflow_reports_wf", "ketflow_group_wf", "ketflow_group_inputs")
+
+
+def clean_work_dir(work_dir: Path) -> list[Path]:
+    """Remove ketflow's folders from ``work_dir``, and the folder itself if nothing else is left
+    (it may be shared with other tools); returns what was removed."""
+    removed = []
+    for name in WORK_FOLDERS:
+        path = Path(work_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(path)
+    if Path(work_dir).is_dir() and not any(Path(work_dir).iterdir()):
+        Path(work_dir).rmdir()
+        removed.append(Path(work_dir))
+    return removed
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,6 +32,18 @@ coefficients as a bootstrap fold has distinct subjects).  The kernels are compil
 (``nogil``, so folds run in parallel threads); see ``benchmarks/group_speed.py`` for the
 comparison with a NumPy-vectorised implementation.
 
+What the kernels skip without changing a bit of the result (docs/performance.md, "Group level"):
+a Cholesky factor is kept from one solve to the next and only the rows that differ are computed
+(along the lasso path, λ2 = 0, an unchanged support has the same system at every penalty; within
+a penalty, entering coordinates are appended to the support, so the leading block stays); in the
+Woodbury form F_A F_Aᵀ is extended likewise; the active-set search evaluates the gradient only at
+the zero coordinates it tests (the rest is filled in, by the same operations, before a
+coordinate-descent fallback); the scratch state is packed into a few arrays because at p ≈ 10
+the cost of passing many arrays between compiled functions weighs as much as the arithmetic.
+Every kept quantity is one that recomputing would produce by the same operations in the same
+order, so all results are bit-for-bit those of computing everything afresh
+(``tests/test_elasticnet.py``).
+
 Definitions are scikit-learn's (``ElasticNet``, ``ElasticNetCV``, ``_alpha_grid``):
 objective (1/2n)‖y − Xw − b‖² + α·l1·‖w‖₁ + ½·α·(1 − l1)·‖w‖², intercept b free; the alpha
 grid of an ``l1_ratio`` runs geometrically from α_max = max_j |x̃_jᵀ ỹ| / (n·l1) (centred data of
@@ -69,10 +81,41 @@ _GAP_TOL = 1e-15
 _GAP_TOL_MAX = 1e-4
 
 
+# Scratch state of one kernel call (:func:`_work`), kept in four arrays so that the compiled
+# functions pass few array arguments (each one costs reference counting on every call, which at
+# p ≈ 10 weighs as much as the arithmetic): M (p, p) the current system's Cholesky factor, S (p, p)
+# F_A F_Aᵀ of the Woodbury form, vecs (_N_VECS, p) and idx (_N_IDX, p) rows named below.  The factor
+# and S are kept between solves only where recomputing them would repeat the very same operations
+# in the same order, so the solutions do not depend on what was reused.
+_X, _CROSSING, _U, _THETA, _FLOAT_STATE = range(5)
+_N_VECS = 5
+_SUPPORT, _ACTIVE, _IN_ACTIVE, _FACTOR_SUPPORT, _S_SUPPORT, _GRAD_SUPPORT, _ZEROS, _INT_STATE = range(8)
+_N_IDX = 8
+#: Entries of the state rows: the length of the support whose factor is in M (−1: none), its kind,
+#: the length of the support whose F_A F_Aᵀ is in S (−1: none), the length of the support of the
+#: last gradient whose entries on that support were skipped (−1: the gradient is complete); the λ2
+#: of the factor.
+_FACTOR_M, _FACTOR_KIND, _S_M, _GRAD_M = range(4)
+_FACTOR_LAM2 = 0
+#: Kinds of factor: of G_AA + λ2 I (_DIRECT) or of λ2 I + F_A F_Aᵀ (_WOODBURY).
+_DIRECT, _WOODBURY = 0, 1
+
+
 @njit(cache=True, nogil=True)
-def _cholesky_solve(M, rhs, m):
-    """Solve M[:m, :m] x = rhs[:m] in place (x in rhs) by Cholesky; False if M is not positive definite."""
-    for j in range(m):
+def _cholesky_extend(M, start, m):
+    """Cholesky factor of M[:m, :m] in its lower triangle, given that of M[:start, :start] (rows
+    ``start`` … m−1 hold the matrix's lower triangle); False if M is not positive definite.
+
+    Every entry is computed by the same operations, in the same order, as in a factorisation from
+    scratch (``start`` = 0), so the factor does not depend on ``start``.
+    """
+    for i in range(start, m):
+        for j in range(min(i, start)):
+            s = M[i, j]
+            for k in range(j):
+                s -= M[i, k] * M[j, k]
+            M[i, j] = s / M[j, j]
+    for j in range(start, m):
         s = M[j, j]
         for k in range(j):
             s -= M[j, k] * M[j, k]
@@ -85,89 +128,191 @@ def _cholesky_solve(M, rhs, m):
             for k in range(j):
                 s -= M[i, k] * M[j, k]
             M[i, j] = s / d
-    for i in range(m):
-        s = rhs[i]
-        for k in range(i):
-            s -= M[i, k] * rhs[k]
-        rhs[i] = s / M[i, i]
-    for i in range(m - 1, -1, -1):
-        s = rhs[i]
-        for k in range(i + 1, m):
-            s -= M[k, i] * rhs[k]
-        rhs[i] = s / M[i, i]
     return True
 
 
 @njit(cache=True, nogil=True)
-def _support_solve(G, F, c, support, m, theta, lam1, lam2, work):
-    """x_A = (G_AA + λ2 I)⁻¹ (c_A − λ1 θ_A) into work[1][:m]; False if the system is singular.
+def _cholesky_substitute(M, vecs, row, m):
+    """Solve L Lᵀ z = vecs[row, :m] in place, L the lower triangle of M[:m, :m]."""
+    for i in range(m):
+        s = vecs[row, i]
+        for k in range(i):
+            s -= M[i, k] * vecs[row, k]
+        vecs[row, i] = s / M[i, i]
+    for i in range(m - 1, -1, -1):
+        s = vecs[row, i]
+        for k in range(i + 1, m):
+            s -= M[k, i] * vecs[row, k]
+        vecs[row, i] = s / M[i, i]
+
+
+@njit(cache=True, nogil=True)
+def _keep_support(idx, row, n_kept, m):
+    """Length of the common beginning of idx[row, :n_kept] and the support idx[_SUPPORT, :m] (0 if
+    n_kept < 0); then idx[row, :m] = the support."""
+    q = 0
+    top = min(n_kept, m)
+    while q < top and idx[row, q] == idx[_SUPPORT, q]:
+        q += 1
+    for a in range(m):
+        idx[row, a] = idx[_SUPPORT, a]
+    return q
+
+
+@njit(cache=True, nogil=True)
+def _factor_rows_kept(m, kind, lam2, vecs, idx):
+    """How many leading rows of the factor in M hold for the support idx[_SUPPORT, :m], ``kind``
+    and ``lam2``, and record them as the factor's key.  The factor's leading q × q block depends
+    only on the matrix's leading q × q block (the first q support entries, the kind and λ2)."""
+    old_m = idx[_INT_STATE, _FACTOR_M]
+    if idx[_INT_STATE, _FACTOR_KIND] != kind or vecs[_FLOAT_STATE, _FACTOR_LAM2] != lam2:
+        old_m = -1
+    q = _keep_support(idx, _FACTOR_SUPPORT, old_m, m)
+    idx[_INT_STATE, _FACTOR_M] = m
+    idx[_INT_STATE, _FACTOR_KIND] = kind
+    vecs[_FLOAT_STATE, _FACTOR_LAM2] = lam2
+    if kind == _WOODBURY and old_m != m:
+        return 0  # λ2 I + F_A F_Aᵀ depends on the whole support
+    return q
+
+
+@njit(cache=True, nogil=True)
+def _support_solve(G, F, c, m, lam1, lam2, M, S, vecs, idx):
+    """x_A = (G_AA + λ2 I)⁻¹ (c_A − λ1 θ_A) into vecs[_X, :m] (A = idx[_SUPPORT, :m], θ =
+    vecs[_THETA, :m]); False if the system is singular.
 
     F (r, p) with G = Fᵀ F (centred rows / √n), or r = 0 when p ≤ n: when the support is larger than
     r > 0 (and λ2 > 0) the system is solved in the r-dimensional row space (Woodbury:
     (F_Aᵀ F_A + λ2 I)⁻¹ v = (v − F_Aᵀ (λ2 I + F_A F_Aᵀ)⁻¹ F_A v) / λ2), O(r² m) instead of O(m³).
+    What stays the same is kept from the previous solve: along the lasso path (λ2 = 0) the system
+    of an unchanged support is the same at every penalty, and coordinates that enter within one
+    penalty are appended to the support, so only their rows are factorised (and added to F_A F_Aᵀ).
     """
-    work_M, work_x, work_u = work[0], work[1], work[4]
     r = F.shape[0]
     for a in range(m):
-        work_x[a] = c[support[a]] - lam1 * theta[a]
+        vecs[_X, a] = c[idx[_SUPPORT, a]] - lam1 * vecs[_THETA, a]
     if lam2 > 0.0 and 0 < r < m:
-        for i in range(r):  # u = F_A v, K = λ2 I + F_A F_Aᵀ
+        s_m = idx[_INT_STATE, _S_M]
+        start = s_m if _keep_support(idx, _S_SUPPORT, s_m, m) == s_m else 0
+        idx[_INT_STATE, _S_M] = m
+        for i in range(r):  # S = F_A F_Aᵀ, summed over the support in order
+            for k in range(i + 1):
+                acc = S[i, k] if start > 0 else 0.0
+                for a in range(start, m):
+                    ja = idx[_SUPPORT, a]
+                    acc += F[i, ja] * F[k, ja]
+                S[i, k] = acc
+        for i in range(r):  # u = F_A v
             acc = 0.0
             for a in range(m):
-                acc += F[i, support[a]] * work_x[a]
-            work_u[i] = acc
-            for k in range(i + 1):
-                acc = 0.0
-                for a in range(m):
-                    ja = support[a]
-                    acc += F[i, ja] * F[k, ja]
-                work_M[i, k] = acc
-                work_M[k, i] = acc
-            work_M[i, i] += lam2
-        if not _cholesky_solve(work_M, work_u, r):
-            return False
+                acc += F[i, idx[_SUPPORT, a]] * vecs[_X, a]
+            vecs[_U, i] = acc
+        if _factor_rows_kept(m, _WOODBURY, lam2, vecs, idx) < m:
+            for i in range(r):  # K = λ2 I + F_A F_Aᵀ
+                for k in range(i + 1):
+                    M[i, k] = S[i, k]
+                M[i, i] += lam2
+            if not _cholesky_extend(M, 0, r):
+                idx[_INT_STATE, _FACTOR_M] = -1
+                return False
+        _cholesky_substitute(M, vecs, _U, r)
         for a in range(m):
-            ja = support[a]
-            acc = work_x[a]
+            ja = idx[_SUPPORT, a]
+            acc = vecs[_X, a]
             for i in range(r):
-                acc -= F[i, ja] * work_u[i]
-            work_x[a] = acc / lam2
+                acc -= F[i, ja] * vecs[_U, i]
+            vecs[_X, a] = acc / lam2
         return True
-    for a in range(m):
-        ja = support[a]
-        for b in range(m):
-            work_M[a, b] = G[ja, support[b]]
-        work_M[a, a] += lam2
-    return _cholesky_solve(work_M, work_x, m)
+    start = _factor_rows_kept(m, _DIRECT, lam2, vecs, idx)
+    for a in range(start, m):  # G_AA + λ2 I, rows not kept
+        ja = idx[_SUPPORT, a]
+        for b in range(a + 1):
+            M[a, b] = G[ja, idx[_SUPPORT, b]]
+        M[a, a] += lam2
+    if not _cholesky_extend(M, start, m):
+        idx[_INT_STATE, _FACTOR_M] = -1
+        return False
+    _cholesky_substitute(M, vecs, _X, m)
+    return True
 
 
 @njit(cache=True, nogil=True)
-def _gradient(G, F, c, w, support, m, grad, work):
-    """grad = c − G w for w supported on support[:m] (through F when that is cheaper)."""
-    work_u = work[4]
+def _gradient(G, F, c, w, m, grad, vecs, idx):
+    """grad = c − G w for w supported on idx[_SUPPORT, :m] (through F when that is cheaper)."""
     p = w.shape[0]
     r = F.shape[0]
     if 0 < r < m:
         for i in range(r):
             acc = 0.0
             for a in range(m):
-                acc += F[i, support[a]] * w[support[a]]
-            work_u[i] = acc
+                ja = idx[_SUPPORT, a]
+                acc += F[i, ja] * w[ja]
+            vecs[_U, i] = acc
         for j in range(p):
             acc = c[j]
             for i in range(r):
-                acc -= F[i, j] * work_u[i]
+                acc -= F[i, j] * vecs[_U, i]
             grad[j] = acc
     else:
         for j in range(p):
             acc = c[j]
             for a in range(m):
-                acc -= G[j, support[a]] * w[support[a]]
+                ja = idx[_SUPPORT, a]
+                acc -= G[j, ja] * w[ja]
             grad[j] = acc
 
 
 @njit(cache=True, nogil=True)
-def _feature_sign(G, F, c, w, grad, lam1, lam2, work, theta, max_steps):
+def _zeros_gradient(G, F, c, w, m, grad, vecs, idx):
+    """:func:`_gradient` at the coordinates where w is 0 only (all that the active-set search reads);
+    the support is recorded for :func:`_complete_gradient`.  The entries computed are the very
+    numbers :func:`_gradient` gives."""
+    p = w.shape[0]
+    r = F.shape[0]
+    n_zero = 0
+    for j in range(p):  # branch-free list of the zero coordinates
+        idx[_ZEROS, n_zero] = j
+        n_zero += w[j] == 0.0
+    if 0 < r < m:
+        for i in range(r):
+            acc = 0.0
+            for a in range(m):
+                ja = idx[_SUPPORT, a]
+                acc += F[i, ja] * w[ja]
+            vecs[_U, i] = acc
+        for z in range(n_zero):
+            j = idx[_ZEROS, z]
+            acc = c[j]
+            for i in range(r):
+                acc -= F[i, j] * vecs[_U, i]
+            grad[j] = acc
+    else:
+        for z in range(n_zero):
+            j = idx[_ZEROS, z]
+            acc = c[j]
+            for a in range(m):
+                ja = idx[_SUPPORT, a]
+                acc -= G[j, ja] * w[ja]
+            grad[j] = acc
+    for a in range(m):
+        idx[_GRAD_SUPPORT, a] = idx[_SUPPORT, a]
+    idx[_INT_STATE, _GRAD_M] = m
+
+
+@njit(cache=True, nogil=True)
+def _complete_gradient(G, F, c, w, grad, vecs, idx):
+    """After :func:`_zeros_gradient` (w unchanged since), the rest of grad = c − G w: the numbers
+    :func:`_gradient` on the same support would have given (coordinate descent needs them all)."""
+    m = idx[_INT_STATE, _GRAD_M]
+    if m >= 0:
+        for a in range(m):
+            idx[_SUPPORT, a] = idx[_GRAD_SUPPORT, a]
+        _gradient(G, F, c, w, m, grad, vecs, idx)
+        idx[_INT_STATE, _GRAD_M] = -1
+
+
+@njit(cache=True, nogil=True)
+def _feature_sign(G, F, c, w, grad, lam1, lam2, M, S, vecs, idx, max_steps):
     """Exact solution by an active-set (feature-sign) search from the warm start ``w``; False if it
     stalls or meets a singular system (``w``, ``grad`` are then still a valid, improved iterate).
 
@@ -177,16 +322,15 @@ def _feature_sign(G, F, c, w, grad, lam1, lam2, work, theta, max_steps):
     inactive coordinates that violate |c_j − G_jA x_A| ≤ λ1 (Karush–Kuhn–Tucker) with the signs
     of their gradients (all at once; one at a time, most violating first, if an entering one came
     out with the wrong sign), or stop: x is then the exact solution.  Each step lowers the
-    objective.
+    objective.  The support is idx[_SUPPORT, :m], its signs vecs[_THETA, :m].
     """
-    support = work[2]
     p = w.shape[0]
     bound = lam1 * (1.0 + 1e-9) + 1e-300
     m = 0
     for j in range(p):
         if w[j] != 0.0:
-            support[m] = j
-            theta[m] = 1.0 if w[j] > 0.0 else -1.0
+            idx[_SUPPORT, m] = j
+            vecs[_THETA, m] = 1.0 if w[j] > 0.0 else -1.0
             m += 1
     at_minimum = False
     single = False  # add one violator at a time (after adding all of them at once failed)
@@ -200,26 +344,25 @@ def _feature_sign(G, F, c, w, grad, lam1, lam2, work, theta, max_steps):
                         if abs(grad[j]) > worst:
                             best, worst = j, abs(grad[j])
                     else:
-                        support[m] = j
-                        theta[m] = 1.0 if grad[j] > 0.0 else -1.0
+                        idx[_SUPPORT, m] = j
+                        vecs[_THETA, m] = 1.0 if grad[j] > 0.0 else -1.0
                         m += 1
             if single and best >= 0:
-                support[m] = best
-                theta[m] = 1.0 if grad[best] > 0.0 else -1.0
+                idx[_SUPPORT, m] = best
+                vecs[_THETA, m] = 1.0 if grad[best] > 0.0 else -1.0
                 m += 1
             if m == start:
                 return True
-        if not _support_solve(G, F, c, support, m, theta, lam1, lam2, work):
+        if not _support_solve(G, F, c, m, lam1, lam2, M, S, vecs, idx):
             return False
-        x = work[1]
         # entering coordinates whose solution has the wrong sign leave again (w does not move)
         kept = 0
         for a in range(m):
-            if w[support[a]] == 0.0 and x[a] * theta[a] <= 0.0:
+            if w[idx[_SUPPORT, a]] == 0.0 and vecs[_X, a] * vecs[_THETA, a] <= 0.0:
                 continue
-            support[kept] = support[a]
-            theta[kept] = theta[a]
-            x[kept] = x[a]
+            idx[_SUPPORT, kept] = idx[_SUPPORT, a]
+            vecs[_THETA, kept] = vecs[_THETA, a]
+            vecs[_X, kept] = vecs[_X, a]
             kept += 1
         if kept < m:
             if single:
@@ -228,30 +371,31 @@ def _feature_sign(G, F, c, w, grad, lam1, lam2, work, theta, max_steps):
             m = kept
             at_minimum = False
             continue
-        crossing = work[3]
         step = 1.0
         for a in range(m):
-            crossing[a] = 2.0
-            if x[a] * theta[a] <= 0.0:
-                wa = w[support[a]]
-                crossing[a] = wa / (wa - x[a]) if wa != 0.0 else 0.0
-                if crossing[a] < step:
-                    step = crossing[a]
+            vecs[_CROSSING, a] = 2.0
+            xa = vecs[_X, a]
+            if xa * vecs[_THETA, a] <= 0.0:
+                wa = w[idx[_SUPPORT, a]]
+                vecs[_CROSSING, a] = wa / (wa - xa) if wa != 0.0 else 0.0
+                if vecs[_CROSSING, a] < step:
+                    step = vecs[_CROSSING, a]
         if step <= 0.0:
             return False
         kept = 0
         for a in range(m):
-            ja = support[a]
-            value = x[a] if step == 1.0 else w[ja] + step * (x[a] - w[ja])
-            if step < 1.0 and (crossing[a] <= step or value * theta[a] <= 0.0):
+            ja = idx[_SUPPORT, a]
+            xa = vecs[_X, a]
+            value = xa if step == 1.0 else w[ja] + step * (xa - w[ja])
+            if step < 1.0 and (vecs[_CROSSING, a] <= step or value * vecs[_THETA, a] <= 0.0):
                 value = 0.0
             w[ja] = value
             if value != 0.0:
-                support[kept] = ja
-                theta[kept] = theta[a]
+                idx[_SUPPORT, kept] = ja
+                vecs[_THETA, kept] = vecs[_THETA, a]
                 kept += 1
         m = kept
-        _gradient(G, F, c, w, support, m, grad, work)
+        _zeros_gradient(G, F, c, w, m, grad, vecs, idx)
         at_minimum = step == 1.0
     return False
 
@@ -287,8 +431,8 @@ def _duality_gap(c, w, grad, yy, lam1, lam2):
 
 @njit(cache=True, nogil=True)
 def _sweep(G, w, grad, coords, n_coords, lam1, lam2):
-    """One cyclic pass over ``coords[:n_coords]``; returns max Gⱼⱼ Δwⱼ² and the first coordinate
-    that entered (−1 if none).  grad (p,) = c − G w is kept up to date."""
+    """One cyclic pass over ``coords[:n_coords]``; returns max Gⱼⱼ Δwⱼ².  grad (p,) = c − G w is
+    kept up to date."""
     p = w.shape[0]
     biggest = 0.0
     for a in range(n_coords):
@@ -316,7 +460,7 @@ def _sweep(G, w, grad, coords, n_coords, lam1, lam2):
 
 
 @njit(cache=True, nogil=True)
-def _solve(G, F, c, w, grad, everyone, active, n_active, lam1, lam2, tol2, yy, max_sweeps, work):
+def _solve(G, F, c, w, grad, n_active, lam1, lam2, tol2, yy, max_sweeps, M, S, vecs, idx):
     """Elastic net at one penalty from the warm start ``w`` (in place); returns (n_active, converged).
 
     The exact active-set search (:func:`_feature_sign`) first: from the previous penalty's solution
@@ -326,16 +470,20 @@ def _solve(G, F, c, w, grad, everyone, active, n_active, lam1, lam2, tol2, yy, m
     it settles, until no coordinate moves by more than ``tol2`` (maxⱼ Gⱼⱼ Δwⱼ² ≤ tol2) or, after
     :data:`_GAP_AFTER` sweeps, the duality gap is small (1e-15 · yy, loosened tenfold every
     :data:`_GAP_AFTER` sweeps up to scikit-learn's default 1e-4 · yy: such problems end no worse
-    than scikit-learn does).  active (p,): coordinates ever non-zero, the first ``n_active`` used
-    (held-out predictions loop over them); everyone = arange(p); F (r, p) with G = Fᵀ F.
+    than scikit-learn does).  idx[_ACTIVE]: coordinates ever non-zero, the first ``n_active`` used
+    (held-out predictions loop over them); F (r, p) with G = Fᵀ F.
     """
     p = w.shape[0]
-    done = _feature_sign(G, F, c, w, grad, lam1, lam2, work, work[5], 4 * p + 10)
+    done = _feature_sign(G, F, c, w, grad, lam1, lam2, M, S, vecs, idx, 4 * p + 10)
+    if not done:
+        _complete_gradient(G, F, c, w, grad, vecs, idx)
+        everyone = np.arange(p)
+        active = idx[_ACTIVE]
     sweeps = 0
     while not done:
         biggest = _sweep(G, w, grad, everyone, p, lam1, lam2)
         sweeps += 1
-        n_active = _note_active(w, active, n_active)
+        n_active = _note_active(w, n_active, idx)
         if biggest <= tol2:
             break
         if sweeps >= max_sweeps:
@@ -349,29 +497,36 @@ def _solve(G, F, c, w, grad, everyone, active, n_active, lam1, lam2, tol2, yy, m
             sweeps += 1
             if biggest <= tol2:
                 break
-    return _note_active(w, active, n_active), True
+    return _note_active(w, n_active, idx), True
 
 
 @njit(cache=True, nogil=True)
-def _note_active(w, active, n_active):
-    """Append the non-zero coordinates of ``w`` missing from ``active[:n_active]``; the new count."""
+def _note_active(w, n_active, idx):
+    """Append the non-zero coordinates of ``w`` missing from idx[_ACTIVE, :n_active] (membership
+    flags in idx[_IN_ACTIVE]); the new count."""
     for j in range(w.shape[0]):
-        if w[j] != 0.0:
-            seen = False
-            for k in range(n_active):
-                if active[k] == j:
-                    seen = True
-                    break
-            if not seen:
-                active[n_active] = j
-                n_active += 1
+        if w[j] != 0.0 and idx[_IN_ACTIVE, j] == 0:
+            idx[_IN_ACTIVE, j] = 1
+            idx[_ACTIVE, n_active] = j
+            n_active += 1
     return n_active
 
 
 @njit(cache=True, nogil=True)
 def _work(p):
-    """Scratch arrays: M (p, p), x (p,), support (p,), crossing (p,), u (p,), theta (p,)."""
-    return np.zeros((p, p)), np.zeros(p), np.zeros(p, dtype=np.int64), np.zeros(p), np.zeros(p), np.zeros(p)
+    """Scratch arrays (M, S, vecs, idx), see _X … _INT_STATE; nothing kept yet."""
+    idx = np.zeros((_N_IDX, max(p, 4)), dtype=np.int64)
+    idx[_INT_STATE, _FACTOR_M] = -1
+    idx[_INT_STATE, _S_M] = -1
+    idx[_INT_STATE, _GRAD_M] = -1
+    return np.zeros((p, p)), np.zeros((p, p)), np.zeros((_N_VECS, max(p, 1))), idx
+
+
+@njit(cache=True, nogil=True)
+def _restart_path(idx):
+    """A path starts at w = 0 (the gradient is then complete: c) with no active coordinates."""
+    idx[_IN_ACTIVE, :] = 0
+    idx[_INT_STATE, _GRAD_M] = -1
 
 
 @njit(cache=True, nogil=True)
@@ -386,9 +541,7 @@ def _path_errors(G, F, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_
     n_test = Xte.shape[0]
     w = np.zeros(p)
     grad = np.zeros(p)
-    active = np.zeros(p, dtype=np.int64)
-    everyone = np.arange(p)
-    work = _work(p)
+    M, S, vecs, idx = _work(p)
     failures = 0
     for b in range(n_out):
         c = C[:, b].copy()
@@ -396,18 +549,19 @@ def _path_errors(G, F, C, Xte, Yte, alphas, l1_ratios, tol2, yy, max_sweeps, sq_
             l1 = l1_ratios[li]
             w[:] = 0.0
             grad[:] = C[:, b]
+            _restart_path(idx)
             n_active = 0
             for ai in range(alphas.shape[2]):
                 alpha = alphas[b, li, ai]
-                n_active, ok = _solve(G, F, c, w, grad, everyone, active, n_active, alpha * l1,
-                                      alpha * (1.0 - l1), tol2[b], yy[b], max_sweeps, work)
+                n_active, ok = _solve(G, F, c, w, grad, n_active, alpha * l1, alpha * (1.0 - l1), tol2[b],
+                                      yy[b], max_sweeps, M, S, vecs, idx)
                 if not ok:
                     failures += 1
                 total = 0.0
                 for t in range(n_test):
                     pred = 0.0
                     for a in range(n_active):
-                        j = active[a]
+                        j = idx[_ACTIVE, a]
                         pred += Xte[t, j] * w[j]
                     err = pred - Yte[t, b]
                     total += err * err
@@ -421,9 +575,7 @@ def _path_coefficients(G, F, C, alphas, l1_ratios, l1_index, alpha_index, tol2, 
     the path of that l1_ratio from its largest alpha (warm starts); returns failures."""
     p, n_out = C.shape
     grad = np.zeros(p)
-    active = np.zeros(p, dtype=np.int64)
-    everyone = np.arange(p)
-    work = _work(p)
+    M, S, vecs, idx = _work(p)
     failures = 0
     for b in range(n_out):
         c = C[:, b].copy()
@@ -432,11 +584,12 @@ def _path_coefficients(G, F, C, alphas, l1_ratios, l1_index, alpha_index, tol2, 
         w = W[b]
         w[:] = 0.0
         grad[:] = C[:, b]
+        _restart_path(idx)
         n_active = 0
         for ai in range(alpha_index[b] + 1):
             alpha = alphas[b, li, ai]
-            n_active, ok = _solve(G, F, c, w, grad, everyone, active, n_active, alpha * l1,
-                                  alpha * (1.0 - l1), tol2[b], yy[b], max_sweeps, work)
+            n_active, ok = _solve(G, F, c, w, grad, n_active, alpha * l1, alpha * (1.0 - l1), tol2[b], yy[b],
+                                  max_sweeps, M, S, vecs, idx)
             if not ok:
                 failures += 1
     return failures

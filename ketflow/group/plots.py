@@ -8,11 +8,13 @@ Each function takes plain arrays / DataFrames (see
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from scipy import stats
 
 __all__ = [
@@ -42,22 +44,34 @@ def _largest(values: pd.Series, max_rows: int) -> tuple[pd.Series, int]:
     return values.loc[keep].sort_values(), len(values) - max_rows
 
 
+def _heading(fig: Figure, *lines: str, width: int = 80) -> None:
+    """A left-aligned figure title, each line wrapped to ``width`` characters, so that it stays
+    inside the canvas however long the predictor names pushing the axes to the right are."""
+    text = "\n".join(textwrap.fill(line, width) for line in lines if line)
+    if text:
+        fig.suptitle(text, x=0.01, ha="left", fontsize=9)
+
+
 def coefficient_plot(coefficients: pd.DataFrame, column: str = "coef_std",
                      title: str = "Elastic-net coefficients", max_rows: int = MAX_ROWS) -> Figure:
-    """Horizontal bars of ``coefficients[column]`` (index = predictor names), sorted;
-    predictors set to zero by the penalty are listed in grey at zero.  At most
-    ``max_rows`` predictors, those of largest magnitude, are shown."""
-    values, hidden = _largest(coefficients[column].astype(float), max_rows)
-    if hidden:
-        title += f" ({hidden} further zero or smaller coefficients not shown)"
-    fig = Figure(figsize=(6.5, _height(len(values))), layout="constrained")
+    """Horizontal bars of the predictors the penalty retained (``coefficients[column]`` non-zero;
+    index = predictor names), sorted; those set to zero are counted in the title, not drawn.
+    At most ``max_rows`` predictors, those of largest magnitude, are shown."""
+    all_values = coefficients[column].astype(float)
+    retained = all_values[all_values != 0]
+    values, hidden = _largest(retained, max_rows)
+    n_zero = int((all_values == 0).sum())
+    fig = Figure(figsize=(6.5, _height(max(len(values), 2))), layout="constrained")
     ax = fig.add_subplot()
-    colours = [_GREY if v == 0 else (_POS if v > 0 else _NEG) for v in values]
-    ax.barh(np.arange(len(values)), values.to_numpy(), color=colours)
+    ax.barh(np.arange(len(values)), values.to_numpy(), color=[_POS if v > 0 else _NEG for v in values])
     ax.set_yticks(np.arange(len(values)), values.index, fontsize=7)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("coefficient per predictor SD (outcome units)" if column == "coef_std" else column)
-    ax.set_title(title, fontsize=9)
+    if values.empty:
+        ax.text(0.5, 0.5, "no predictor retained", transform=ax.transAxes, ha="center", va="center")
+    ax.set_xlabel("coefficient per predictor SD\n(outcome units)" if column == "coef_std" else column)
+    _heading(fig, title,
+             f"{len(retained)} of {len(all_values)} predictors retained; {n_zero} predictors set to zero by the "
+             "penalty are not shown" + (f", nor {hidden} smaller retained ones" if hidden else ""))
     return fig
 
 
@@ -122,9 +136,11 @@ def selection_frequency_bars(selection: pd.DataFrame, *, threshold: float | None
     ax.set_xlim(0, 1)
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=0.8)
-    ax.set_xlabel("bootstrap selection frequency (red: mostly positive, blue: mostly negative)")
-    if hidden:
-        ax.set_title(f"{hidden} less often selected predictors not shown", fontsize=9)
+    ax.set_xlabel("bootstrap selection frequency")
+    _heading(fig, "Bootstrap selection frequencies (colour: the sign the predictor mostly takes)",
+             f"{hidden} less often selected predictors not shown" if hidden else "")
+    fig.legend(handles=[Patch(color=_POS, label="mostly positive"), Patch(color=_NEG, label="mostly negative")],
+               loc="outside lower right", fontsize=7, ncols=2, frameon=False)
     return fig
 
 

@@ -93,10 +93,15 @@ class Connectivity(SimpleInterface):
             relmats.append(str(write_tsv(cwd / f"stat-{measure}_relmat.tsv", frame, index=True)))
             measures.append(measure)
         seed_maps, seed_names = [], []
-        if self.inputs.seeds:
-            seed_maps, seed_names = self._seed_maps(series, names, keep, task_residual, cwd)
+        # the configuration names only circuit ROIs (validated), so a seed absent from the run's
+        # series was excluded from this run by the coverage rule (desc-rois_qc.tsv): no map
+        seeds = [s for s in self.inputs.seeds if s in names] if self.inputs.seeds else []
+        if seeds:
+            seed_maps, seed_names = self._seed_maps(series, names, seeds, keep, task_residual, cwd)
         qc = json.loads(Path(self.inputs.denoise_qc).read_text()) if self.inputs.denoise_qc else {}
         qc.update({"num_volumes_connectivity": int(series.shape[0]), "task_residual": task_residual})
+        if self.inputs.seeds and len(seeds) < len(self.inputs.seeds):
+            qc["seeds_excluded"] = [s for s in self.inputs.seeds if s not in names]
         if self.inputs.coverage:
             coverage = pd.read_csv(self.inputs.coverage, sep="\t")
             qc["roi_coverage"] = dict(zip(coverage["Node"], coverage["coverage"].astype(float), strict=True))
@@ -108,23 +113,20 @@ class Connectivity(SimpleInterface):
         )
         return runtime
 
-    def _seed_maps(self, series, names, keep, task_residual, cwd):
+    def _seed_maps(self, series, names, seeds, keep, task_residual, cwd):
         if not (self.inputs.denoised_file and self.inputs.brain_mask):
             raise ValueError("seed-to-voxel maps need denoised_file and brain_mask")
-        unknown = [s for s in self.inputs.seeds if s not in names]
-        if unknown:
-            raise ValueError(f"seed ROIs {unknown} are not columns of {Path(self.inputs.timeseries).name}")
         mask_img = nib.load(self.inputs.brain_mask)
         mask = read_mask(self.inputs.brain_mask)
         data = read_denoised(self.inputs.denoised_file, mask)
         if task_residual:
             data = task_residuals(data, read_events(self.inputs.events_file), self.inputs.tr, keep=keep)
-        maps, seeds = [], []
-        for seed in self.inputs.seeds:
+        maps, done = [], []
+        for seed in seeds:
             z = np.nan_to_num(seed_to_voxel_z(series[:, names.index(seed)], data), nan=0.0)
             volume = np.zeros(mask.shape, dtype=np.float32)
             volume[mask] = z
             path = write_nifti(cwd / f"seed-{seed}_stat-z_boldmap.nii.gz", nib.Nifti1Image(volume, mask_img.affine))
             maps.append(str(path))
-            seeds.append(seed)
-        return maps, seeds
+            done.append(seed)
+        return maps, done

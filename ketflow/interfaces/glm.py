@@ -45,7 +45,14 @@ from ..io.write import write_json, write_nifti, write_tsv
 from ..signal.describe import design_description
 from ..signal.design import contrast_vector
 from ..signal.extract import extract
-from ..signal.glm import compute_contrast, fit_glm, fixed_effects, fixed_effects_table, roi_contrasts
+from ..signal.glm import (
+    compute_contrast,
+    fit_glm,
+    fixed_effects,
+    fixed_effects_table,
+    roi_contrasts,
+    voxel_smoother,
+)
 from ..signal.plots import design_figure
 
 
@@ -111,13 +118,14 @@ class FirstLevelGLM(SimpleInterface):
         data = np.load(self.inputs.percent_bold)
         design = load_task_design(self.inputs.task_design)
         x = design.matrix
-        fit = fit_glm(data, x.to_numpy(), glm.noise_model)
+        fit = fit_glm(data, x.to_numpy(), glm.noise_model, smoother=voxel_smoother(
+            glm.noise_model, mask, mask_img.affine, glm.autocorrelation_fwhm_mm))
         vectors = {name: contrast_vector(spec, design) for name, spec in task.contrasts_by_name().items()}
         maps = {name: write_contrast_maps("", name, compute_contrast(fit, vec), mask, mask_img.affine)
                 for name, vec in vectors.items()}
         cwd = Path(os.getcwd())
         meta = design_description(design, high_pass_s=glm.high_pass_s, noise_model=glm.noise_model, dof=fit.dof,
-                                  vectors=vectors)
+                                  vectors=vectors, autocorrelation_fwhm_mm=glm.autocorrelation_fwhm_mm)
         self._results.update(
             contrast_names=list(maps),
             effect_maps=[m["effect"] for m in maps.values()],
@@ -143,6 +151,15 @@ class FirstLevelGLM(SimpleInterface):
 _RunFiles = traits.Either(File(exists=True), traits.List(File(exists=True)))
 
 
+#: How run-level ROI estimates of a session are pooled (``glm.run_pooling``; sidecars).
+POOLING_DESCRIPTION = {
+    "precision": "precision-weighted (inverse-variance, fixed-effects) mean of the runs' ROI estimates: weight of "
+                 "run k = (1 / variance_k) / sum_j (1 / variance_j); runs that lack an ROI (coverage rule) do not "
+                 "count for it",
+    "equal": "equal-weight mean of the runs' ROI estimates (variance: mean run variance / number of runs)",
+}
+
+
 class _FixedEffectsInputSpec(BaseInterfaceInputSpec):
     effect_maps = traits.List(_RunFiles, mandatory=True,
                               desc="per run, the effect map of every contrast (run-major)")
@@ -152,6 +169,9 @@ class _FixedEffectsInputSpec(BaseInterfaceInputSpec):
     brain_masks = InputMultiObject(File(exists=True), mandatory=True,
                                    desc="brain mask of each run (their intersection is used)")
     roi_tables = InputMultiObject(File(exists=True), desc="per run, the ROI contrast table (roi, contrast, ...)")
+    roi_pooling = traits.Enum("precision", "equal", usedefault=True,
+                              desc="ROI estimates: inverse-variance weighted (default) or equal-weight mean "
+                                   "(glm.run_pooling)")
 
 
 class _FixedEffectsOutputSpec(TraitedSpec):
@@ -213,12 +233,15 @@ class FixedEffects(SimpleInterface):
             },
             "DegreesOfFreedom": float(np.sum(inputs.dofs)),
         }
+        if inputs.roi_tables:
+            meta["FixedEffects"]["ROIPooling"] = POOLING_DESCRIPTION[inputs.roi_pooling]
         cwd = Path(os.getcwd())
         self._results.update(contrast_names=names, effect_maps=[m["effect"] for m in maps],
                              variance_maps=[m["variance"] for m in maps], z_maps=[m["z"] for m in maps],
                              meta_json=str(write_json(cwd / "desc-fixed_meta.json", meta)))
         if inputs.roi_tables:
             tables = [pd.read_csv(p, sep="\t") for p in inputs.roi_tables]
-            combined = fixed_effects_table(tables, inputs.dofs, [Path(p).name for p in inputs.roi_tables])
+            combined = fixed_effects_table(tables, inputs.dofs, [Path(p).name for p in inputs.roi_tables],
+                                           precision_weighted=inputs.roi_pooling == "precision")
             self._results["roi_tsv"] = str(write_tsv(cwd / "desc-roi_contrasts.tsv", combined))
         return runtime

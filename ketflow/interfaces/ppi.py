@@ -50,6 +50,7 @@ from ..io.rois import read_labels
 from ..io.svg import write_svg
 from ..io.write import write_json, write_tsv
 from ..signal.describe import gppi_description
+from ..signal.glm import voxel_smoother
 from ..signal.gppi import (
     gppi_design,
     nuisance_columns,
@@ -101,10 +102,13 @@ class GPPI(SimpleInterface):
         inside = np.flatnonzero(labels > 0)
         rois = ppi_roi_signals(data[:, inside], labels[inside], names, self.inputs.signal,
                                design.matrix[nuisance_columns(design)].to_numpy())
-        seeds = list(ppi.seeds) or names
-        unknown = [s for s in sorted(set(seeds) | set(ppi.seeds)) if s not in names]
-        if unknown:
-            raise ValueError(f"seeds {unknown} are not ROIs of {Path(self.inputs.labels_tsv).name} ({names})")
+        # the configuration names only circuit ROIs (validated), so a seed absent from the run's
+        # labels was excluded from this run by the coverage rule (desc-rois_qc.tsv): it is skipped
+        voxel_seeds = [s for s in ppi.seeds if s in names]
+        seeds = voxel_seeds if ppi.seeds else names
+        if not seeds:
+            raise ValueError(f"every gPPI seed {list(ppi.seeds)} was excluded from this run by the coverage rule "
+                             f"(ROIs kept: {names}; see the run's desc-rois_qc.tsv)")
         contrasts = task.contrasts_by_name()
         table = roi_to_roi_gppi(rois, design, seeds, contrasts, ppi.deconvolve, glm.noise_model)
         cwd = Path(os.getcwd())
@@ -117,14 +121,18 @@ class GPPI(SimpleInterface):
         last = list(contrasts)[-1] if contrasts else contrast_names[0]
         figure = write_svg(cwd / "desc-ppi_design.svg",
                            ppi_figure(first, ppi_matrix(shown, last, names, ppi.symmetrize), f"PPI {last}"))
-        meta = gppi_description(design, first, contrasts, seeds=ppi.seeds, voxel_seeds=ppi.seeds,
+        meta = gppi_description(design, first, contrasts, seeds=voxel_seeds if ppi.seeds else None,
+                                voxel_seeds=voxel_seeds,
                                 deconvolve=ppi.deconvolve, symmetrize=ppi.symmetrize, signal=self.inputs.signal,
                                 high_pass_s=glm.high_pass_s, noise_model=glm.noise_model,
-                                dof=int(table["dof"].iloc[0]))
+                                dof=int(table["dof"].iloc[0]), autocorrelation_fwhm_mm=glm.autocorrelation_fwhm_mm)
+        if len(voxel_seeds) < len(ppi.seeds):
+            meta["PPI"]["SeedsExcludedByCoverage"] = [s for s in ppi.seeds if s not in names]
+        smoother = voxel_smoother(glm.noise_model, mask, mask_img.affine, glm.autocorrelation_fwhm_mm)
         seed_maps = []
-        for seed in ppi.seeds:
+        for seed in voxel_seeds:
             _, maps = seed_to_voxel_gppi(data, rois[seed].to_numpy(), design, contrasts, ppi.deconvolve,
-                                         glm.noise_model)
+                                         glm.noise_model, smoother)
             for name, result in maps.items():
                 seed_maps += write_contrast_maps(f"desc-{bids_label(seed)}_", name, result, mask,
                                                  mask_img.affine).values()

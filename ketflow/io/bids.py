@@ -59,6 +59,7 @@ class RunInputs:
     start_time: float
     n_volumes: int
     extra_entities: dict = field(default_factory=dict)
+    gm_probseg: str | None = None
 
     @property
     def entities(self) -> dict:
@@ -88,7 +89,7 @@ def strip_prefix(label: str, prefix: str) -> str:
     return label[len(prefix) + 1:] if label.startswith(prefix + "-") else label
 
 
-def _layouts(bids_dir: Path, fmriprep_dir: Path):
+def _layouts(bids_dir: Path, fmriprep_dir: Path, exclude: tuple[Path, ...] = ()):
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
@@ -104,7 +105,10 @@ def _layouts(bids_dir: Path, fmriprep_dir: Path):
         problems.append(f"{fmriprep_dir}: not a BIDS derivatives dataset (no dataset_description.json)")
     if problems:
         raise InputError(problems)
-    indexer = BIDSLayoutIndexer(validate=False, ignore=["derivatives", "sourcedata", "code", "work"])
+    # Folders inside the dataset that are not inputs (ketflow's own output dataset, e.g.
+    # bids/derivatives/ketflow, is under "derivatives"; it is named too in case it is not).
+    inside = [Path(p).resolve() for p in exclude if bids_dir in Path(p).resolve().parents]
+    indexer = BIDSLayoutIndexer(validate=False, ignore=["derivatives", "sourcedata", "code", "work", *inside])
     try:
         raw = BIDSLayout(bids_dir, validate=False, indexer=indexer)
         deriv = BIDSLayout(fmriprep_dir, validate=False, is_derivative=True)
@@ -121,6 +125,7 @@ def discover(
     participant_labels: list[str] | None = None,
     session_labels: list[str] | None = None,
     bids_filters: dict | None = None,
+    exclude: tuple[Path, ...] = (),
 ) -> Discovery:
     """Find and check every run to process.
 
@@ -134,6 +139,9 @@ def discover(
         matches no subject is an error.
     bids_filters
         fMRIPrep-style filters: ``{"bold": {entity: value}}`` applied to the BOLD query.
+    exclude
+        Folders inside ``bids_dir`` that are not inputs (ketflow's output dataset when it is
+        ``bids_dir/derivatives/ketflow``): never indexed.
 
     Raises
     ------
@@ -141,7 +149,7 @@ def discover(
         Listing every missing or inconsistent input.
     """
     bids_dir, fmriprep_dir = Path(bids_dir).resolve(), Path(fmriprep_dir).resolve()
-    raw, deriv = _layouts(bids_dir, fmriprep_dir)
+    raw, deriv = _layouts(bids_dir, fmriprep_dir, exclude)
     problems: list[str] = []
     skipped: list[dict] = []
 
@@ -342,6 +350,7 @@ def _check_run(bold, raw, deriv, tasks, problems) -> RunInputs | None:
     if len(problems) > n_before or image_info is None or tr is None or start_time is None:
         return None
     extra = {k: ent[k] for k in ("acquisition",) if k in ent}
+    gm_probseg = _grey_matter_probseg(deriv, ent)
     return RunInputs(
         subject=ent["subject"],
         session=ent.get("session"),
@@ -357,7 +366,27 @@ def _check_run(bold, raw, deriv, tasks, problems) -> RunInputs | None:
         start_time=start_time,
         n_volumes=image_info["n_volumes"],
         extra_entities={"acq": extra["acquisition"]} if extra else {},
+        gm_probseg=gm_probseg,
     )
+
+
+def _grey_matter_probseg(deriv, ent: dict) -> str | None:
+    """fMRIPrep's ``label-GM_probseg`` of the run's subject in the run's output space (the run's
+    session's when there are several, else the subject-level one; the run's ``res-`` preferred),
+    or None. Any grid of the space will do: it is interpolated onto the BOLD grid."""
+    if not ent.get("space"):
+        return None
+    found = deriv.get(subject=ent["subject"], space=ent["space"], label="GM", suffix="probseg",
+                      extension=[".nii.gz", ".nii"], return_type="object", invalid_filters="drop")
+    if not found:
+        return None
+
+    def rank(image):
+        image_ent = image.get_entities()
+        return (image_ent.get("session") not in (ent.get("session"), None),
+                image_ent.get("session") != ent.get("session"),
+                image_ent.get("res") != ent.get("res"), image.path)
+    return str(min(found, key=rank).path)
 
 
 def _describe(query: dict) -> str:

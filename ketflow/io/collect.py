@@ -12,10 +12,13 @@ returns rows ``subject, session, task, measure, value, n_runs`` with measure nam
   (``*_contrast-<label>_stat-fisherz_desc-betaseries_relmat.tsv``, upper triangle) of every configured
   contrast of the task.
 
-Runs of the same subject, session and task are averaged (equal weights) and the number of runs
-is kept; for activation, the session-level fixed-effects table (no ``run`` entity, written when a
-session has several runs of a task) is used instead of the runs' tables, since it weights every
-run by its precision.
+Runs of the same subject, session and task are pooled and the number of runs is kept: the
+activation and gPPI ROI estimates, which come with their variance, by ``glm.run_pooling`` --
+``precision`` (default: inverse-variance weights, the fixed-effects estimate, as the voxelwise
+fixed effects) or ``equal`` (equal-weight mean) -- connectivity by the mean of the runs' Fisher z
+and the DCM by Bayesian parameter averaging.  For activation the session-level fixed-effects
+table (no ``run`` entity, written when a session has several runs of a task, pooled by the same
+key) is used instead of the runs' tables.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import AnalysisConfig
+from ..signal.glm import precision_weights
 from .names import bids_label, parse_name
 
 
@@ -52,16 +56,21 @@ def find_model_spaces(out_dir: Path | str, subject: str, session: str | None, ta
     return task_outputs(out_dir, subject, session, task, "_desc-modelspace_dcm.tsv")
 
 
-def _rows(path: Path, items) -> list[dict]:
+def _rows(path: Path, items, variances=None) -> list[dict]:
+    """One row per (measure, value); ``variances`` (same length) adds each estimate's variance."""
     ent = _entities(path)
-    return [{"subject": ent.get("sub"), "session": ent.get("ses"), "task": ent.get("task"), "measure": m,
+    rows = [{"subject": ent.get("sub"), "session": ent.get("ses"), "task": ent.get("task"), "measure": m,
              "value": float(v)} for m, v in items]
+    for row, variance in zip(rows, variances if variances is not None else []):
+        row["variance"] = float(variance)
+    return rows
 
 
 def _activation(path: Path, config: AnalysisConfig) -> list[dict]:
     table = pd.read_csv(path, sep="\t")
     task = _entities(path)["task"]
-    return _rows(path, ((f"activation_{task}_{r.contrast}_{r.roi}", r.effect) for r in table.itertuples()))
+    return _rows(path, [(f"activation_{task}_{r.contrast}_{r.roi}", r.effect) for r in table.itertuples()],
+                 table["variance"].to_numpy() if "variance" in table else None)
 
 
 def _ppi(path: Path, config: AnalysisConfig) -> list[dict]:
@@ -69,7 +78,8 @@ def _ppi(path: Path, config: AnalysisConfig) -> list[dict]:
     task = _entities(path)["task"]
     contrasts = set(config.tasks[task].contrasts) if task in config.tasks else set()
     table = table[table["contrast"].isin(contrasts) & (table["seed"] != table["target"])]
-    return _rows(path, ((f"ppi_{task}_{r.contrast}_{r.seed}-to-{r.target}", r.effect) for r in table.itertuples()))
+    return _rows(path, [(f"ppi_{task}_{r.contrast}_{r.seed}-to-{r.target}", r.effect) for r in table.itertuples()],
+                 table["variance"].to_numpy() if "variance" in table else None)
 
 
 def _connectivity(path: Path, config: AnalysisConfig) -> list[dict]:
@@ -174,6 +184,8 @@ def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list
             paths = [p for p in paths if "_desc-" not in p.name]
         if subjects is not None:
             paths = [p for p in paths if _entities(p).get("sub") in subjects]
+        # the circuit's outputs (extra atlases, ``atlases``, are not circuit measures)
+        paths = [p for p in paths if _entities(p).get("atlas", config.circuit.name) == config.circuit.name]
         if family == "activation":
             paths, runs_of = _session_level_first(paths)
         for path in paths:
@@ -190,10 +202,25 @@ def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list
         table["n_runs"] = np.nan
     table["n_runs"] = table["n_runs"].fillna(1)
     table = table[np.isfinite(table["value"])]
+    table = table.assign(weight=run_weights(table, config.glm.run_pooling))
+    table = table.assign(weighted=table["weight"] * table["value"])
     grouped = table.groupby(["subject", "session", "task", "measure"], dropna=False)
-    result = grouped.agg(value=("value", "mean"), n_runs=("n_runs", "sum")).reset_index()
+    result = grouped.agg(weighted=("weighted", "sum"), weight=("weight", "sum"), n_runs=("n_runs", "sum"))
+    result = result.assign(value=result["weighted"] / result["weight"]).reset_index()
     result["n_runs"] = result["n_runs"].astype(int)
     return result[columns]
+
+
+def run_weights(table: pd.DataFrame, pooling: str) -> np.ndarray:
+    """Weight of each row (one run's estimate) in its session's pooled value: ``1 / variance``
+    for rows with a finite variance under ``precision`` pooling
+    (:func:`ketflow.signal.glm.precision_weights`, the fixed-effects weights), 1 otherwise
+    (equal-weight mean)."""
+    if pooling not in ("precision", "equal"):
+        raise ValueError(f"run pooling must be 'precision' or 'equal', got {pooling!r}")
+    variance = table["variance"].to_numpy(dtype=float) if "variance" in table else np.full(len(table), np.nan)
+    weighted = np.isfinite(variance) & (pooling == "precision")
+    return np.where(weighted, precision_weights(np.where(weighted, variance, 1.0)), 1.0)
 
 
 def _session_level_first(paths: list[Path]) -> tuple[list[Path], dict[Path, int]]:
@@ -227,3 +254,18 @@ def read_exclusions(out_dir: Path | str) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["subject", "session", "task", "run", "reason"])
     return pd.concat(frames, ignore_index=True)
+
+
+def output_provenance(out_dir: Path | str, subject: str) -> set[tuple[str, str]]:
+    """(configuration hash, ketflow version) pairs recorded in the ``GeneratedBy`` of the sidecars
+    of ``sub-<subject>``'s participant-level outputs (empty when it has none, e.g. every run
+    excluded)."""
+    found = set()
+    for path in Path(out_dir, f"sub-{subject}").glob("**/*.json"):
+        try:
+            generated = json.loads(path.read_text()).get("GeneratedBy")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(generated, dict) and generated.get("ConfigHash"):
+            found.add((str(generated["ConfigHash"]), str(generated.get("Version", "unknown"))))
+    return found

@@ -232,9 +232,7 @@ def select_confounds(
     regressors = table[columns].astype(float).copy()
     first_nan = regressors.iloc[0].isna().to_numpy()
     regressors.iloc[0, first_nan] = regressors.iloc[1, first_nan].to_numpy()
-    dummy_cols = [c for c in table.columns if c.startswith("non_steady_state_outlier")]
-    dummy = (table[dummy_cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy().sum(axis=1) > 0
-             if dummy_cols else np.zeros(len(table), bool))
+    dummy = dummy_scans(table)
     fd = (
         pd.to_numeric(table["framewise_displacement"], errors="coerce").fillna(0.0).to_numpy(float)
         if "framewise_displacement" in table.columns
@@ -246,6 +244,13 @@ def select_confounds(
         fd, dummy, strategy.fd_threshold, strategy.min_segment, std_dvars, strategy.std_dvars_threshold
     )
     return Confounds(regressors, keep, dummy, motion, fd)
+
+
+def dummy_scans(table: pd.DataFrame) -> np.ndarray:
+    """Volumes (bool, one per row) fMRIPrep flags as non-steady-state (``non_steady_state_outlier*``)."""
+    dummy_cols = [c for c in table.columns if c.startswith("non_steady_state_outlier")]
+    return (table[dummy_cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy().sum(axis=1) > 0
+            if dummy_cols else np.zeros(len(table), bool))
 
 
 def _lines(rows: np.ndarray) -> str:

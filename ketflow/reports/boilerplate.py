@@ -54,6 +54,7 @@ REFERENCES = {
               "J Multivar Anal 88:365-411.",
     "cole": "Cole MW, et al. (2019). Task activations produce spurious but systematic inflation of task functional "
             "connectivity estimates. NeuroImage 189:1-18.",
+    "worsley_glm": "Worsley KJ, et al. (2002). A general statistical analysis for fMRI data. NeuroImage 15:1-15.",
     "friston_dcm": "Friston KJ, Harrison L, Penny W (2003). Dynamic causal modelling. NeuroImage 19:1273-1302.",
     "stephan": "Stephan KE, et al. (2007). Comparing hemodynamic models with DCM. NeuroImage 38:387-401.",
     "friston_vl": "Friston K, et al. (2007). Variational free energy and the Laplace approximation. "
@@ -83,6 +84,7 @@ IN_TEXT = {
     "ketflow": "", "nipype": "Gorgolewski et al. 2011", "fmriprep": "Esteban et al. 2019",
     "nilearn": "Abraham et al. 2014", "lindquist": "Lindquist et al. 2019", "satterthwaite": "Satterthwaite et al. 2013",
     "behzadi": "Behzadi et al. 2007", "power": "Power et al. 2012", "friston_glm": "Friston et al. 1994",
+    "worsley_glm": "Worsley et al. 2002",
     "etkin": "Etkin et al. 2006", "mclaren": "McLaren et al. 2012", "gitelman": "Gitelman et al. 2003",
     "ledoit": "Ledoit & Wolf 2004", "cole": "Cole et al. 2019", "friston_dcm": "Friston et al. 2003",
     "stephan": "Stephan et al. 2007", "friston_vl": "Friston et al. 2007", "friston_ar": "Friston et al. 2002",

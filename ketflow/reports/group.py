@@ -2,7 +2,7 @@
 
 Sections: clinical scores per arm; the feature table (per measure family and arm: subjects,
 missing values, mean change ± SD; columns too often missing to be used; every missing value
-with its reason); the a-priori model first (standardised β, cross-validated error at the
+with its reason); the runs and subjects excluded at the participant level; the a-priori model first (standardised β, cross-validated error at the
 selected penalty, nested-CV R², ΔR² over the arm); the models (fitted or skipped, subjects
 included and left out); one section per fitted model (out-of-sample performance with intervals and permutation
 p-values, retained features, figures); PEB over DCM; links to every participant's report.
@@ -14,14 +14,16 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..config import SLOPPY_GROUP, AnalysisConfig
-from ..io.write import write_text
+from ..config import SLOPPY_GROUP, AnalysisConfig, packaged_file
+from ..io.collect import read_exclusions
+from ..io.write import copy_file, write_text
 from .boilerplate import REFERENCES
 from .group_inference import inference_methods_text, inference_references, inference_section
 from .group_peb import PEB_LABELS, PEB_REFERENCES, peb_methods_text, peb_section
@@ -29,14 +31,27 @@ from .group_voxelwise import voxelwise_methods, voxelwise_references, voxelwise_
 
 LOGGER = logging.getLogger("ketflow")
 
-#: Inline style of the group page (self-contained: it renders offline, with no other file).
+#: The participant report's stylesheet (vendored Bootstrap), copied next to the group page.
+STYLESHEET = "reports/bootstrap.min.css"
+#: Where the group page finds it, relative to the output directory.
+STYLESHEET_HREF = "group/report/bootstrap.min.css"
+
+#: Inline style of the group page, on top of the participant report's stylesheet: the same fixed
+#: navigation bar and section headings; wide tables scroll inside their box.
 _STYLE = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #345; padding-bottom: .3em; } h2 { color: #345; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
-th { background: #eef; } .figure { margin: 1em 0 2em; } .figure img, .figure object { max-width: 100%; }
-.caption { font-size: .9em; color: #555; } .warning { color: #a40; }
+body { padding-top: 4.2rem; }
+main { max-width: 80rem; }
+h1 { font-size: 1.9rem; border-bottom: 2px solid var(--bs-primary); padding-bottom: .3rem; margin-top: 1rem; }
+h2 { font-size: 1.35rem; margin-top: 2rem; padding: .35rem .6rem; background: var(--bs-light);
+     border-left: 4px solid var(--bs-primary); scroll-margin-top: 4rem; }
+h3 { font-size: 1.1rem; margin-top: 1.2rem; color: var(--bs-secondary-color); }
+.table-box { max-width: 100%; max-height: 36rem; overflow: auto; margin: .5em 0 1em; }
+.table-box table { font-size: .85rem; margin: 0; }
+.table-box th { position: sticky; top: 0; background: var(--bs-light); }
+td, th { padding: .2rem .5rem; border: 1px solid var(--bs-border-color); white-space: nowrap; }
+.figure { margin: 1em 0 2em; } .figure img, .figure object { display: block; max-width: 100%; height: auto; }
+.caption { font-size: .9em; color: var(--bs-secondary-color); } .warning { color: #a40; }
+details > summary { cursor: pointer; color: var(--bs-primary); }
 """
 
 #: Figures every fitted elastic-net model has (the null and selection figures when requested).
@@ -167,6 +182,35 @@ def _feature_section(group: Path, config: AnalysisConfig) -> list[str]:
         "and item, with the reason.</p>",
         _details("Missing values and their reasons", _html_table(missing)) if len(missing) else "",
     ]
+    return parts
+
+
+def fully_excluded_subjects(out_dir: Path, exclusions: pd.DataFrame) -> list[str]:
+    """Subjects with exclusion records and no participant-level output besides them (every run
+    excluded by quality control, so nothing was processed)."""
+    def has_outputs(subject: str) -> bool:
+        folder = out_dir / f"sub-{subject}"
+        return any(p.is_file() and p.name != f"sub-{subject}_exclusions.tsv" and "figures" not in p.parts
+                   for p in folder.rglob("*"))
+
+    return [s for s in sorted(exclusions["subject"].unique()) if not has_outputs(s)]
+
+
+def exclusion_section(out_dir: Path) -> list[str]:
+    """Runs and subjects excluded at the participant level (``sub-*/sub-*_exclusions.tsv``):
+    whole subjects first, then every excluded or absent run with its reason."""
+    table = read_exclusions(out_dir)
+    parts = ['<h2 id="exclusions">Exclusions</h2>']
+    if table.empty:
+        return parts + ["<p>No run was excluded at the participant level.</p>"]
+    whole = fully_excluded_subjects(out_dir, table)
+    if whole:
+        links = ", ".join(f'<a href="sub-{s}/sub-{s}_exclusions.tsv">sub-{html.escape(s)}</a>' for s in whole)
+        parts.append(f"<p><strong>{len(whole)} subject(s) excluded</strong> (every run excluded by a "
+                     f"quality-control rule, nothing processed): {links}.</p>")
+    parts.append(f"<p>{len(table)} run(s) excluded or absent, of {table['subject'].nunique()} subject(s):</p>")
+    shown = table.assign(subject="sub-" + table["subject"])
+    parts.append(_html_table(shown))
     return parts
 
 
@@ -335,6 +379,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
              + (" (<strong>as low as --sloppy sets them: for testing only, do not report these p-values and selection "
                 "frequencies</strong>)" if _is_sloppy(config) else "") + ".</p>"]
     parts += _feature_section(group, config)
+    parts += exclusion_section(out_dir)
     models = _read(group / "models.tsv") if (group / "models.tsv").is_file() else None
     if models is None:
         parts.append('<p class="warning">group/models.tsv is missing: no model outputs to report.</p>')
@@ -349,13 +394,49 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
     reports = sorted(out_dir.glob("sub-*.html"))
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in reports)
     parts += ["<h2>Participant reports</h2>", f"<ul>{links}</ul>" if links else "<p>None found.</p>"]
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>ketflow group report</title>"
-            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return page(parts)
+
+
+def page(parts: list[str]) -> str:
+    """The group page: the participant report's stylesheet and fixed navigation bar (one link per
+    section, ``<h2>``), every table in a box that scrolls when it is wider or taller than the page."""
+    body = _TABLE.sub(lambda m: f'<div class="table-box">{m.group(0)}</div>', "\n".join(parts))
+    sections: list[tuple[str, str]] = []
+
+    def anchor(match: re.Match) -> str:
+        attributes, title = match.group(1), match.group(2)
+        found = re.search(r'id="([^"]+)"', attributes)
+        ident = found.group(1) if found else f"section-{len(sections) + 1}"
+        sections.append((ident, re.sub(r"<[^>]+>", "", title)))
+        return f"<h2{attributes}>{title}</h2>" if found else f'<h2 id="{ident}"{attributes}>{title}</h2>'
+
+    body = re.sub(r"<h2([^>]*)>(.*?)</h2>", anchor, body, flags=re.S)
+    links = "".join(f'<li class="nav-item"><a class="nav-link py-1" href="#{ident}">{_short(title)}</a></li>'
+                    for ident, title in sections)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>ketflow group report</title><link rel=\"stylesheet\" href=\"{STYLESHEET_HREF}\">"
+            f"<style>{_STYLE}</style></head><body>\n"
+            f'<nav class="navbar navbar-expand navbar-dark bg-dark fixed-top"><div class="container-fluid">'
+            f'<span class="navbar-brand">ketflow &middot; group</span>'
+            f'<ul class="navbar-nav me-auto flex-wrap small">{links}</ul></div></nav>\n'
+            f'<main class="container-fluid px-4">\n' + body + "\n</main></body></html>\n")
+
+
+_TABLE = re.compile(r"<table\b.*?</table>", flags=re.S)
+
+
+def _short(title: str, most: int = 28) -> str:
+    """A section title short enough for the navigation bar."""
+    return title if len(title) <= most else title[: most - 1].rstrip() + "…"
 
 
 def build_group_report(out_dir: Path, config: AnalysisConfig) -> int:
     """Write ``group.html``; returns 1 if it failed (the error is logged), else 0."""
     try:
+        css = Path(out_dir) / STYLESHEET_HREF
+        if not css.is_file() or css.read_bytes() != packaged_file(STYLESHEET).read_bytes():
+            copy_file(packaged_file(STYLESHEET), css)
         write_text(Path(out_dir) / "group.html", group_report(Path(out_dir), config))
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as err:
         LOGGER.error("the group report failed: %s", err)

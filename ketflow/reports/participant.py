@@ -16,18 +16,19 @@ on ``out/sub-<label>/figures/``.  Two things are ketflow's own:
   ``logs/crash/``.
 
 Figures and HTML fragments come from the outputs (:mod:`ketflow.reports.reportlets`), so the
-same code serves ``--reports-only``; the carpet plots read each run's BOLD cache in the work
-directory when it is there (``bold_caches``) instead of decompressing the BOLD series again.
+same code serves ``--reports-only``.  The figures are drawn by Nipype nodes, cached in the work
+directory (:mod:`ketflow.workflows.reports`, which also assembles the pages with
+:func:`build_subject_page`); the carpet plots read each run's BOLD cache in the work directory
+when it is there instead of decompressing the BOLD series again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import multiprocessing
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import jinja2
@@ -37,11 +38,13 @@ from ..config import AnalysisConfig, ConfigError, load_config, packaged_file
 from ..io.write import copy_file, write_text
 from .boilerplate import data_sentence, methods_from_desc
 from .outputs import find_runs
-from .reportlets import ReportletError, write_subject_reportlets
+from .reportlets import ReportletError, write_if_changed, write_subject_fragments
+from .summary import key_numbers_html
 
 LOGGER = logging.getLogger("ketflow")
 
 SPEC = "reports/participant.yml"
+TEMPLATE = "reports/participant.tpl"
 STYLESHEET = "reports/bootstrap.min.css"
 
 
@@ -134,22 +137,23 @@ def subject_crashes(out_dir: Path, subject: str) -> list[dict]:
     return crashes
 
 
-def build_subject_report(out_dir: Path, subject: str, config: AnalysisConfig, methods: str,
-                         bold_caches: dict[str, str] | None = None) -> Path:
-    """Figures, HTML fragments and ``sub-<subject>.html`` of one subject; returns the page's path.
+def build_subject_page(out_dir: Path, subject: str, config: AnalysisConfig, methods: str,
+                       figure_errors: list[ReportletError]) -> Path:
+    """HTML fragments and ``sub-<subject>.html`` of one subject whose figures are drawn; returns
+    the page's path.
 
     ``methods``: the subject's methods text from its workflow (``__desc__`` paragraphs);
-    ``bold_caches``: resolved BOLD path -> its in-mask cache, read by the carpet plots.
+    ``figure_errors``: the figures that could not be made (listed in the page).
     """
     out_dir = Path(out_dir)
     runs = find_runs(out_dir, subject, session_order=[config.sessions.baseline, config.sessions.followup],
                      task_order=list(config.tasks))
-    for run in runs:
-        bold = run.sources.get("bold")
-        run.bold_cache = (bold_caches or {}).get(str(bold.resolve())) if bold is not None else None
-    figure_errors: list[ReportletError] = write_subject_reportlets(out_dir, subject, runs, config)
+    write_subject_fragments(out_dir, subject, runs, config, figure_errors)
+    write_if_changed(out_dir / f"sub-{subject}" / "figures" / f"sub-{subject}_desc-keynumbers_bold.html",
+                     key_numbers_html(out_dir, subject, config))
     css = out_dir / f"sub-{subject}" / "figures" / Path(STYLESHEET).name
-    copy_file(packaged_file(STYLESHEET), css)
+    if not css.is_file() or css.read_bytes() != packaged_file(STYLESHEET).read_bytes():
+        copy_file(packaged_file(STYLESHEET), css)
     contributed = [(r.entities.get("ses"), r.entities["task"], r.entities.get("run")) for r in runs]
     described = methods_from_desc(methods, data=data_sentence(contributed) if contributed else None, group=False)
     crashes = subject_crashes(out_dir, subject)
@@ -164,62 +168,22 @@ def build_subject_report(out_dir: Path, subject: str, config: AnalysisConfig, me
     return out_dir / f"sub-{subject}.html"
 
 
-def build_reports(out_dir: Path, subjects: list[str], config: AnalysisConfig, n_procs: int = 1, *,
-                  methods: dict[str, str], bold_caches: dict[str, str] | None = None) -> int:
-    """Write ``sub-<label>.html`` (and its figures) for every subject; returns the number that failed.
-
-    ``methods``: subject -> the methods text of its workflow (``__desc__`` paragraphs);
-    ``bold_caches``: resolved BOLD path -> in-mask cache (the carpet plots read it when present).
-    Subjects are independent, so up to ``n_procs`` are built at once in worker processes (the
-    figures take most of the time: about half a minute per subject of the reference design).
-    Figures that cannot be made are reported inside the page, not counted as failures.
-    """
-    if not (Path(out_dir) / "dataset_description.json").is_file():
-        LOGGER.error("%s holds no ketflow outputs (no dataset_description.json): run the participant level "
-                     "before building reports", out_dir)
-        return len(subjects)
-    config = recorded_config(Path(out_dir), config)
-    if n_procs > 1 and len(subjects) > 1:
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(min(n_procs, len(subjects)), mp_context=context) as pool:
-            outcomes = list(pool.map(_build_in_worker, [(Path(out_dir), s, config, methods[s], bold_caches)
-                                                        for s in subjects]))
-        for _, _, records in outcomes:  # the workers' log messages (figures that failed), in subject order
-            for levelno, message in records:
-                LOGGER.log(levelno, "%s", message)
-    else:
-        outcomes = [(*_build_one(Path(out_dir), s, config, methods[s], bold_caches), []) for s in subjects]
-    failures = 0
-    for subject, (path, error, _) in zip(subjects, outcomes):
-        if error is None:
-            LOGGER.info("report written: %s", path)
-        else:
-            LOGGER.error("report of sub-%s failed: %s", subject, error)
-            failures += 1
-    return failures
-
-
-def _build_in_worker(job: tuple) -> tuple[Path | None, str | None, list]:
-    """:func:`_build_one` in a worker process, with the log records it emitted as (level, message)."""
-    records: list[tuple[int, str]] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record):
-            records.append((record.levelno, record.getMessage()))
-
-    handler = _Collect(logging.INFO)
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
-    try:
-        return (*_build_one(*job), records)
-    finally:
-        LOGGER.removeHandler(handler)
-
-
-def _build_one(out_dir: Path, subject: str, config: AnalysisConfig, methods: str,
-               bold_caches: dict[str, str] | None) -> tuple[Path | None, str | None]:
-    """(report path, None) or (None, error message) of one subject's report."""
-    try:
-        return build_subject_report(out_dir, subject, config, methods, bold_caches), None
-    except (OSError, ValueError, KeyError, jinja2.TemplateError) as err:
-        return None, str(err)
+def page_inputs_digest(out_dir: Path, subject: str, config: AnalysisConfig, methods: str,
+                       figure_errors: list[ReportletError]) -> str:
+    """SHA-256 over everything ``sub-<subject>.html`` is made from: the subject's output files and
+    figures (not the HTML fragments and stylesheet made from them; files under 1 MB by their
+    content, as some are rewritten unchanged on every run, larger ones by size and modification
+    time), the crash files, the methods text, the failed figures, the configuration, the
+    ketflow version and the report's specification and template.  Equal digests: the page would come out the same."""
+    out_dir = Path(out_dir)
+    entries = []
+    for path in sorted((out_dir / f"sub-{subject}").rglob("*")):
+        if path.is_file() and not (path.parent.name == "figures" and path.suffix in (".html", ".css")):
+            info = path.stat()
+            stamp = (hashlib.sha256(path.read_bytes()).hexdigest() if info.st_size < 2**20
+                     else f"{info.st_size}:{info.st_mtime_ns}")
+            entries.append(f"{path.relative_to(out_dir)}:{stamp}")
+    entries += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted((out_dir / "logs" / "crash").glob("crash-*"))]
+    entries += [__version__, config.digest(), methods, json.dumps([vars(e) for e in figure_errors], sort_keys=True)]
+    entries += [hashlib.sha256(packaged_file(name).read_bytes()).hexdigest() for name in (SPEC, TEMPLATE)]
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()

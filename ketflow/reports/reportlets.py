@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -47,6 +48,20 @@ class ReportletError:
     what: str
     figure: str
     message: str
+
+
+class FigureJob(NamedTuple):
+    """One figure of a run: what it shows, where it goes, how to draw it, the files it reads.
+
+    ``inputs`` are the files whose change calls for drawing the figure again (the Nipype node
+    drawing it hashes them); the BOLD cache in the work directory is not among them: it is
+    remade only when the BOLD series (an input of the carpet plot) changes.
+    """
+
+    what: str
+    path: Path
+    make: Callable
+    inputs: list[Path]
 
 
 def figure_for(out_dir: Path, output: Path) -> Path:
@@ -115,61 +130,79 @@ def _carpet(run: RunOutputs) -> Callable:
     return make
 
 
-def figure_jobs(run: RunOutputs, out_dir: Path, ppi_contrasts: set[str] | None = None
-                ) -> list[tuple[str, Path, Callable]]:
-    """(description, figure path, maker returning a Figure) of every figure of ``run``.
+def _sources(run: RunOutputs, *roles: str) -> list[Path]:
+    return [run.sources[role] for role in roles if role in run.sources]
+
+
+def figure_jobs(run: RunOutputs, out_dir: Path, ppi_contrasts: set[str] | None = None) -> list[FigureJob]:
+    """Every figure of ``run`` (:class:`FigureJob`: description, figure path, maker returning a
+    Figure, input files).
 
     ``ppi_contrasts`` (BIDS labels) limits the seed-to-voxel PPI maps shown to those contrasts
     (the per-condition maps stay in the outputs); None shows every map.
     """
     glass = str(run.entities.get("space", "")).startswith("MNI")
-    jobs: list[tuple[str, Path, Callable]] = []
-    for dseg in run.files("dseg", ".nii.gz", atlas="*"):
-        jobs.append(("ROI placement", figure_for(out_dir, dseg), lambda dseg=dseg: figures.plot_roi_placement(
-            nib.load(dseg), _roi_table(dseg), _background(run), title=f"{run.label}: circuit ROIs on the BOLD grid")))
-    jobs.append(("carpet plot", run.figure_path(out_dir, "bold", desc="carpetplot"), _carpet(run)))
+    background = _sources(run, "boldref")
+    jobs: list[FigureJob] = []
+    dsegs = run.files("dseg", ".nii.gz", atlas="*")
+    for dseg in dsegs:
+        jobs.append(FigureJob("ROI placement", figure_for(out_dir, dseg), lambda dseg=dseg: figures.plot_roi_placement(
+            nib.load(dseg), _roi_table(dseg), _background(run), title=f"{run.label}: circuit ROIs on the BOLD grid"),
+            [dseg, dseg.with_name(dseg.name.replace(".nii.gz", ".tsv")), *background]))
+    series = run.files("timeseries", ".tsv", atlas="*", stat="*", desc=None)
+    censoring = run.files("timeseries", ".tsv", desc="censoring")
+    jobs.append(FigureJob("carpet plot", run.figure_path(out_dir, "bold", desc="carpetplot"), _carpet(run),
+                          [*censoring, *series[:1], *_sources(run, "bold", "mask")]))
     relmats = run.files("relmat", ".tsv", atlas="*", stat="*", contrast=None)
     for atlas in sorted({parse_name(p)[0]["atlas"] for p in relmats}):
         tables = {parse_name(p)[0]["stat"]: p for p in relmats if parse_name(p)[0]["atlas"] == atlas}
-        jobs.append(("connectivity matrices", run.figure_path(out_dir, "relmat", atlas=atlas, desc="connectivity"),
-                     lambda tables=tables: figures.plot_relmats(
-                         {stat: pd.read_csv(p, sep="\t", index_col=0) for stat, p in tables.items()},
-                         title=f"{run.label}: ROI-to-ROI connectivity")))
+        jobs.append(FigureJob("connectivity matrices", run.figure_path(out_dir, "relmat", atlas=atlas,
+                                                                       desc="connectivity"),
+                              lambda tables=tables: figures.plot_relmats(
+                                  {stat: pd.read_csv(p, sep="\t", index_col=0) for stat, p in tables.items()},
+                                  title=f"{run.label}: ROI-to-ROI connectivity"), list(tables.values())))
     for seed_map in run.files("boldmap", ".nii.gz", stat="fisherz"):
         seed = parse_name(seed_map)[0].get("desc", "")
-        jobs.append((f"seed-to-voxel connectivity ({seed})", figure_for(out_dir, seed_map),
-                     lambda m=seed_map, seed=seed: figures.plot_statmap(
-                         nib.load(m), f"{run.label}: seed {seed}, Fisher z", figures.FISHER_Z_THRESHOLD, glass=False,
-                         background=_background(run), cut_coords=_roi_centre(run, seed))))
+        jobs.append(FigureJob(f"seed-to-voxel connectivity ({seed})", figure_for(out_dir, seed_map),
+                              lambda m=seed_map, seed=seed: figures.plot_statmap(
+                                  nib.load(m), f"{run.label}: seed {seed}, Fisher z", figures.FISHER_Z_THRESHOLD,
+                                  glass=False, background=_background(run), cut_coords=_roi_centre(run, seed)),
+                              [seed_map, *dsegs, *background]))
     for zmap in run.files("statmap", ".nii.gz", stat="z", model=None):
         contrast = parse_name(zmap)[0].get("contrast", "")
-        jobs.append((f"activation z map ({contrast})", figure_for(out_dir, zmap),
-                     lambda m=zmap, c=contrast: figures.plot_statmap(
-                         nib.load(m), f"{run.label}: contrast {c}, z", figures.Z_THRESHOLD, glass=glass,
-                         background=_background(run))))
+        jobs.append(FigureJob(f"activation z map ({contrast})", figure_for(out_dir, zmap),
+                              lambda m=zmap, c=contrast: figures.plot_statmap(
+                                  nib.load(m), f"{run.label}: contrast {c}, z", figures.Z_THRESHOLD, glass=glass,
+                                  background=_background(run)), [zmap, *background]))
     for zmap in run.files("statmap", ".nii.gz", stat="z", model="*"):
         ents = parse_name(zmap)[0]
         if ppi_contrasts is not None and ents.get("contrast") not in ppi_contrasts:
             continue
-        jobs.append((f"{ents['model']} seed map ({ents.get('desc')}, {ents.get('contrast')})", figure_for(out_dir, zmap),
-                     lambda m=zmap, e=ents: figures.plot_statmap(
-                         nib.load(m), f"{run.label}: {e['model']} seed {e.get('desc')}, {e.get('contrast')}, z",
-                         figures.Z_THRESHOLD, glass=glass, background=_background(run))))
+        jobs.append(FigureJob(f"{ents['model']} seed map ({ents.get('desc')}, {ents.get('contrast')})",
+                              figure_for(out_dir, zmap),
+                              lambda m=zmap, e=ents: figures.plot_statmap(
+                                  nib.load(m), f"{run.label}: {e['model']} seed {e.get('desc')}, {e.get('contrast')}, z",
+                                  figures.Z_THRESHOLD, glass=glass, background=_background(run)), [zmap, *background]))
     return jobs
 
 
-def make_run_figures(run: RunOutputs, out_dir: Path, ppi_contrasts: set[str] | None = None
-                     ) -> list[ReportletError]:
-    """Draw every figure of ``run``; return the ones that failed (their stale files removed)."""
-    errors = []
-    for what, path, make in figure_jobs(run, out_dir, ppi_contrasts):
-        path.unlink(missing_ok=True)
-        try:
-            figures.save_svg(make(), path)
-        except Exception as err:  # noqa: BLE001 - any failure becomes a note in the report
-            LOGGER.warning("report figure %s of sub-%s %s failed: %s", path.name, run.entities["sub"], run.label, err)
-            errors.append(ReportletError(run.label, what, path.name, f"{type(err).__name__}: {err}"))
-    return errors
+def draw(job: FigureJob, run: RunOutputs, path: Path | None = None) -> ReportletError | None:
+    """Draw ``job``'s figure into ``path`` (default: its place in the figures folder), removing a
+    stale file first; returns the error instead of raising when it cannot be made."""
+    path = Path(path or job.path)
+    path.unlink(missing_ok=True)
+    try:
+        figures.save_svg(job.make(), path)
+    except Exception as err:  # noqa: BLE001 - any failure becomes a note in the report
+        LOGGER.warning("report figure %s of sub-%s %s failed: %s", job.path.name, run.entities["sub"], run.label, err)
+        return ReportletError(run.label, job.what, job.path.name, f"{type(err).__name__}: {err}")
+    return None
+
+
+def ppi_contrasts_of(run: RunOutputs, config: AnalysisConfig) -> set[str] | None:
+    """BIDS labels of the contrasts of the run's task whose PPI maps are shown (None: all)."""
+    task = config.tasks.get(run.entities["task"])
+    return {bids_label(c) for c in task.contrasts} if task is not None else None
 
 
 def _table(header: list[str], rows: list[list], classes: str = "table table-sm table-striped w-auto") -> str:
@@ -239,6 +272,21 @@ def exclusions_html(sub_dir: Path, subject: str) -> str:
     return _table(list(table.columns), [[html.escape(v) for v in row] for row in table.itertuples(index=False)])
 
 
+def roi_quality_html(run: RunOutputs) -> str:
+    """A small table per atlas of the run's ROI quality (``desc-rois_qc.tsv``): voxels, tSNR,
+    dropout and the coverage rule's decision; empty when the run has none."""
+    out = ""
+    for path in run.files("qc", ".tsv", atlas="*", desc="rois"):
+        table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a", "NaN", "nan"])
+        rows = [[html.escape(str(r.name)), _num(r.n_voxels), _num(r.tsnr, "{:.1f}"),
+                 _num(100 * r.dropout_fraction, "{:.0f}"),
+                 f'<span class="text-danger">excluded: {html.escape(str(r.reason))}</span>' if r.excluded else "kept"]
+                for r in table.itertuples()]
+        out += (f'<p class="small mb-0">ROI quality (atlas <code>{html.escape(parse_name(path)[0]["atlas"])}</code>)'
+                "</p>" + _table(["ROI", "voxels", "tSNR (median)", "dropout %", "coverage rule"], rows))
+    return out
+
+
 def run_summary(run: RunOutputs, errors: list[ReportletError]) -> str:
     """HTML summary of one run: inputs, volumes, censoring, QC and the figures that failed."""
     n = _volume_counts(run)
@@ -259,25 +307,30 @@ def run_summary(run: RunOutputs, errors: list[ReportletError]) -> str:
             items.append((f"ROI voxels ({parse_name(dseg)[0]['atlas']})", ", ".join(
                 f"{html.escape(str(r.name))} {int(r.n_voxels)}" for r in table.itertuples())))
     body = "".join(f"<dt class=\"col-sm-3\">{html.escape(k)}</dt><dd class=\"col-sm-9\">{v}</dd>" for k, v in items)
-    out = f'<dl class="row small mb-1">{body}</dl>'
+    out = f'<dl class="row small mb-1">{body}</dl>' + roi_quality_html(run)
     if errors:
         out += ('<div class="alert alert-warning py-1 small">Figures that could not be made: '
                 + "; ".join(f"{html.escape(e.what)} ({html.escape(e.message)})" for e in errors) + "</div>")
     return out
 
 
-def write_subject_reportlets(out_dir: Path, subject: str, runs: list[RunOutputs], config: AnalysisConfig
-                             ) -> list[ReportletError]:
-    """Make every figure and HTML fragment of ``sub-<subject>``; return the figures that failed."""
-    all_errors: list[ReportletError] = []
+def write_subject_fragments(out_dir: Path, subject: str, runs: list[RunOutputs], config: AnalysisConfig,
+                            errors: list[ReportletError]) -> None:
+    """The HTML fragments of ``sub-<subject>`` (subject and run summaries, exclusions), given the
+    figures that failed; a fragment whose text is unchanged is not rewritten."""
     for run in runs:
-        task = config.tasks.get(run.entities["task"])
-        contrasts = {bids_label(c) for c in task.contrasts} if task is not None else None
-        errors = make_run_figures(run, out_dir, contrasts)
-        write_text(run.figure_path(out_dir, "bold", desc="summary").with_suffix(".html"), run_summary(run, errors))
-        all_errors += errors
+        write_if_changed(run.figure_path(out_dir, "bold", desc="summary").with_suffix(".html"),
+                         run_summary(run, [e for e in errors if e.where == run.label]))
     fig_dir = Path(out_dir) / f"sub-{subject}" / "figures"
-    write_text(fig_dir / f"sub-{subject}_desc-summary_bold.html", subject_summary(runs, config.name, config.digest()))
-    write_text(fig_dir / f"sub-{subject}_desc-exclusions_bold.html",
-               exclusions_html(Path(out_dir) / f"sub-{subject}", subject))
-    return all_errors
+    write_if_changed(fig_dir / f"sub-{subject}_desc-summary_bold.html",
+                     subject_summary(runs, config.name, config.digest()))
+    write_if_changed(fig_dir / f"sub-{subject}_desc-exclusions_bold.html",
+                     exclusions_html(Path(out_dir) / f"sub-{subject}", subject))
+
+
+def write_if_changed(path: Path, text: str) -> Path:
+    """Write ``text`` unless ``path`` holds it already (so its time stamp tells when it changed)."""
+    path = Path(path)
+    if not path.is_file() or path.read_text() != text:
+        write_text(path, text)
+    return path

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .design import DRIFT_PREFIX, SPIKE_PREFIX, TaskDesign
+from .glm import AUTOCORRELATION_FWHM_MM, noise_model_description
 from .gppi import gppi_contrasts
 
 #: Units of percent-scaled data (nilearn's ``mean_scaling``).
@@ -28,17 +29,15 @@ SIGNAL_DESCRIPTION = {
                     "confounds, drifts and constant",
 }
 
-_NOISE_MODELS = {"ar1": "AR(1) prewhitening: Yule-Walker coefficient of each voxel's OLS residuals, "
-                        "truncated to steps of 0.01, one whitened refit per level (as nilearn run_glm)",
-                 "ols": "ordinary least squares"}
-
-
 def design_description(design: TaskDesign, *, high_pass_s: float | None, noise_model: str, dof: float,
-                        vectors: Mapping[str, np.ndarray], signal_scaling: bool = True) -> dict:
+                        vectors: Mapping[str, np.ndarray], signal_scaling: bool = True,
+                        autocorrelation_fwhm_mm: float = AUTOCORRELATION_FWHM_MM) -> dict:
     """Sidecar fields of a first-level model: columns, confounds, HRF, filter, noise model.
 
     ``vectors`` maps contrast names to weight vectors over ``design.matrix.columns``;
-    ``signal_scaling``: the data were in percent signal change (:data:`PERCENT_UNITS`).
+    ``signal_scaling``: the data were in percent signal change (:data:`PERCENT_UNITS`);
+    ``autocorrelation_fwhm_mm``: smoothing of the corrected AR models' autocorrelations in
+    voxelwise fits (:func:`ketflow.signal.glm.noise_model_description`).
     """
     columns = list(design.matrix.columns)
     task = set(design.columns) | {f"{c}_derivative" for c in design.columns}
@@ -63,7 +62,7 @@ def design_description(design: TaskDesign, *, high_pass_s: float | None, noise_m
                 "MicrotimeOnset": design.microtime_onset,
                 "StartTime": design.start_time},
         "HighPass": {"CutoffSeconds": high_pass_s, "Model": "discrete cosine set", "Columns": drifts},
-        "NoiseModel": _NOISE_MODELS[noise_model],
+        "NoiseModel": noise_model_description(noise_model, autocorrelation_fwhm_mm),
         "SignalScaling": scaling,
         "EffectUnits": "percent signal change per unit regressor (condition regressors: HRF-convolved "
                        "unit-height boxcars, unit-sum HRF)" if signal_scaling else "data units",
@@ -74,7 +73,8 @@ def design_description(design: TaskDesign, *, high_pass_s: float | None, noise_m
 
 def gppi_description(design: TaskDesign, gppi: pd.DataFrame, contrasts: Mapping, *, seeds: Sequence[str] | None,
                      voxel_seeds: Sequence[str], deconvolve: bool, symmetrize: bool, signal: str,
-                     high_pass_s: float | None, noise_model: str, dof: float, signal_scaling: bool = True) -> dict:
+                     high_pass_s: float | None, noise_model: str, dof: float, signal_scaling: bool = True,
+                     autocorrelation_fwhm_mm: float = AUTOCORRELATION_FWHM_MM) -> dict:
     """Sidecar fields of a gPPI model: the task model's (:func:`design_description`) with the
     gPPI design's columns, its contrasts over the interaction terms and the PPI method.
 
@@ -82,7 +82,7 @@ def gppi_description(design: TaskDesign, gppi: pd.DataFrame, contrasts: Mapping,
     means every ROI was a seed.
     """
     meta = design_description(design, high_pass_s=high_pass_s, noise_model=noise_model, dof=dof, vectors={},
-                              signal_scaling=signal_scaling)
+                              signal_scaling=signal_scaling, autocorrelation_fwhm_mm=autocorrelation_fwhm_mm)
     del meta["Contrasts"]
     vectors = gppi_contrasts(design, gppi.columns, contrasts)
     meta["DesignColumns"] = [c if c != "seed" else "seed (the seed ROI's signal)" for c in gppi.columns]

@@ -201,7 +201,7 @@ def roi_to_roi_gppi(
     contrasts : mapping, optional
         Named contrasts over conditions.
     deconvolve : bool
-    noise_model : {"ar1", "ols"}
+    noise_model : {"ar1", "ols", "ar<p>-corrected"}
 
     Returns
     -------
@@ -257,6 +257,7 @@ def seed_to_voxel_gppi(
     contrasts: Mapping[str, object] | None = None,
     deconvolve: bool = True,
     noise_model: str = "ar1",
+    smoother=None,
 ) -> tuple[pd.DataFrame, dict[str, ContrastResult]]:
     """Voxelwise gPPI maps for one seed.
 
@@ -267,7 +268,9 @@ def seed_to_voxel_gppi(
     design : TaskDesign
     contrasts : mapping, optional
     deconvolve : bool
-    noise_model : {"ar1", "ols"}
+    noise_model : {"ar1", "ols", "ar<p>-corrected"}
+    smoother : callable, optional
+        Spatial smoothing of the corrected autocorrelations (:func:`ketflow.signal.glm.fit_glm`).
 
     Returns
     -------
@@ -277,7 +280,7 @@ def seed_to_voxel_gppi(
         Condition or contrast name -> ContrastResult over voxels.
     """
     gd = gppi_design(seed, design, deconvolve)
-    fit = fit_glm(voxels, gd.to_numpy(), noise_model)
+    fit = fit_glm(voxels, gd.to_numpy(), noise_model, smoother=smoother)
     return gd, {name: compute_contrast(fit, vec) for name, vec in gppi_contrasts(design, gd.columns, contrasts).items()}
 
 

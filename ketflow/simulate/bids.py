@@ -27,9 +27,9 @@ def run_prefix(sub: str, ses: str, task: str) -> str:
 def run_files(bids_dir: Path | str, sub: str, ses: str, task: str) -> dict:
     """Input paths (str) and timing of one simulated run, as the participant workflow finds them.
 
-    Keys: ``bold``, ``mask``, ``boldref``, ``confounds``, ``confounds_json`` (fMRIPrep-style
-    derivatives in MNI152NLin2009cAsym), ``events`` (raw BIDS), ``tr`` and ``start_time`` (s,
-    from the preprocessed BOLD's sidecar).
+    Keys: ``bold``, ``mask``, ``boldref``, ``confounds``, ``confounds_json``, ``gm_probseg``
+    (fMRIPrep-style derivatives in MNI152NLin2009cAsym), ``events`` (raw BIDS), ``tr`` and
+    ``start_time`` (s, from the preprocessed BOLD's sidecar).
     """
     bids_dir = Path(bids_dir)
     func = bids_dir / "derivatives" / "fmriprep" / f"sub-{sub}" / f"ses-{ses}" / "func"
@@ -43,6 +43,7 @@ def run_files(bids_dir: Path | str, sub: str, ses: str, task: str) -> dict:
         "confounds": func / f"{prefix}_desc-confounds_timeseries.tsv",
         "confounds_json": func / f"{prefix}_desc-confounds_timeseries.json",
         "events": bids_dir / f"sub-{sub}" / f"ses-{ses}" / "func" / f"{prefix}_events.tsv",
+        "gm_probseg": next((func.parent.parent / "anat").glob(f"sub-{sub}_{space}*_label-GM_probseg.nii.gz")),
     }
     return {**{k: str(v) for k, v in files.items()},
             "tr": float(sidecar["RepetitionTime"]), "start_time": float(sidecar["StartTime"])}

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "effect on the circuit, for false-positive studies)")
     p.add_argument("--res-entity", action="store_true",
                    help="add res-<voxel size> to derivative image names")
+    p.add_argument("--dropout", action="store_true",
+                   help="susceptibility signal loss in orbitofrontal/ventromedial PFC and the medial "
+                        "temporal lobes (lower mean and tSNR there; default off)")
     p.add_argument("--tasks", type=_tasks, default=list(TASKS),
                    help="comma-separated tasks to simulate (default " + ",".join(TASKS) + ")")
     return p
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
         tr=args.tr, n_volumes=args.n_volumes, noise=args.noise, artefacts=args.artefacts,
         interaction=args.interaction, res_entity=args.res_entity, tasks=args.tasks,
         effect_scale=args.effect_scale,
+        dropout=args.dropout,
     )
     print(f"simulated dataset written to {out}", file=sys.stderr)
     return 0

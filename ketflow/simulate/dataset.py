@@ -17,8 +17,10 @@ from ketflow import __version__
 from ketflow.simulate import bids
 from ketflow.simulate.clinical import clinical_model, draw_scores
 from ketflow.simulate.confounds import confounds_table
+from ketflow.signal.rois import voxel_centres_mm
+from ketflow.simulate import dropout as susceptibility
 from ketflow.simulate.design import conflict_events, faces_events
-from ketflow.simulate.grid import Anatomy, build_anatomy, read_sphere_table
+from ketflow.simulate.grid import Anatomy, build_anatomy
 from ketflow.simulate.parameters import REST_STRONGEST_PAIR, FacesModel, draw_subject
 from ketflow.simulate.signals import (
     MICROTIME,
@@ -53,6 +55,38 @@ def _volumes(n_volumes) -> dict:
     return {t: int(n_volumes) for t in TASKS}
 
 
+def _roi_truth(anat: Anatomy, attenuation: np.ndarray | None) -> list[dict]:
+    """Each ROI's placement: source, voxel count and centroid (mm), mean signal kept (dropout)."""
+    xyz = voxel_centres_mm(anat.shape, anat.affine)
+    kept = np.ones(anat.shape) if attenuation is None else np.zeros(anat.shape)
+    if attenuation is not None:
+        kept[anat.brain] = attenuation
+    return [{"name": name, "source": "ketflow circuit atlas (tpl-MNI152NLin2009cAsym_atlas-circuit), "
+                                     "majority vote on the grid",
+             "n_voxels": int(mask.sum()), "centroid_mm": np.round(xyz[mask].mean(axis=0), 2).tolist(),
+             "mean_signal_kept": round(float(kept[mask].mean()), 4)}
+            for name, mask in anat.rois.items()]
+
+
+def _write_anatomy(out: Path, anat: Anatomy, roi_names: list[str]) -> None:
+    """The simulator's ROI placement (``sourcedata/truth/desc-rois_dseg``: where the signals are)."""
+    labels = np.zeros(anat.shape, dtype=np.uint8)
+    for value, name in enumerate(roi_names, start=1):
+        labels[anat.rois[name]] = value
+    truth = out / "sourcedata" / "truth"
+    write_bytes(truth / "desc-rois_dseg.nii.gz", nifti_bytes(labels, anat.affine, np.uint8))
+    write_tsv(truth / "desc-rois_dseg.tsv",
+              pd.DataFrame({"index": range(1, len(roi_names) + 1), "name": roi_names}))
+
+
+def gm_probseg(anat: Anatomy) -> np.ndarray:
+    """fMRIPrep-style grey-matter probability on the grid: the template's, adjusted so that it
+    exceeds 0.5 exactly on the simulator's grey-matter compartment (which includes every ROI
+    voxel); 0 outside the brain."""
+    p = np.where(anat.gm, np.maximum(anat.p_gm, 0.51), np.minimum(anat.p_gm, 0.5))
+    return np.where(anat.brain, p, 0.0).astype(np.float32)
+
+
 def _allocation(n_subjects: int, seed: int) -> list[str]:
     arms = [ARMS[i % 2] for i in range(n_subjects)]
     return [str(a) for a in np.random.default_rng([seed, 0]).permutation(arms)]
@@ -62,14 +96,17 @@ class _Run:
     """Simulates and writes one run; returns its run-level truth."""
 
     def __init__(self, out: Path, anat: Anatomy, roi_index: dict, tr: float, noise: float,
-                 artefacts: ArtefactSettings, res_entity: bool, voxel_size: float):
+                 artefacts: ArtefactSettings, res_entity: bool, voxel_size: float,
+                 attenuation: np.ndarray | None = None):
         self.out, self.anat, self.roi_index = out, anat, roi_index
         self.tr, self.noise, self.artefacts = tr, noise, artefacts
+        self.attenuation = attenuation
         self.space = f"space-{bids.SPACE}" + (f"_res-{voxel_size:g}" if res_entity else "")
         self.slice_times = bids.slice_timing(anat.shape[2], tr)
         self.start = bids.start_time(self.slice_times)
         self.brain = anat.brain.ravel()
         self.mask_bytes = nifti_bytes(anat.brain, anat.affine, np.uint8)
+        self.gm_probseg = nifti_bytes(gm_probseg(anat), anat.affine, np.float32)
         self.tissue = {k: getattr(anat, k).ravel()[self.brain] for k in ("csf", "wm")}
 
     def __call__(self, sub: str, ses: str, task: str, truth: dict, n_scans: int,
@@ -104,7 +141,7 @@ class _Run:
                 np.array([signals[n] for n in names])
             ).tolist()
         vol = simulate_volume(self.anat, self.roi_index, signals, n_scans, self.tr, self.noise,
-                              self.artefacts, rng)
+                              self.artefacts, rng, self.attenuation)
         brain_data = vol.data.reshape(-1, n_scans)[self.brain]
         conf, meta = confounds_table(brain_data, self.tissue, vol.motion, vol.n_dummy, self.tr)
 
@@ -141,7 +178,8 @@ class _Run:
 def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: float = 4.0,
                      tr: float = 2.0, n_volumes=DEFAULT_VOLUMES, noise: float = 1.0,
                      artefacts: bool = True, interaction: bool = True,
-                     res_entity: bool = False, tasks=TASKS, effect_scale: float = 1.0) -> Path:
+                     res_entity: bool = False, tasks=TASKS, effect_scale: float = 1.0,
+                     dropout: bool = False) -> Path:
     """Simulate the trial and write it to ``out_dir``; returns the dataset root.
 
     Parameters
@@ -174,6 +212,9 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
         Tasks whose runs are written (default all of ``TASKS``). Every run has its own random
         stream, so a run's data do not depend on which other tasks are simulated; the ground
         truth lists only the simulated tasks.
+    dropout : bool
+        Susceptibility signal loss in orbitofrontal/ventromedial PFC and the medial temporal
+        lobes (:mod:`ketflow.simulate.dropout`): lower mean intensity and tSNR there.
     """
     if n_subjects < 2:
         raise ValueError("n_subjects must be at least 2 (one per arm)")
@@ -187,14 +228,17 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
     arguments = {"n_subjects": int(n_subjects), "seed": int(seed), "voxel_size": float(voxel_size),
                  "tr": float(tr), "n_volumes": vols, "noise": float(noise),
                  "artefacts": bool(artefacts), "interaction": bool(interaction),
-                 "res_entity": bool(res_entity), "tasks": tasks, "effect_scale": float(effect_scale)}
-    spheres = read_sphere_table()
-    roi_names = [s.name for s in spheres]
-    anat = build_anatomy(voxel_size, spheres)
-    roi_index = roi_labels(anat, {s.name: np.array([s.x, s.y, s.z]) for s in spheres})
+                 "res_entity": bool(res_entity), "tasks": tasks, "effect_scale": float(effect_scale),
+                 "dropout": bool(dropout)}
+    anat = build_anatomy(voxel_size)
+    roi_names = list(anat.rois)
+    roi_index = roi_labels(anat)
+    attenuation = (susceptibility.susceptibility_attenuation(anat.affine, anat.shape)[anat.brain]
+                   if dropout else None)
     art = ArtefactSettings(enabled=bool(artefacts))
     clin = clinical_model(interaction)
-    run = _Run(out, anat, roi_index, tr, noise, art, res_entity, voxel_size)
+    run = _Run(out, anat, roi_index, tr, noise, art, res_entity, voxel_size, attenuation)
+    _write_anatomy(out, anat, roi_names)
     arms = _allocation(n_subjects, seed)
 
     participants, subjects = [], {}
@@ -215,6 +259,8 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
             "madrs_total": [scores["madrs_total"][s] for s in SESSIONS],
         }))
         write_bytes(out / f"sub-{sub}" / "ses-pre" / "anat" / f"sub-{sub}_ses-pre_T1w.nii.gz", t1)
+        write_bytes(out / "derivatives" / "fmriprep" / f"sub-{sub}" / "anat" /
+                    f"sub-{sub}_{run.space}_label-GM_probseg.nii.gz", run.gm_probseg)
         for si, ses in enumerate(SESSIONS):
             for ti, task in enumerate(TASKS):
                 if task not in tasks:
@@ -265,7 +311,8 @@ def simulate_dataset(out_dir, n_subjects: int = 8, seed: int = 0, voxel_size: fl
                  "shape": list(anat.shape), "affine": anat.affine.tolist(),
                  "n_brain_voxels": int(anat.brain.sum()),
                  "roi_voxels": {k: len(v) for k, v in roi_index.items()}},
-        "rois": [s.__dict__ for s in spheres],
+        "rois": _roi_truth(anat, attenuation),
+        "dropout": susceptibility.as_dict() if dropout else None,
         "rest_strongest_pair": list(REST_STRONGEST_PAIR),
         **({"faces_model": FacesModel().as_dict()} if "faces" in tasks else {}),
         "clinical_model": clin,

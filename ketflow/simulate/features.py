@@ -23,7 +23,7 @@ import pandas as pd
 
 from .clinical import clinical_model, draw_scores
 from .dataset import _allocation
-from .grid import read_sphere_table
+from .grid import roi_names
 from .parameters import draw_subject
 
 __all__ = ["MEASURED_ERROR_SD", "DEMO_ERROR_SD", "B_DRIVER", "DACC_DRIVER", "simulated_feature_study", "true_measures"]
@@ -70,7 +70,7 @@ def simulated_feature_study(n: int, seed: int, *, interaction: bool = True, driv
     ``fc_rest_noise<k>-noise`` of pure noise (N(0, 0.2) per session).  The tables are the inputs of
     :func:`ketflow.group.features.build_feature_table` (arm column ``group``).
     """
-    rois = [s.name for s in read_sphere_table()]
+    rois = roi_names()
     model = clinical_model(interaction and drivers)
     if not drivers:
         for driver in model["drivers"]:

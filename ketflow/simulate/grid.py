@@ -6,13 +6,18 @@ sizes cover the same bounding box. Tissue compartments come from the ICBM 2009a 
 MNI152 templates shipped inside nilearn (Fonov et al. 2011, NeuroImage 54:313-327; no download),
 smoothed to the target voxel size and resampled: they stand in for the 2009c asymmetric template,
 which differs from them by a few millimetres at most.
+
+The circuit ROIs are the anatomical regions of ketflow's packaged circuit atlas
+(``ketflow/data/rois/tpl-MNI152NLin2009cAsym_atlas-circuit_dseg``, Neuromorphometrics labels cut
+by documented boundaries; docs/rois.md), brought onto the grid by majority vote
+(:func:`ketflow.signal.rois.resample_labels`): the simulated signals sit on the anatomy, not on
+ketflow's spheres, so an analysis whose ROIs miss the anatomy loses signal as it would on real
+data.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from importlib.resources import files
 
 import nibabel as nib
 import numpy as np
@@ -20,21 +25,10 @@ from nilearn import image
 from nilearn.datasets import struct
 from scipy import ndimage
 
+from ketflow.signal.rois import read_circuit_atlas, resample_labels
+
 BBOX_MIN_MM = np.array([-96.0, -132.0, -78.0])
 BBOX_MAX_MM = np.array([96.0, 96.0, 114.0])
-SPHERE_TABLE = ("ketflow", "data/rois/circuit_spheres.tsv")
-
-
-@dataclass(frozen=True)
-class Sphere:
-    """One circuit ROI sphere: centre (x, y, z) in MNI mm and radius in mm."""
-
-    name: str
-    x: float
-    y: float
-    z: float
-    radius_mm: float
-
 
 @dataclass
 class Anatomy:
@@ -42,7 +36,8 @@ class Anatomy:
 
     ``gm``, ``wm`` and ``csf`` partition ``brain``; ``head`` is ``brain`` dilated by about 8 mm
     (scalp and skull voxels that an un-skull-stripped fMRIPrep output still contains).
-    ``rois`` maps ROI name to its boolean sphere mask (always inside ``gm``).
+    ``rois`` maps ROI name to its boolean mask (mutually exclusive, always inside ``gm``);
+    ``p_gm`` is the template's grey-matter probability on the grid (float, [0, 1]).
     """
 
     affine: np.ndarray
@@ -54,6 +49,7 @@ class Anatomy:
     head: np.ndarray
     t1: np.ndarray
     rois: dict
+    p_gm: np.ndarray
 
 
 def grid_geometry(voxel_size: float) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -65,14 +61,16 @@ def grid_geometry(voxel_size: float) -> tuple[np.ndarray, tuple[int, int, int]]:
     return affine, shape
 
 
-def read_sphere_table() -> list[Sphere]:
-    """Read ``ketflow/data/rois/circuit_spheres.tsv`` (columns name, x, y, z, radius_mm)."""
-    text = files(SPHERE_TABLE[0]).joinpath(SPHERE_TABLE[1]).read_text()
-    rows = csv.DictReader(text.splitlines(), delimiter="\t")
-    return [
-        Sphere(r["name"], float(r["x"]), float(r["y"]), float(r["z"]), float(r["radius_mm"]))
-        for r in rows
-    ]
+def roi_names() -> list[str]:
+    """Names of the circuit ROIs, in the packaged atlas's label order."""
+    return list(read_circuit_atlas()[2])
+
+
+def circuit_regions(affine: np.ndarray, shape: tuple) -> dict:
+    """ROI name -> boolean mask on the grid: the packaged atlas's regions by majority vote."""
+    atlas, atlas_affine, names = read_circuit_atlas()
+    labels = resample_labels(atlas, atlas_affine, shape, affine, "majority")
+    return {name: labels == value for value, name in enumerate(names, start=1)}
 
 
 def _template_on_grid(path: str, affine: np.ndarray, shape: tuple) -> np.ndarray:
@@ -88,32 +86,18 @@ def _template_on_grid(path: str, affine: np.ndarray, shape: tuple) -> np.ndarray
     return np.clip(np.asarray(res.dataobj, dtype=float) / 255.0, 0.0, 1.0)
 
 
-def voxel_coordinates(affine: np.ndarray, shape: tuple) -> np.ndarray:
-    """World coordinates (mm) of every voxel centre, shape ``shape + (3,)``."""
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
-    return ijk @ affine[:3, :3].T + affine[:3, 3]
-
-
-def sphere_mask(sphere: Sphere, affine: np.ndarray, shape: tuple) -> np.ndarray:
-    """Voxels whose centre lies within the sphere; the voxel nearest the centre at least."""
-    xyz = voxel_coordinates(affine, shape)
-    dist = np.linalg.norm(xyz - np.array([sphere.x, sphere.y, sphere.z]), axis=-1)
-    mask = dist <= sphere.radius_mm
-    mask[np.unravel_index(np.argmin(dist), shape)] = True
-    return mask
-
-
-def build_anatomy(voxel_size: float, spheres: list[Sphere]) -> Anatomy:
+def build_anatomy(voxel_size: float) -> Anatomy:
     """Brain, tissue and ROI masks on the grid of ``voxel_size`` mm.
 
-    brain: smoothed T1 template > 0.2; csf: brain voxels with 1 - p(GM) - p(WM) > 0.5;
-    wm: remaining brain voxels with p(WM) > 0.7; gm: the rest of the brain plus every ROI voxel.
+    brain: smoothed T1 template > 0.2, plus every ROI voxel; csf: brain voxels with 1 - p(GM) -
+    p(WM) > 0.5; wm: remaining brain voxels with p(WM) > 0.7; gm: the rest of the brain plus every
+    ROI voxel (the atlas labels grey matter).
     """
     affine, shape = grid_geometry(voxel_size)
     t1 = _template_on_grid(struct.MNI152_FILE_PATH, affine, shape)
     p_gm = _template_on_grid(struct.GM_MNI152_FILE_PATH, affine, shape)
     p_wm = _template_on_grid(struct.WM_MNI152_FILE_PATH, affine, shape)
-    rois = {s.name: sphere_mask(s, affine, shape) for s in spheres}
+    rois = circuit_regions(affine, shape)
     any_roi = np.zeros(shape, dtype=bool)
     for m in rois.values():
         any_roi |= m
@@ -123,4 +107,4 @@ def build_anatomy(voxel_size: float, spheres: list[Sphere]) -> Anatomy:
     gm = brain & ~csf & ~wm
     n_dilate = max(1, round(8.0 / float(voxel_size)))
     head = ndimage.binary_dilation(brain, iterations=n_dilate)
-    return Anatomy(affine, shape, brain, gm, wm, csf, head, t1, rois)
+    return Anatomy(affine, shape, brain, gm, wm, csf, head, t1, rois, p_gm)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..group.roi_matrices import parse_edge
-from .grid import read_sphere_table
+from .grid import roi_names
 from .parameters import draw_subject
 
 __all__ = ["true_value", "measured_study"]
@@ -114,7 +114,7 @@ def measured_study(n_subjects: int, seed: int, measures: Sequence[str], contrast
     image-level simulator's per-subject stream) and the error a separate stream.
     error_sd : per-session estimation error SD by family (``activation``, ``ppi``, ``fc``, ``dcm``).
     """
-    rois = [s.name for s in read_sphere_table()]
+    rois = roi_names()
     noise = np.random.default_rng([seed, 99])
     rows, participants = [], []
     for i in range(n_subjects):

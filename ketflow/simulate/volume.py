@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ketflow.simulate.grid import Anatomy, voxel_coordinates
+from ketflow.simulate.grid import Anatomy
 from ketflow.simulate.motion import framewise_displacement, motion_parameters
 from ketflow.simulate.signals import smooth_noise
 
@@ -68,23 +68,24 @@ def _ar1(rng: np.random.Generator, n_vox: int, n_t: int, phi: float, sd: float) 
     return e * np.float32(sd)
 
 
-def roi_labels(anat: Anatomy, centres: dict) -> dict:
-    """ROI name -> flat brain-voxel indices; voxels in several spheres go to the nearest centre."""
-    brain_idx = np.flatnonzero(anat.brain)
-    xyz = voxel_coordinates(anat.affine, anat.shape).reshape(-1, 3)[brain_idx]
-    names = list(anat.rois)
-    member = np.stack([anat.rois[n].ravel()[brain_idx] for n in names], axis=1)
-    dist = np.stack([np.linalg.norm(xyz - centres[n], axis=1) for n in names], axis=1)
-    dist[~member] = np.inf
-    owner = np.argmin(dist, axis=1)
-    has = member.any(axis=1)
-    return {n: np.flatnonzero(has & (owner == i)) for i, n in enumerate(names)}
+def roi_labels(anat: Anatomy) -> dict:
+    """ROI name -> flat indices of its voxels among the brain voxels (the ROIs are exclusive)."""
+    position = np.cumsum(anat.brain.ravel()) - 1
+    return {name: position[np.flatnonzero(mask.ravel() & anat.brain.ravel())] for name, mask in anat.rois.items()}
 
 
 def simulate_volume(anat: Anatomy, roi_index: dict, signals: dict, n_scans: int, tr: float,
                     noise_sd: float, artefacts: ArtefactSettings,
-                    rng: np.random.Generator) -> RunVolume:
-    """Voxel data of one run; ``signals`` maps ROI name -> (n_scans,) percent signal change."""
+                    rng: np.random.Generator, attenuation: np.ndarray | None = None) -> RunVolume:
+    """Voxel data of one run; ``signals`` maps ROI name -> (n_scans,) percent signal change.
+
+    attenuation : (n_brain_voxels,) factors in (0, 1] of susceptibility dropout
+        (:func:`ketflow.simulate.dropout.susceptibility_attenuation`), or None. They scale a
+        voxel's baseline; its thermal (AR(1)) noise keeps its size in intensity units, so in
+        percent of the lowered baseline it grows by 1 / attenuation and the voxel's tSNR drops in
+        proportion. The other components (signal, physiological noise, artefacts) are fractional
+        changes of the signal and keep their percent size.
+    """
     brain = anat.brain.ravel()
     n_vox = int(brain.sum())
     tissue = {k: getattr(anat, k).ravel()[brain] for k in ("gm", "wm", "csf")}
@@ -92,6 +93,9 @@ def simulate_volume(anat: Anatomy, roi_index: dict, signals: dict, n_scans: int,
     baseline = sum(BASELINE[k] * m for k, m in tissue.items()) * bias
 
     pct = _ar1(rng, n_vox, n_scans, 0.3, noise_sd)
+    if attenuation is not None:
+        baseline = baseline * attenuation
+        pct /= attenuation.astype(np.float32)[:, None]
     for name, idx in roi_index.items():
         if name in signals:
             pct[idx] += signals[name].astype(np.float32)

@@ -32,7 +32,7 @@ from ..interfaces.group import PredictClinicalChange
 from ..interfaces.peb import CompareDCMModels
 from ..io.bids import InputError
 from ..io.clinical import ClinicalDataError, check_arms, read_participants, read_scores
-from ..io.collect import collect_measures, read_exclusions
+from ..io.collect import collect_measures, output_provenance, read_exclusions
 from ..io.names import bids_label
 from ..io.write import write_json, write_text, write_tsv
 from .execution import run_workflow
@@ -160,7 +160,11 @@ def build_features(opts, config: AnalysisConfig) -> FeatureTable:
             covariates=config.clinical.covariates, scores=config.clinical.scores,
             sessions=[config.sessions.baseline, config.sessions.followup], excluded_runs=excluded_runs,
             max_missing_fraction=config.group.max_missing_fraction,
-            sources={"measures": "participant-level derivatives", "clinical": "sessions.tsv / phenotype",
+            sources={"measures": "participant-level derivatives (a session's runs pooled: activation and gPPI ROI "
+                                 + {"precision": "estimates by inverse-variance weights",
+                                    "equal": "estimates by equal weights"}[config.glm.run_pooling]
+                                 + "; connectivity by the mean Fisher z; DCM by Bayesian parameter averaging)",
+                     "clinical": "sessions.tsv / phenotype",
                      "participants": "participants.tsv"})
     except ValueError as err:
         raise InputError([f"{out_dir}: cannot build the group feature table: {err}"]) from err
@@ -301,6 +305,50 @@ def _add_model_comparison(workflow, sink, tables, config: AnalysisConfig, opts) 
          sidecar=False)
 
 
+def select_by_provenance(opts) -> list[str] | None:
+    """Refuse to combine participant outputs made with different configurations or ketflow
+    versions, unless ``--participant-config-hash`` / ``--participant-version`` say which to use.
+
+    Returns the subjects to analyse when a choice left some out (None: all of them).
+
+    Raises
+    ------
+    InputError
+        Naming every subject with its configuration hash(es) and version(s) when they differ
+        (or when no subject matches the choice).
+    """
+    subjects = participant_subjects(opts.output_dir)
+    if opts.participant_label:
+        subjects = [s for s in subjects if s in {p.removeprefix("sub-") for p in opts.participant_label}]
+    made_with = {s: output_provenance(opts.output_dir, s) for s in subjects}
+    made_with = {s: found for s, found in made_with.items() if found}  # subjects every run of which was excluded
+    hash_prefix, version = opts.participant_config_hash, opts.participant_version
+
+    def chosen(pair) -> bool:
+        return (hash_prefix is None or pair[0].startswith(hash_prefix)) and (version is None or pair[1] == version)
+
+    kept = [s for s, found in made_with.items() if all(chosen(pair) for pair in found)]
+    pairs = {pair for s in kept for pair in made_with[s]}
+    if len(pairs) <= 1 and kept:
+        left_out = sorted(set(made_with) - set(kept))
+        for subject in left_out:
+            LOGGER.warning("sub-%s left out: its outputs were made with %s, not the one chosen", subject,
+                           _describe(made_with[subject]))
+        return kept if left_out else None
+    lines = [f"{opts.output_dir}: the participant outputs were made with different configurations or ketflow "
+             "versions, which the group level does not combine" if len(pairs) > 1 else
+             f"{opts.output_dir}: no subject's outputs were made with the configuration / version chosen"]
+    lines += [f"  sub-{s}: {_describe(found)}" for s, found in sorted(made_with.items())]
+    lines.append("rerun the participant level of the subjects that differ with the same configuration and "
+                 "version, or choose the outputs to use with --participant-config-hash HASH (a prefix of the "
+                 "SHA-256) and/or --participant-version VERSION")
+    raise InputError(lines)
+
+
+def _describe(pairs: set[tuple[str, str]]) -> str:
+    return ", ".join(f"configuration {h[:12]} (ketflow {v})" for h, v in sorted(pairs))
+
+
 def run_group_level(opts, config: AnalysisConfig) -> int:
     """Run the group level; returns the exit status (0 success, 1 any failure).
 
@@ -322,6 +370,9 @@ def run_group_level(opts, config: AnalysisConfig) -> int:
         status = build_group_report(out_dir, config)
         print(f"Group report rebuilt: {out_dir / 'group.html'}")
         return status
+    selected = select_by_provenance(opts)
+    if selected is not None:
+        opts.participant_label = selected
     inputs = prepare_inputs(opts, config, Path(opts.work_dir) / "ketflow_group_inputs")
     voxelwise = plan_voxelwise(opts, config, Path(opts.work_dir) / "ketflow_group_inputs" / "voxelwise")
     workflow = init_group_wf(inputs, config, opts)

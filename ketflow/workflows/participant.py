@@ -72,6 +72,7 @@ def discover_inputs(opts, config: AnalysisConfig) -> Discovery:
         participant_labels=opts.participant_label,
         session_labels=opts.session_label,
         bids_filters=opts.bids_filter_file_dict,
+        exclude=(opts.output_dir, opts.work_dir),
     )
 
 
@@ -101,7 +102,7 @@ def report_inputs(workflow, runs: list[RunInputs], subjects: list[str], config: 
 
 def run_participant_level(opts, config: AnalysisConfig) -> int:
     """Run the participant level; returns the exit status (0 success, 1 any failure)."""
-    from ..reports.participant import build_reports
+    from .reports import run_reports
 
     discovery = discover_inputs(opts, config)
     tasks = list(selected_tasks(opts, config))
@@ -116,8 +117,7 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
         return 0
     methods, caches = report_inputs(workflow, runs, discovery.subjects, config, opts.work_dir)
     if opts.reports_only:
-        return 1 if build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs, methods=methods,
-                                  bold_caches=caches) else 0
+        return 1 if run_reports(out_dir, discovery.subjects, config, opts, methods=methods, bold_caches=caches) else 0
 
     for path in remove_partial_files(out_dir, discovery.subjects):
         LOGGER.info("removed %s, left by an interrupted run", path)
@@ -129,13 +129,14 @@ def run_participant_level(opts, config: AnalysisConfig) -> int:
     else:
         LOGGER.warning("no run left to process after exclusions")
 
-    report_status = build_reports(out_dir, discovery.subjects, config, n_procs=opts.nprocs, methods=methods,
-                                  bold_caches=caches)
-    # A subject left with no run to process is a failure (docs/inputs.md), though the others go on.
+    report_status = run_reports(out_dir, discovery.subjects, config, opts, methods=methods, bold_caches=caches)
+    # Exclusion is not failure (docs/inputs.md): a subject every run of which a quality-control
+    # rule excluded is reported as excluded and the status stays 0, so that one high-motion
+    # participant does not fail a SLURM array task and hold back the group job (afterok).
     unprocessed = sorted(set(discovery.subjects) - {r.subject for r in runs})
     _print_summary(out_dir, runs, exclusions + discovery.skipped, crash_files, unprocessed,
                    stopped=bool(crash_files) and opts.stop_on_first_crash)
-    return 1 if crash_files or report_status or unprocessed else 0
+    return 1 if crash_files or report_status else 0
 
 
 EXCLUSION_COLUMNS = ["subject", "session", "task", "run", "reason"]
@@ -169,7 +170,7 @@ def _write_exclusions(out_dir: Path, discovery: Discovery, exclusions: list[dict
 def _print_summary(out_dir: Path, runs, exclusions, crash_files, unprocessed, stopped: bool = False) -> None:
     """Print one line per run: processed, FAILED (node, error, crash file) or excluded.
 
-    ``unprocessed``: subjects every run of which was excluded; ``stopped``: the run stopped at
+    ``unprocessed``: subjects every run of which was excluded (not a failure); ``stopped``: the run stopped at
     its first crash, so other runs may be unfinished.
     """
     crashes = [(path, *crash_info(path)) for path in crash_files]
@@ -196,7 +197,8 @@ def _print_summary(out_dir: Path, runs, exclusions, crash_files, unprocessed, st
     if crash_files:
         lines.append(f"{len(crash_files)} node(s) FAILED; crash files in {out_dir / 'logs' / 'crash'}")
     for subject in unprocessed:
-        lines.append(f"sub-{subject}: every run was excluded, nothing was processed (reasons in "
-                     f"{out_dir / f'sub-{subject}' / f'sub-{subject}_exclusions.tsv'})")
+        lines.append(f"sub-{subject}: EXCLUDED, every run was excluded by a quality-control rule (docs/inputs.md) "
+                     f"and nothing was processed; reasons in "
+                     f"{out_dir / f'sub-{subject}' / f'sub-{subject}_exclusions.tsv'} (an exclusion, not a failure)")
     lines.append(f"Outputs: {out_dir}; logs: {out_dir / 'logs'}")
     print("\n".join(lines))

@@ -5,7 +5,9 @@ Run before any processing (the policy is in ``docs/inputs.md``):
 * malformed inputs stop the run with one :class:`~ketflow.io.bids.InputError` naming every
   file and problem, before anything is written: confounds the strategy cannot use, events
   that cannot be read or validated, configured conditions / derived conditions / contrast
-  members / DCM input trial types that do not occur in a run's events;
+  members / DCM input trial types that do not occur in a run's events, extra atlases
+  (``atlases``) whose label table does not match their image or that lie in another space or
+  on another grid than a run (:mod:`ketflow.io.atlases`);
 * runs unusable for analysis are excluded with a recorded reason and the others go on: too few
   volumes (or residual degrees of freedom) left after censoring, and too few voxels of a
   circuit ROI inside the run's brain mask (e.g. signal dropout) -- unless that ROI fails in
@@ -18,8 +20,10 @@ import nibabel as nb
 import numpy as np
 
 from ..config import AnalysisConfig
+from ..io.atlases import atlas_grid_problems, resolve_atlases
 from ..io.bids import InputError, RunInputs
 from ..io.confounds import confound_strategy, load_confounds
+from ..io.names import parse_name
 from ..io.rois import circuit_roiset
 from ..io.tables import read_events
 from ..signal.denoise import TooFewVolumesError, filter_cutoffs, kept_design
@@ -46,6 +50,13 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
     task_strategy = confound_strategy(config.denoising.for_task_models())
     rois = _ROICoverage(config)
     problems: list[str] = []
+    try:  # atlases measured beside the circuit: their files, then their space or grid for each run
+        atlases = resolve_atlases(config.atlases)
+    except (ValueError, OSError) as err:
+        raise InputError([str(err)]) from err
+    for run in runs:
+        for atlas in atlases:
+            problems += atlas_grid_problems(atlas, parse_name(run.bold)[0].get("space"), run.mask)
     screened: list[tuple[RunInputs, list[str], dict[str, str]]] = []  # run, exclusion reasons, short ROIs
     for run in runs:
         try:
@@ -72,10 +83,12 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
             kept_design(confounds.regressors.to_numpy(), run.tr, confounds.keep, high_pass_s, low_pass_hz,
                         min_volumes=config.denoising.required_volumes(run.tr), min_dof=config.denoising.min_dof)
         except TooFewVolumesError as err:
+            rule = "denoising.min_dof" if "degrees of freedom" in str(err) else "denoising.min_volumes"
             reasons.append(
                 f"{err} ({int(confounds.dummy.sum())} dummy scan(s), "
                 f"{int(confounds.motion_censored.sum())} volume(s) censored at FD > "
-                f"{config.denoising.fd_threshold} mm, strategy {config.denoising.strategy})")
+                f"{config.denoising.fd_threshold} mm, strategy {config.denoising.strategy}; "
+                f"quality-control rule {rule})")
         if short_rois:
             reasons.append(f"{run.mask}: ROI(s) {', '.join(short_rois.values())} have fewer than "
                            f"circuit.min_voxels = {config.circuit.min_voxels} voxels inside this brain mask")

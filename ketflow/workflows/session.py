@@ -66,7 +66,8 @@ def init_fixed_effects_wf(runs: list[RunInputs], config: AnalysisConfig, provena
                         name="inputnode")
     merges = {field_: pe.Node(Merge(n, no_flatten=field_ != "dof"), name=f"merge_{field_}",
                               run_without_submitting=True) for field_ in RUN_FIELDS}
-    fixed = pe.Node(FixedEffects(brain_masks=[run.mask for run in runs]), name="fixed_effects", mem_gb=0.5)
+    fixed = pe.Node(FixedEffects(brain_masks=[run.mask for run in runs], roi_pooling=config.glm.run_pooling),
+                    name="fixed_effects", mem_gb=0.5)
     for field_, merge in merges.items():
         workflow.connect([(inputnode, merge, [(f"{field_}_run{k}", f"in{k}") for k in range(1, n + 1)])])
     workflow.connect([

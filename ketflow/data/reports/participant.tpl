@@ -21,6 +21,9 @@ img.svg-reportlet, object.svg-reportlet { display: block; max-width: 100%; heigh
 .references { font-size: .85rem; }
 pre.traceback { font-size: .75rem; background: var(--bs-light); padding: .5rem; white-space: pre-wrap; }
 .toc { columns: 2; font-size: .9rem; }
+details.run > summary { cursor: pointer; margin-top: 1rem; }
+details.run > summary h2 { width: calc(100% - 1.5rem); margin-top: 0; font-size: 1.35rem; padding: .35rem .6rem;
+  background: var(--bs-light); border-left: 4px solid var(--bs-primary); }
 </style>
 </head>
 <body>
@@ -53,8 +56,15 @@ pre.traceback { font-size: .75rem; background: var(--bs-light); padding: .5rem; 
   </ul>
   {% endif %}
   {% for run_report in sub_report.reportlets %}
+  {# each run (a titled reportlet of a nested section and the untitled ones after it) opens on
+     demand, so that the default page is the summary and one line per run #}
+  {% if sub_report.isnested and run_report.title %}
+  {% if not loop.first %}</details>{% endif %}
+  <details class="run">
+    <summary><h2 class="d-inline-block">{{ run_report.title }}</h2></summary>
+  {% endif %}
   <div class="reportlet" id="{{ run_report.name|e }}">
-    {% if run_report.title %}<h2>{{ run_report.title }}</h2>{% endif %}
+    {% if run_report.title and not sub_report.isnested %}<h2>{{ run_report.title }}</h2>{% endif %}
     {% if run_report.subtitle %}<h3>{{ run_report.subtitle }}</h3>{% endif %}
     {% if run_report.description %}<p class="elem-desc">{{ run_report.description }}</p>{% endif %}
     {% for elem in run_report.components %}
@@ -68,6 +78,7 @@ pre.traceback { font-size: .75rem; background: var(--bs-light); padding: .5rem; 
     {% endfor %}
   </div>
   {% endfor %}
+  {% if sub_report.isnested and sub_report.reportlets %}</details>{% endif %}
 </section>
 {% endfor %}
 

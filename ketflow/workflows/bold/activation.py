@@ -10,6 +10,7 @@ from ...config import GLM, Task
 from ...docs import fill_doc
 from ...interfaces.glm import FirstLevelGLM
 from ...reports.boilerplate import paragraph
+from ...signal.glm import noise_model_description
 
 #: Outputs of the activation stage (and inputs of the session-level fixed effects).
 ACTIVATION_OUTPUTS = ["contrast_names", "effect_maps", "variance_maps", "z_maps", "dof", "design_tsv", "design_svg",
@@ -36,10 +37,13 @@ def activation_desc(glm: GLM, described_tasks: dict[str, Task]) -> str:
     return paragraph("Task activation", (
         f"Conditions from each run's events were convolved with {hrf}; the first-level general linear model "
         f"([@friston_glm]) included the denoising confounds and a {glm.high_pass_s:g} s cosine "
-        f"high-pass, with {'AR(1) prewhitening' if glm.noise_model == 'ar1' else 'ordinary least squares'}."
+        f"high-pass, with {noise_model_description(glm.noise_model, glm.autocorrelation_fwhm_mm)}"
+        + (" ([@worsley_glm])." if glm.noise_model.endswith("-corrected") else ".")
         + (f" Conditions defined by trial history ([@etkin]): {'; '.join(derived)}." if derived else "")
         + (f" Contrasts: {contrasts}." if contrasts else "")
-        + " Runs of the same task within a session were combined by fixed effects (inverse-variance weighting)."))
+        + " Runs of the same task within a session were combined by fixed effects (inverse-variance weighting)"
+        + ("." if glm.run_pooling == "precision" else
+           " in the voxelwise maps; the ROI estimates were averaged with equal weights.")))
 
 
 @fill_doc

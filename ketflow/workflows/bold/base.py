@@ -18,9 +18,11 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from ...config import AnalysisConfig, Task
 from ...docs import fill_doc
+from ...io.atlases import resolve_atlases
 from ...io.bids import RunInputs
 from ...io.boldcache import cache_name
 from .activation import ACTIVATION_OUTPUTS, init_activation_wf
+from .atlases import init_atlas_wf
 from .betaseries import BETA_SERIES_OUTPUTS, init_beta_series_wf
 from .connectivity import CONNECTIVITY_OUTPUTS, init_connectivity_wf
 from .data import init_bold_cache_wf, init_task_data_wf
@@ -33,7 +35,7 @@ from .rois import init_rois_wf
 
 #: Inputs of a run workflow, set from its :class:`~ketflow.io.bids.RunInputs`.
 RUN_FILES = {"bold_file": "bold", "brain_mask": "mask", "bold_ref": "boldref", "confounds_tsv": "confounds",
-             "confounds_json": "confounds_json", "events_file": "events"}
+             "confounds_json": "confounds_json", "events_file": "events", "gm_probseg": "gm_probseg"}
 
 
 def run_wf_name(run: RunInputs) -> str:
@@ -99,14 +101,18 @@ def init_bold_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance,
     derivatives_wf = init_bold_derivatives_wf(run, config, provenance, **has)
     workflow.connect([
         (inputnode, cache_wf, [("bold_file", "inputnode.bold_file"), ("brain_mask", "inputnode.brain_mask")]),
-        (inputnode, rois_wf, [("bold_ref", "inputnode.bold_ref"), ("brain_mask", "inputnode.brain_mask")]),
+        (inputnode, rois_wf, [("bold_ref", "inputnode.bold_ref"), ("brain_mask", "inputnode.brain_mask"),
+                              ("confounds_tsv", "inputnode.confounds_tsv"), ("gm_probseg", "inputnode.gm_probseg")]),
+        (cache_wf, rois_wf, [("outputnode.bold_cache", "inputnode.bold_cache")]),
         (inputnode, denoise_wf, [("brain_mask", "inputnode.brain_mask"), ("confounds_tsv", "inputnode.confounds_tsv"),
                                  ("confounds_json", "inputnode.confounds_json")]),
         (cache_wf, denoise_wf, [("outputnode.bold_cache", "inputnode.bold_cache")]),
         (rois_wf, denoise_wf, [("outputnode.labels_file", "inputnode.labels_file"),
                                ("outputnode.labels_tsv", "inputnode.labels_tsv")]),
         (rois_wf, derivatives_wf, [("outputnode.labels_file", "inputnode.labels_file"),
-                                   ("outputnode.labels_tsv", "inputnode.labels_tsv")]),
+                                   ("outputnode.labels_tsv", "inputnode.labels_tsv"),
+                                   ("outputnode.quality_tsv", "inputnode.roi_quality_tsv"),
+                                   ("outputnode.quality_json", "inputnode.roi_quality_json")]),
         (denoise_wf, derivatives_wf, [("outputnode.timeseries", "inputnode.timeseries"),
                                       ("outputnode.coverage", "inputnode.coverage"),
                                       ("outputnode.outliers_tsv", "inputnode.outliers_tsv"),
@@ -128,6 +134,19 @@ def init_bold_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance,
                                            ("outputnode.censoring_tsv", "inputnode.censoring_tsv")]),
             (connectivity_wf, derivatives_wf, [(f"outputnode.{f}", f"inputnode.connectivity_{f}" if f == "qc_json"
                                                 else f"inputnode.{f}") for f in CONNECTIVITY_OUTPUTS]),
+        ])
+    for atlas in resolve_atlases(config.atlases):  # atlases measured beside the circuit (issue 15.3)
+        atlas_wf = init_atlas_wf(
+            atlas, config.circuit, config.connectivity if has["connectivity"] else None, provenance,
+            task_residual=kind == "task", tr=run.tr, mem_gb=memory["connectivity"],
+            run_metadata={"RepetitionTime": run.tr, "StartTime": run.start_time, "ROISummary": config.circuit.signal})
+        workflow.connect([
+            (inputnode, atlas_wf, [(f, f"inputnode.{f}") for f in ("bold_ref", "brain_mask", "confounds_tsv",
+                                                                   "events_file")]),
+            (cache_wf, atlas_wf, [("outputnode.bold_cache", "inputnode.bold_cache")]),
+            (denoise_wf, atlas_wf, [("outputnode.denoised_file", "inputnode.denoised_file"),
+                                    ("outputnode.qc_json", "inputnode.denoise_qc"),
+                                    ("outputnode.censoring_tsv", "inputnode.censoring_tsv")]),
         ])
     if has["activation"] or has["ppi"] or has["dcm"] or has["beta_series"]:
         _add_task_models(workflow, run, config, has, memory, described_tasks, cache_wf, rois_wf, derivatives_wf,
@@ -194,7 +213,9 @@ def _add_task_models(workflow, run, config, has, memory, described_tasks, cache_
             (inputnode, dcm_wf, [("brain_mask", "inputnode.brain_mask"), ("events_file", "inputnode.events_file")]),
             (cache_wf, dcm_wf, [("outputnode.bold_cache", "inputnode.bold_cache")]),
             (data_wf, dcm_wf, [("outputnode.confounds_file", "inputnode.confounds_file")]),
-            (rois_wf, dcm_wf, label_inputs()),
+            # a DCM needs all its regions: it reads them as placed, the QC table flags a failing one
+            (rois_wf, dcm_wf, [("outputnode.placed_labels_file", "inputnode.labels_file"),
+                               ("outputnode.placed_labels_tsv", "inputnode.labels_tsv")]),
             (dcm_wf, derivatives_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in DCM_OUTPUTS
                                       if f != "dcm_model_space" or config.dcm.model_space]),
         ])

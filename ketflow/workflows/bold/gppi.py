@@ -15,8 +15,9 @@ from ...reports.boilerplate import paragraph
 GPPI_OUTPUTS = ["contrast_names", "relmat_files", "stats_tsv", "seed_maps", "design_tsv", "figure", "meta_json"]
 
 
-def gppi_desc(ppi: PPI, described_tasks: dict[str, Task]) -> str:
-    """Methods paragraph of the gPPI models of the described tasks."""
+def gppi_desc(ppi: PPI, described_tasks: dict[str, Task], run_pooling: str) -> str:
+    """Methods paragraph of the gPPI models of the described tasks; ``run_pooling``: how a
+    session's runs are pooled (``glm.run_pooling``)."""
     ppi_tasks = [label for label in ppi.tasks if label in described_tasks]
     deconv = ("after deconvolution of the seed signal to the neuronal level with a parametric empirical Bayes "
               "estimator ([@gitelman])" if ppi.deconvolve
@@ -26,7 +27,10 @@ def gppi_desc(ppi: PPI, described_tasks: dict[str, Task]) -> str:
         f"interaction terms were formed for every condition {deconv}, with mean-centred psychological "
         "regressors, and entered with all task regressors, the seed and the confounds into one model "
         "([@mclaren]), giving ROI-to-ROI and seed-to-voxel PPI estimates"
-        + ("; ROI-to-ROI estimates were averaged over both directions." if ppi.symmetrize else ".")))
+        + ("; ROI-to-ROI estimates were averaged over both directions." if ppi.symmetrize else ".")
+        + (" The ROI-to-ROI estimates of a session's runs were pooled by their precision (inverse-variance "
+           "weights, fixed effects)." if run_pooling == "precision"
+           else " The ROI-to-ROI estimates of a session's runs were averaged with equal weights.")))
 
 
 @fill_doc
@@ -63,7 +67,7 @@ def init_gppi_wf(task: Task, glm: GLM, ppi: PPI, signal: str, *, mem_gb: float, 
         The first seed's gPPI design, a figure and the model description (sidecar fields).
     """
     workflow = Workflow(name=name)
-    workflow.__desc__ = gppi_desc(ppi, described_tasks)
+    workflow.__desc__ = gppi_desc(ppi, described_tasks, glm.run_pooling)
     inputnode = pe.Node(IdentityInterface(fields=["percent_bold", "task_design", "brain_mask", "labels_file",
                                                   "labels_tsv"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=GPPI_OUTPUTS), name="outputnode")

@@ -30,7 +30,8 @@ from .dcm import DCM_OUTPUTS
 from .gppi import GPPI_OUTPUTS
 
 #: Inputs of the derivatives workflow from the ROI and denoising stages.
-BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "outliers_tsv", "motion_tsv", "denoise_qc"]
+BASE_OUTPUTS = ["labels_file", "labels_tsv", "timeseries", "coverage", "outliers_tsv", "motion_tsv", "denoise_qc",
+                "roi_quality_tsv", "roi_quality_json"]
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Provenance:
     @classmethod
     def of_runs(cls, runs: list[RunInputs], *, out_dir: str, source_links: dict, config_hash: str) -> Provenance:
         """Provenance of outputs computed from ``runs`` (the entities they share name them)."""
-        files = sorted({p for run in runs for p in (run.bold, run.mask, run.confounds, run.events) if p})
+        files = sorted({p for run in runs for p in (run.bold, run.mask, run.confounds, run.events, run.gm_probseg) if p})
         return cls(source_file=[run.bold for run in runs], sources=files,
                    source_links={k: str(v) for k, v in source_links.items()}, config_hash=config_hash,
                    out_dir=str(out_dir))
@@ -84,7 +85,8 @@ def add_sink(workflow: pe.Workflow, provenance: Provenance, name: str, source: p
 def task_metadata(task: Task, glm: GLM) -> dict:
     """``TaskConfig`` of the task models' sidecars: the task's conditions and contrasts, the GLM settings."""
     return {"conditions": list(task.conditions), "derived_conditions": [d.model_dump() for d in task.derived_conditions],
-            "contrasts": task.contrasts, "hrf": glm.hrf, "high_pass_s": glm.high_pass_s, "noise_model": glm.noise_model}
+            "contrasts": task.contrasts, "hrf": glm.hrf, "high_pass_s": glm.high_pass_s, "noise_model": glm.noise_model,
+            "autocorrelation_fwhm_mm": glm.autocorrelation_fwhm_mm}
 
 
 @fill_doc
@@ -106,7 +108,8 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
 
     Inputs
     ------
-    labels_file, labels_tsv, timeseries, coverage, outliers_tsv, motion_tsv, denoise_qc
+    labels_file, labels_tsv, timeseries, coverage, outliers_tsv, motion_tsv, denoise_qc, roi_quality_tsv,
+    roi_quality_json
         From the ROI and denoising stages (always).
     relmat_files, measures, seed_maps, seed_names, connectivity_qc
         From the connectivity stage.
@@ -148,6 +151,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
     sink("dseg", "labels_file", "dseg", ".nii.gz", atlas=circuit,
          meta={"Description": "circuit ROIs on this run's BOLD grid, within its brain mask"})
     sink("dseg_tsv", "labels_tsv", "dseg", ".tsv", atlas=circuit, sidecar=False)
+    sink("roi_quality", "roi_quality_tsv", "qc", ".tsv", atlas=circuit, desc="rois", meta_from="roi_quality_json")
     denoising = config.denoising
     sink("outliers", "outliers_tsv", "outliers", ".tsv",
          meta=outliers_sidecar(denoising.fd_threshold, denoising.min_contiguous))
