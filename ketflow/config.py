@@ -176,6 +176,10 @@ def parse_atlas_option(entry: str) -> ExtraAtlas:
 
 class Denoising(_Strict):
     strategy: Literal["24P", "36P", "aCompCor"] = "36P"
+    #: Confounds of the task models (activation GLM, gPPI, beta series, DCM); None: ``strategy``.
+    #: ``strategy`` stays that of the denoised ROI signals and connectivity (rest runs).  aCompCor:
+    #: no global signal in task models (docs/denoising_connectivity.md, "Task-model denoising").
+    task_strategy: Literal["24P", "36P", "aCompCor"] | None = "aCompCor"
     fd_threshold: float | None = Field(default=0.5, gt=0)
     min_contiguous: int = Field(default=5, ge=1)
     high_pass_s: float | None = Field(default=128, gt=0)
@@ -190,6 +194,11 @@ class Denoising(_Strict):
         cover ``min_time_s`` seconds."""
         from_time = math.ceil(self.min_time_s / tr - 1e-9) if self.min_time_s else 0
         return max(self.min_volumes, from_time)
+
+    def for_task_models(self) -> Denoising:
+        """These settings with ``task_strategy`` as the strategy: what the task models' confound
+        regressors (activation, gPPI, beta series, DCM) are selected with."""
+        return self.model_copy(update={"strategy": self.task_strategy or self.strategy})
 
     @field_validator("band_pass_rest")
     @classmethod
@@ -261,6 +270,18 @@ class PPI(_Strict):
     seeds: list[str] = Field(default_factory=list)
     deconvolve: bool = True
     symmetrize: bool = False
+
+
+class BetaSeries(_Strict):
+    """Beta-series connectivity of event-related tasks (:mod:`ketflow.signal.betaseries`):
+    least-squares-separate single-trial estimates of every circuit ROI, their correlation
+    matrix per condition and the task's contrasts over the conditions' Fisher z matrices."""
+
+    tasks: list[str] = Field(default_factory=list)
+    min_trials: int = Field(default=6, ge=3)
+    #: trials whose estimate is more than this many times as variable as the run's typical trial's
+    #: (regressor mostly removed by the censoring spikes) are left out (ketflow.signal.betaseries)
+    max_variance_inflation: float = Field(default=4.0, gt=1)
 
 
 class Connectivity(_Strict):
@@ -426,6 +447,7 @@ class Measures(_Strict):
     ppi: bool = True
     connectivity: bool = True
     dcm: bool = True
+    beta_series: bool = True
 
 
 #: The reference study's a-priori measures (Norbury et al. 2021): vmPFC-amygdala gPPI during face
@@ -444,7 +466,8 @@ class GroupModel(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9-]+$")
     predictors: Literal["change", "baseline"] = "change"
     predictor_set: str | None = None
-    measures: list[Literal["activation", "ppi", "fc", "dcm"]] | None = Field(default=None, min_length=1)
+    measures: list[Literal["activation", "ppi", "fc", "dcm", "betaseries"]] | None = Field(default=None,
+                                                                                         min_length=1)
     predictor_pattern: str | None = None
     interaction: bool = False
     covariates: list[str] = Field(default_factory=list)
@@ -499,8 +522,8 @@ class Voxelwise(_Strict):
     seed: int = 0
 
 #: Measure families of the group level (the text before the first ``_`` of a measure name).
-MEASURE_FAMILIES = ("activation", "ppi", "fc", "dcm")
-_Family = Literal["activation", "ppi", "fc", "dcm"]
+MEASURE_FAMILIES = ("activation", "ppi", "fc", "dcm", "betaseries")
+_Family = Literal["activation", "ppi", "fc", "dcm", "betaseries"]
 
 
 class Inference(_Strict):
@@ -645,6 +668,7 @@ class AnalysisConfig(_Strict):
     tasks: dict[str, Task] = Field(min_length=1)
     glm: GLM = Field(default_factory=GLM)
     ppi: PPI = Field(default_factory=PPI)
+    beta_series: BetaSeries = Field(default_factory=BetaSeries)
     connectivity: Connectivity = Field(default_factory=Connectivity)
     dcm: DCM = Field(default_factory=DCM)
     measures: Measures = Field(default_factory=Measures)
@@ -685,7 +709,8 @@ class AnalysisConfig(_Strict):
             unknown = [n for n in names if n not in rois]
             if unknown:
                 raise ValueError(f"{section} names unknown ROIs {unknown}; circuit ROIs: {sorted(rois)}")
-        for section, tasks in [("ppi.tasks", self.ppi.tasks), ("connectivity.tasks", self.connectivity.tasks)]:
+        for section, tasks in [("ppi.tasks", self.ppi.tasks), ("connectivity.tasks", self.connectivity.tasks),
+                               ("beta_series.tasks", self.beta_series.tasks)]:
             unknown = [t for t in tasks if t not in self.tasks]
             if unknown:
                 raise ValueError(f"{section} names unknown tasks {unknown}; configured tasks: {sorted(self.tasks)}")
@@ -697,6 +722,9 @@ class AnalysisConfig(_Strict):
         for task in self.ppi.tasks:
             if self.tasks[task].type != "task":
                 raise ValueError(f"ppi.tasks: {task!r} is a rest task; PPI needs conditions")
+        for task in self.beta_series.tasks:
+            if self.tasks[task].type != "task":
+                raise ValueError(f"beta_series.tasks: {task!r} is a rest task; beta series need trials")
         if self.measures.dcm:
             if self.dcm.task not in self.tasks or self.tasks[self.dcm.task].type != "task":
                 raise ValueError(f"dcm.task {self.dcm.task!r} is not a configured task with conditions")

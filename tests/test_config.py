@@ -49,6 +49,7 @@ def test_every_label_is_configurable(tmp_path):
     raw["tasks"] = {"emo": {"type": "task", "conditions": ["angry", "calm"],
                             "contrasts": {"angry-gt-calm": {"angry": 1, "calm": -1}}}}
     raw["ppi"]["tasks"] = ["emo"]
+    raw["beta_series"]["tasks"] = ["emo"]
     raw["connectivity"]["tasks"] = []
     raw["dcm"].update(task="emo", inputs={"faces": ["angry", "calm"], "anger": ["angry"]},
                       b={"anger": [[0, 1], [0, 0]]}, c={"faces": [0, 1]}, model_space=[])

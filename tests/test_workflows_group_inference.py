@@ -74,15 +74,19 @@ def test_bad_analyses_are_skipped_naming_the_key_while_the_others_run(features, 
     status = plan.set_index(["family", "model"]).sort_index()
     assert status.loc[("fc", "ancova"), "status"] == "skipped"
     assert status.loc[("fc", "lmm"), "reason"].startswith("group.inference.apriori.fc: names measure(s)")
-    assert (status.drop(index="fc")["status"] == "run").all() and len(runnable) == 6
+    # the synthetic study has no beta-series measures: that family is skipped, saying so
+    assert status.loc[("betaseries", "ancova"), "reason"].startswith("group.inference.families: the feature table "
+                                                                      "has no beta-series connectivity")
+    assert (status.drop(index=["fc", "betaseries"])["status"] == "run").all() and len(runnable) == 6
     # a covariate equal to the arm: rank-deficient everywhere
     table = pd.read_csv(features[0], sep="\t")
     table["age"] = (table["group"] == "ketamine").astype(float)
     bad = str(write_tsv(tmp_path / "bad.tsv", table))
-    plan, runnable = plan_inference(bad, features[1], _config(tmp_path, {}), tmp_path)
+    measured = ["activation", "ppi", "fc", "dcm"]  # the families the synthetic study has
+    plan, runnable = plan_inference(bad, features[1], _config(tmp_path, {"families": measured}), tmp_path)
     assert not runnable and plan["reason"].str.startswith("group.inference.covariates: the design").all()
     # too few subjects per arm
-    plan, _ = plan_inference(*features, _config(tmp_path, {"min_per_arm": 9}), tmp_path)
+    plan, _ = plan_inference(*features, _config(tmp_path, {"min_per_arm": 9, "families": measured}), tmp_path)
     assert plan["reason"].str.startswith("group.inference.min_per_arm: no a-priori").all()
 
 
@@ -123,6 +127,8 @@ def test_edge_matrices_are_directed_for_gppi_and_symmetric_for_fc():
         ("ppi_faces_fearful-gt-shapes", "amygdala_L", "vmPFC")
     assert parse_edge("fc_rest_vmPFC-amygdala_L", "rest", ROIS) == ("fc_rest", "vmPFC", "amygdala_L")
     assert parse_edge("activation_faces_x_dACC", "faces", ROIS) is None
+    assert parse_edge("betaseries_conflict_incongruent-gt-congruent_amygdala_L-vmPFC", "conflict", ROIS) == \
+        ("betaseries_conflict_incongruent-gt-congruent", "amygdala_L", "vmPFC")
     rows = pd.DataFrame({"measure": ["fc_rest_vmPFC-amygdala_L", "ppi_faces_c_vmPFC-to-dACC"],
                          "task": ["rest", "faces"], "effect": "arm_by_session", "arm": "k - m", "t": [2.0, -1.0],
                          "significant_fdr": [True, False], "significant_fwe": ["False", "True"]})

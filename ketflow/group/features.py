@@ -48,12 +48,14 @@ MEASURE_UNITS = {
     "ppi": "a.u. (gPPI interaction regression coefficient)",
     "fc": "Fisher z (arctanh of Pearson correlation)",
     "dcm": "Hz (DCM coupling; self-connections are unitless log scaling parameters)",
+    "betaseries": "Fisher z (contrast-weighted sum of arctanh of beta-series Pearson correlations)",
 }
 MEASURE_DESCRIPTIONS = {
     "activation": "task activation contrast estimate in an ROI",
     "ppi": "generalised psychophysiological interaction (seed-to-target coupling change)",
     "fc": "resting-state functional connectivity between two ROIs",
     "dcm": "dynamic causal model posterior mean (effective connectivity)",
+    "betaseries": "beta-series connectivity contrast between two ROIs (least-squares-separate single trials)",
 }
 CLINICAL_UNITS = {
     "caps5": "points (CAPS-5 total severity, 0-80)",

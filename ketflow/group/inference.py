@@ -47,8 +47,9 @@ __all__ = ["FAMILIES", "FAMILY_NAMES", "MODELS", "RESULT_COLUMNS", "InferenceErr
            "run_analysis", "permutation_tests", "model_formula"]
 
 #: Measure families (the text before the first ``_`` of a measure name) and their display names.
-FAMILIES = ("activation", "ppi", "fc", "dcm")
-FAMILY_NAMES = {"activation": "activation", "ppi": "gPPI", "fc": "resting-state FC", "dcm": "DCM"}
+FAMILIES = ("activation", "ppi", "fc", "dcm", "betaseries")
+FAMILY_NAMES = {"activation": "activation", "ppi": "gPPI", "fc": "resting-state FC", "dcm": "DCM",
+                "betaseries": "beta-series connectivity"}
 MODELS = ("ancova", "lmm")
 
 #: Columns of the result table, with their descriptions (the TSV sidecar's column entries).

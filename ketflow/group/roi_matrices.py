@@ -3,8 +3,9 @@
 per task and contrast (directed, seed → target) — holding an effect's statistic per edge and
 which edges survive the FDR and FWE corrections (:mod:`ketflow.group.inference` result tables).
 
-Measure names (:mod:`ketflow.io.collect`): ``fc_<task>_<roiA>-<roiB>`` and
-``ppi_<task>_<contrast>_<seed>-to-<target>``.  As ROI names may contain ``_`` (and atlas labels
+Measure names (:mod:`ketflow.io.collect`): ``fc_<task>_<roiA>-<roiB>``,
+``ppi_<task>_<contrast>_<seed>-to-<target>`` and ``betaseries_<task>_<contrast>_<roiA>-<roiB>``
+(undirected, one matrix per task and contrast).  As ROI names may contain ``_`` (and atlas labels
 ``-``), a name is split with the list of circuit ROIs, not by its separators alone.
 """
 
@@ -23,9 +24,9 @@ __all__ = ["EdgeMatrix", "parse_edge", "edge_matrices"]
 class EdgeMatrix:
     """One set of edges.
 
-    label : ``fc_<task>`` or ``ppi_<task>_<contrast>``; sources, targets : ROI names of the rows
-    and columns; directed : rows are seeds (gPPI) or the matrix is symmetric (FC);
-    values : (rows, columns) statistic, NaN where there is no edge; fdr, fwe : (rows, columns)
+    label : ``fc_<task>``, ``ppi_<task>_<contrast>`` or ``betaseries_<task>_<contrast>``; sources,
+    targets : ROI names of the rows and columns; directed : rows are seeds (gPPI) or the matrix is
+    symmetric (FC, beta series); values : (rows, columns) statistic, NaN where there is no edge; fdr, fwe : (rows, columns)
     significance by each correction.
     """
 
@@ -39,8 +40,17 @@ class EdgeMatrix:
 
 
 def parse_edge(measure: str, task: str, rois: Sequence[str]) -> tuple[str, str, str] | None:
-    """(edge-set label, source ROI, target ROI) of an FC or gPPI measure, or None if it is neither
-    or names ROIs outside ``rois``."""
+    """(edge-set label, source ROI, target ROI) of an FC, gPPI or beta-series measure, or None if it
+    is none of these or names ROIs outside ``rois``."""
+    prefix = f"betaseries_{task}_"
+    if measure.startswith(prefix):
+        rest = measure[len(prefix):]
+        for a in rois:
+            for b in rois:
+                suffix = f"_{a}-{b}"
+                if rest.endswith(suffix) and len(rest) > len(suffix):
+                    return f"betaseries_{task}_{rest[: -len(suffix)]}", a, b
+        return None
     rois = set(rois)
     for family in ("fc", "ppi"):
         prefix = f"{family}_{task}_"

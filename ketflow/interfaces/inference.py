@@ -75,8 +75,8 @@ class TrialInference(SimpleInterface):
 
 def matrix_figures(table, family: str, model: str, settings: InferenceSettings, rois: list[str],
                    folder: Path) -> list[Path]:
-    """One SVG per FC / gPPI edge set with a panel per effect; [] for the other families."""
-    if family not in ("fc", "ppi"):
+    """One SVG per FC / gPPI / beta-series edge set with a panel per effect; [] for the other families."""
+    if family not in ("fc", "ppi", "betaseries"):
         return []
     active, control = settings.arms[0], settings.arms[1]
     arm_of = {None: f"{active} - {control}", "active": active, "control": control}

@@ -7,7 +7,10 @@ returns rows ``subject, session, task, measure, value, n_runs`` with measure nam
 * ``ppi_<task>_<contrast>_<seed>-to-<target>``: gPPI estimate of a configured contrast
   (``*_ppi.tsv``);
 * ``fc_<task>_<roiA>-<roiB>``: ROI-to-ROI Fisher z (``*_stat-fisherz_relmat.tsv``, upper triangle);
-* ``dcm_<task>_<matrix>_<from>-to-<to>[_<input>]``: DCM posterior means (``*_dcm.json``).
+* ``dcm_<task>_<matrix>_<from>-to-<to>[_<input>]``: DCM posterior means (``*_dcm.json``);
+* ``betaseries_<task>_<contrast>_<roiA>-<roiB>``: beta-series connectivity contrast in Fisher z
+  (``*_contrast-<label>_stat-fisherz_desc-betaseries_relmat.tsv``, upper triangle) of every configured
+  contrast of the task.
 
 Runs of the same subject, session and task are pooled and the number of runs is kept: the
 activation and gPPI ROI estimates, which come with their variance, by ``glm.run_pooling`` --
@@ -28,7 +31,7 @@ import pandas as pd
 
 from ..config import AnalysisConfig
 from ..signal.glm import precision_weights
-from .names import parse_name
+from .names import bids_label, parse_name
 
 
 def _entities(path: Path) -> dict:
@@ -138,12 +141,27 @@ def _dcm(path: Path, config: AnalysisConfig) -> list[dict]:
     return _rows(path, items)
 
 
+def _beta_series(path: Path, config: AnalysisConfig) -> list[dict]:
+    entities = _entities(path)
+    task = entities["task"]
+    by_label = {bids_label(name): name for name in (config.tasks[task].contrasts if task in config.tasks else {})}
+    contrast = by_label.get(entities.get("contrast"))
+    if contrast is None:  # a condition's matrix or a contrast no longer configured
+        return []
+    table = pd.read_csv(path, sep="\t", index_col=0)
+    names = list(table.columns)
+    values = table.to_numpy(dtype=float)
+    return _rows(path, [(f"betaseries_{task}_{contrast}_{names[i]}-{names[j]}", values[i, j])
+                        for i in range(len(names)) for j in range(i + 1, len(names))])
+
+
 #: Output file patterns and their readers, keyed by the measure family.
 READERS = {
     "activation": ("*_stat-effect_contrasts.tsv", _activation),
     "ppi": ("*_ppi.tsv", _ppi),
     "fc": ("*_stat-fisherz_relmat.tsv", _connectivity),
     "dcm": ("*_dcm.json", _dcm),
+    "betaseries": ("*_stat-fisherz_desc-betaseries_relmat.tsv", _beta_series),
 }
 
 
@@ -155,6 +173,7 @@ def collect_measures(out_dir: Path | str, config: AnalysisConfig, subjects: list
         "ppi": config.measures.ppi,
         "fc": config.measures.connectivity,
         "dcm": config.measures.dcm,
+        "betaseries": config.measures.beta_series,
     }
     rows: list[dict] = []
     for family, (pattern, reader) in READERS.items():

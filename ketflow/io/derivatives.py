@@ -68,12 +68,12 @@ def bids_uri(path: Path | str, source_links: dict[str, Path]) -> str:
 
 #: Suffixes of ketflow's outputs that the BIDS schema does not define (yet): XCP-D's and BEP017's
 #: ``timeseries``/``relmat``, the statistical maps of BIDS Stats Models derivatives, design
-#: matrices, contrast tables, QC and model files, XCP-D's motion tables.  ROI tables
+#: matrices, contrast tables, QC and model files, XCP-D's motion tables, single-trial estimates.  ROI tables
 #: (``*_stat-<coverage|mean|eigenvariate>_bold.tsv``, XCP-D's name for ROI coverage) are read
 #: by the schema as BOLD series: ``*_bold.tsv`` and ``*_bold.json`` are ignored (ketflow writes no
 #: BOLD image).  (bids-validator 2.x matched ``*_stat-*_bold.*`` to none of them.)
 UNDEFINED_SUFFIXES = ("timeseries", "relmat", "statmap", "boldmap", "design", "contrasts", "qc", "ppi", "dcm",
-                      "outliers", "motion", "exclusions")
+                      "outliers", "motion", "exclusions", "betaseries")
 
 #: ``.bidsignore`` of the output dataset: folders and files outside the BIDS-Derivatives
 #: schema, so that ``bids-validator --datasetTypes derivative`` reports no error.

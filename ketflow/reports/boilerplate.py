@@ -73,6 +73,10 @@ REFERENCES = {
                "intravenous ketamine in PTSD: preliminary evidence. Neuropsychopharmacology 46:2266-2277.",
     "varoquaux": "Varoquaux G (2018). Cross-validation failure: small sample sizes lead to large error bars. "
                  "NeuroImage 180:68-77.",
+    "rissman2004": "Rissman J, Gazzaley A, D'Esposito M (2004). Measuring functional connectivity during distinct "
+                   "stages of a cognitive task. NeuroImage 23:752-763.",
+    "mumford2012": "Mumford JA, et al. (2012). Deconvolving BOLD activation in event-related designs for multivoxel "
+                   "pattern classification analyses. NeuroImage 59:2636-2643.",
 }
 
 #: How ``[@key]`` reads in the text (ketflow's own reference is cited without in-text words).
@@ -86,10 +90,12 @@ IN_TEXT = {
     "stephan": "Stephan et al. 2007", "friston_vl": "Friston et al. 2007", "friston_ar": "Friston et al. 2002",
     "friston_peb": "Friston et al. 2016", "stephan_bms": "Stephan et al. 2009", "rigoux": "Rigoux et al. 2014",
     "zou": "Zou & Hastie 2005", "norbury": "Norbury et al. (2021)", "varoquaux": "Varoquaux 2018",
+    "rissman2004": "Rissman et al. 2004", "mumford2012": "Mumford et al. 2012",
 }
 
 #: Headings of the methods paragraphs in reading order ("" = the introduction).
-SECTIONS = ("", "Regions of interest", "Denoising", "Task activation", "Generalized PPI", "Functional connectivity",
+SECTIONS = ("", "Regions of interest", "Denoising", "Task activation", "Generalized PPI", "Beta-series connectivity",
+            "Functional connectivity",
             "Dynamic causal modelling", "Group level")
 
 _CITATION = re.compile(r"\[@([A-Za-z0-9_]+)\]")

@@ -25,7 +25,9 @@ True values (per session):
   ``ppi_modulation``), in Hz; 0 for every other pair and for the conflict task;
 * ``fc_<task>_<a>-<b>``: the Fisher z of the subject's true coupling;
 * ``dcm_<task>_{A,B,C}_...``: the two-region model's parameters read from the three-region
-  truth (A, the fearful modulation B, the faces input C).
+  truth (A, the fearful modulation B, the faces input C);
+* ``betaseries_<task>_<contrast>_<a>-<b>``: 0 -- the simulator's conflict responses have no
+  trial-by-trial variability, so no beta-series coupling (a benchmark plants any it wants).
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def true_value(name: str, session: dict, rois: Sequence[str], contrasts: Mapping
         return _contrast(contrasts[task][contrast], _activation_amplitudes(session, task, roi))
     if family == "dcm":
         return _dcm_value(session, rest)
+    if family == "betaseries":
+        return 0.0
     parsed = parse_edge(name, task, rois)
     if parsed is None:
         raise ValueError(f"cannot read measure name {name!r}")

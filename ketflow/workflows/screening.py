@@ -47,6 +47,7 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
         ...) and every ROI too small in all the runs' brain masks.
     """
     strategy = confound_strategy(config.denoising)
+    task_strategy = confound_strategy(config.denoising.for_task_models())
     rois = _ROICoverage(config)
     problems: list[str] = []
     try:  # atlases measured beside the circuit: their files, then their space or grid for each run
@@ -60,6 +61,8 @@ def screen_runs(runs: list[RunInputs], config: AnalysisConfig) -> tuple[list[Run
     for run in runs:
         try:
             confounds = load_confounds(run.confounds, run.confounds_json, strategy, run.n_volumes)
+            if config.tasks[run.task].type == "task" and task_strategy != strategy:  # the task models' confounds
+                load_confounds(run.confounds, run.confounds_json, task_strategy, run.n_volumes)
         except (ValueError, KeyError, OSError) as err:
             problems.append(f"{run.confounds}: {_strip_source(err, run.confounds)}")
             continue

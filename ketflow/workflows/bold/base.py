@@ -23,6 +23,7 @@ from ...io.bids import RunInputs
 from ...io.boldcache import cache_name
 from .activation import ACTIVATION_OUTPUTS, init_activation_wf
 from .atlases import init_atlas_wf
+from .betaseries import BETA_SERIES_OUTPUTS, init_beta_series_wf
 from .connectivity import CONNECTIVITY_OUTPUTS, init_connectivity_wf
 from .data import init_bold_cache_wf, init_task_data_wf
 from .dcm import DCM_OUTPUTS, init_dcm_wf
@@ -50,12 +51,13 @@ def bold_cache_file(work_dir: str | os.PathLike, run: RunInputs, top: str = "ket
 
 
 def stages(run: RunInputs, config: AnalysisConfig) -> dict[str, bool]:
-    """The optional stages a run has: connectivity, activation, ppi, dcm."""
+    """The optional stages a run has: connectivity, activation, ppi, dcm, beta_series."""
     task = config.tasks[run.task].type == "task"
     return {"connectivity": not task or run.task in config.connectivity.tasks,
             "activation": task and config.measures.activation,
             "ppi": task and config.measures.ppi and run.task in config.ppi.tasks,
-            "dcm": task and config.measures.dcm and run.task == config.dcm.task}
+            "dcm": task and config.measures.dcm and run.task == config.dcm.task,
+            "beta_series": task and config.measures.beta_series and run.task in config.beta_series.tasks}
 
 
 @fill_doc
@@ -146,7 +148,7 @@ def init_bold_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance,
                                     ("outputnode.qc_json", "inputnode.denoise_qc"),
                                     ("outputnode.censoring_tsv", "inputnode.censoring_tsv")]),
         ])
-    if has["activation"] or has["ppi"] or has["dcm"]:
+    if has["activation"] or has["ppi"] or has["dcm"] or has["beta_series"]:
         _add_task_models(workflow, run, config, has, memory, described_tasks, cache_wf, rois_wf, derivatives_wf,
                          outputnode)
     return workflow
@@ -154,11 +156,12 @@ def init_bold_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance,
 
 def _add_task_models(workflow, run, config, has, memory, described_tasks, cache_wf, rois_wf, derivatives_wf,
                      outputnode) -> None:
-    """The task-model data of the run and its activation, gPPI and DCM stages."""
+    """The task-model data of the run and its activation, gPPI, beta-series and DCM stages."""
     inputnode = workflow.get_node("inputnode")
     task = config.tasks[run.task]
-    data_wf = init_task_data_wf(task, config.glm, config.denoising, tr=run.tr, start_time=run.start_time,
-                                n_volumes=run.n_volumes, percent_data=has["activation"] or has["ppi"],
+    data_wf = init_task_data_wf(task, config.glm, config.denoising.for_task_models(), tr=run.tr,
+                                start_time=run.start_time, n_volumes=run.n_volumes,
+                                percent_data=has["activation"] or has["ppi"] or has["beta_series"],
                                 mem_gb=memory["task_data"])
     workflow.connect([
         (inputnode, data_wf, [("brain_mask", "inputnode.brain_mask"), ("confounds_tsv", "inputnode.confounds_tsv"),
@@ -191,6 +194,18 @@ def _add_task_models(workflow, run, config, has, memory, described_tasks, cache_
             (data_wf, gppi_wf, model_inputs()),
             (rois_wf, gppi_wf, label_inputs()),
             (gppi_wf, derivatives_wf, [(f"outputnode.{f}", f"inputnode.ppi_{f}") for f in GPPI_OUTPUTS]),
+        ])
+    if has["beta_series"]:
+        beta_series_wf = init_beta_series_wf(task, config.beta_series, config.circuit.signal,
+                                             mem_gb=0.5,  # reads only the ROIs' voxels (memory-mapped)
+                                             described_tasks=described_tasks)
+        workflow.connect([
+            (inputnode, beta_series_wf, [("brain_mask", "inputnode.brain_mask"),
+                                         ("events_file", "inputnode.events_file")]),
+            (data_wf, beta_series_wf, model_inputs()),
+            (rois_wf, beta_series_wf, label_inputs()),
+            (beta_series_wf, derivatives_wf, [(f"outputnode.{f}", f"inputnode.betaseries_{f}")
+                                              for f in BETA_SERIES_OUTPUTS]),
         ])
     if has["dcm"]:
         dcm_wf = init_dcm_wf(config.dcm, high_pass_s=config.glm.high_pass_s, tr=run.tr, start_time=run.start_time)

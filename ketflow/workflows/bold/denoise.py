@@ -18,8 +18,10 @@ STRATEGY_TEXT = {
            "(24 parameters; [@satterthwaite])",
     "36P": "the six realignment parameters, mean white-matter, cerebrospinal-fluid and global signals, their "
            "temporal derivatives and the squares of all of these (36 parameters; [@satterthwaite])",
-    "aCompCor": "anatomical CompCor components ([@behzadi]) together with the six realignment "
-                "parameters and their temporal derivatives",
+    "aCompCor": "anatomical CompCor components of the combined white-matter and cerebrospinal-fluid mask "
+                "(as many as explain 50% of its variance; [@behzadi]) and fMRIPrep's cosine regressors, together "
+                "with the six realignment parameters, their temporal derivatives and the squares of both "
+                "(24 parameters; [@satterthwaite])",
 }
 
 
@@ -40,11 +42,15 @@ def denoise_desc(denoising: Denoising, *, describe_band_pass: bool) -> str:
         f"{den.band_pass_rest[1]:g} Hz) within the same model."
         if den.band_pass_rest and describe_band_pass else ""
     )
+    task_models = den.for_task_models().strategy
+    task_text = (f" The task models (activation, gPPI, beta series, DCM) instead included {STRATEGY_TEXT[task_models]}"
+                 " as confound regressors in the models themselves, with one regressor per censored volume."
+                 if task_models != den.strategy else "")
     return paragraph("Denoising", (
         "Non-steady-state volumes flagged by fMRIPrep were discarded. Confounds comprised "
         f"{STRATEGY_TEXT[den.strategy]}"
         + (f" and a discrete cosine basis with a {den.high_pass_s:g} s cut-off" if den.high_pass_s else "")
-        + ", removed from the BOLD signal in a single regression ([@lindquist])." + censor + band
+        + ", removed from the BOLD signal in a single regression ([@lindquist])." + censor + band + task_text
         + f" Runs left with fewer than {_volumes(den.min_volumes)}"
         + (f" (or {den.min_time_s:g} s of data)" if den.min_time_s else "")
         + f" or {den.min_dof} residual degrees of freedom were excluded."))

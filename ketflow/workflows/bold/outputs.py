@@ -24,6 +24,7 @@ from ...io.names import ROI_SERIES_SUFFIX
 from ...io.motion import motion_sidecar, outliers_sidecar
 from ...io.relmat import connectivity_sidecars, node_files, relmat_sidecar
 from ...signal.connectivity import MEASURE_STATS
+from .betaseries import BETA_SERIES_OUTPUTS, beta_series_sinks
 from .connectivity import CONNECTIVITY_OUTPUTS, fc_measures
 from .dcm import DCM_OUTPUTS
 from .gppi import GPPI_OUTPUTS
@@ -91,7 +92,7 @@ def task_metadata(task: Task, glm: GLM) -> dict:
 @fill_doc
 def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance: Provenance, *,
                              connectivity: bool, activation: bool, ppi: bool, dcm: bool,
-                             name: str = "derivatives_wf") -> Workflow:
+                             beta_series: bool = False, name: str = "derivatives_wf") -> Workflow:
     """Store every output of one run.
 
     Parameters
@@ -101,7 +102,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         The configuration (the sidecars record the settings of each model).
     provenance : :class:`Provenance`
         Output folder, source files, dataset links and configuration hash.
-    connectivity, activation, ppi, dcm : :obj:`bool`
+    connectivity, activation, ppi, dcm, beta_series : :obj:`bool`
         Which stages the run has (their outputs are stored).
     %(name)s
 
@@ -119,6 +120,8 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
         From the gPPI stage.
     voi_timeseries, voi_qc, dcm_json, dcm_params, dcm_figure, dcm_model_space
         From the DCM stage.
+    betaseries_betas_tsv, betaseries_condition_relmats, betaseries_contrast_relmats, betaseries_meta_json
+        From the beta-series stage.
     """
     workflow = Workflow(name=name)
     fields = list(BASE_OUTPUTS)
@@ -126,6 +129,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
     fields += ACTIVATION_OUTPUTS if activation else []
     fields += [f"ppi_{f}" for f in GPPI_OUTPUTS] if ppi else []
     fields += DCM_OUTPUTS if dcm else []
+    fields += [f"betaseries_{f}" for f in BETA_SERIES_OUTPUTS] if beta_series else []
     inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
     circuit = config.circuit.name
 
@@ -158,7 +162,7 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
     if activation or ppi:
         design_meta = {"TaskConfig": task_metadata(config.tasks[run.task], config.glm), "RepetitionTime": run.tr,
                        "StartTime": run.start_time,
-                       "ConfoundStrategy": {"Strategy": config.denoising.strategy,
+                       "ConfoundStrategy": {"Strategy": config.denoising.for_task_models().strategy,
                                             "FDThresholdMM": config.denoising.fd_threshold,
                                             "MinContiguousVolumes": config.denoising.min_contiguous}}
         if activation:
@@ -167,6 +171,8 @@ def init_bold_derivatives_wf(run: RunInputs, config: AnalysisConfig, provenance:
             _ppi_sinks(sink, run, config, design_meta)
     if dcm:
         _dcm_sinks(sink, run, config)
+    if beta_series:
+        beta_series_sinks(sink, run, config)
     return workflow
 
 
