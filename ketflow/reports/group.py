@@ -36,14 +36,15 @@ STYLESHEET = "reports/bootstrap.min.css"
 #: Where the group page finds it, relative to the output directory.
 STYLESHEET_HREF = "group/report/bootstrap.min.css"
 
-#: Inline style of the group page, on top of the participant report's stylesheet: the same fixed
-#: navigation bar and section headings; wide tables scroll inside their box.
+#: Inline style of the group page, on top of the participant report's stylesheet: a navigation
+#: bar that stays at the top (sticky: it takes its own space, so however many lines its links wrap
+#: to it never covers the page) and the participant report's section headings; wide tables scroll
+#: inside their box.
 _STYLE = """
-body { padding-top: 4.2rem; }
 main { max-width: 80rem; }
 h1 { font-size: 1.9rem; border-bottom: 2px solid var(--bs-primary); padding-bottom: .3rem; margin-top: 1rem; }
 h2 { font-size: 1.35rem; margin-top: 2rem; padding: .35rem .6rem; background: var(--bs-light);
-     border-left: 4px solid var(--bs-primary); scroll-margin-top: 4rem; }
+     border-left: 4px solid var(--bs-primary); scroll-margin-top: 8rem; }
 h3 { font-size: 1.1rem; margin-top: 1.2rem; color: var(--bs-secondary-color); }
 .table-box { max-width: 100%; max-height: 36rem; overflow: auto; margin: .5em 0 1em; }
 .table-box table { font-size: .85rem; margin: 0; }
@@ -417,7 +418,7 @@ def page(parts: list[str]) -> str:
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>ketflow group report</title><link rel=\"stylesheet\" href=\"{STYLESHEET_HREF}\">"
             f"<style>{_STYLE}</style></head><body>\n"
-            f'<nav class="navbar navbar-expand navbar-dark bg-dark fixed-top"><div class="container-fluid">'
+            f'<nav class="navbar navbar-expand navbar-dark bg-dark sticky-top"><div class="container-fluid">'
             f'<span class="navbar-brand">ketflow &middot; group</span>'
             f'<ul class="navbar-nav me-auto flex-wrap small">{links}</ul></div></nav>\n'
             f'<main class="container-fluid px-4">\n' + body + "\n</main></body></html>\n")

@@ -257,7 +257,7 @@ def subject_summary(runs: list[RunOutputs], config_name: str, config_hash: str) 
         note = ""
     return (note + f"<h3>{len(runs)} runs processed</h3>"
             + _table(["Session", "Task", "Run", "TR (s)", "Volumes", "Dummy", "Censored (FD)", "Retained",
-                      "Residual dof", "Mean FD (mm)", "Confounds"], rows)
+                      "Residual dof", "Mean FD (mm)", "ROI-series confounds"], rows)
             + "<h3>Inputs</h3>" + _table(["Run", "Preprocessed BOLD", "Brain mask", "Confounds", "Events"], inputs))
 
 
