@@ -93,3 +93,17 @@ def test_figures_are_deterministic_and_check_their_inputs(tmp_path):
     zmap = nib.Nifti1Image(rng.normal(size=(10, 12, 10)).astype(np.float32), np.diag([6.0, 6.0, 6.0, 1.0]))
     fig = plot_statmap(zmap, "z map", 3.09, glass=False, background=None, cut_coords=(0, 0, 0))
     assert "voxels with |value| > 3.09" in fig.get_suptitle()
+
+
+def test_group_report_describes_the_resampling_the_outputs_were_made_with(tmp_path):
+    """--reports-only without --sloppy must not describe sloppy outputs with the configured counts."""
+    from ketflow.config import load_config
+    from ketflow.reports.group import _resampling_paragraph
+
+    config = load_config()  # the packaged, publication-grade counts (1000 permutations)
+    assert "1000 permutations" in _resampling_paragraph(tmp_path, config)
+    assert "--sloppy" not in _resampling_paragraph(tmp_path, config)
+    settings = {"n_permutations": 20, "n_selection_bootstrap": 20, "spec": {"n_alphas": 20}}
+    (tmp_path / "model-change_performance.json").write_text(json.dumps({"settings": settings}))
+    text = _resampling_paragraph(tmp_path, config)
+    assert "20 permutations, 20 bootstraps, 20 penalties" in text and "--sloppy" in text

@@ -362,9 +362,29 @@ def _model_comparison_section(out_dir: Path, config: AnalysisConfig) -> list[str
                     _html_table(_read(path))]
 
 
-def _is_sloppy(config: AnalysisConfig) -> bool:
-    """True when the group resampling is at or below ``--sloppy``'s caps on every count."""
-    return all(getattr(config.group, key) <= cap for key, cap in SLOPPY_GROUP.items())
+def _resampling_used(group: Path, config: AnalysisConfig) -> dict[str, int]:
+    """Permutations, selection bootstraps and penalties per mixing value of the fitted models.
+
+    Read from the first model's ``performance.json`` (what was run), so that ``--reports-only``
+    describes the outputs even when its own command line differs (e.g. without ``--sloppy``);
+    the configuration's counts when no model was fitted.
+    """
+    for path in sorted(group.glob("model-*_performance.json")):
+        settings = json.loads(path.read_text()).get("settings", {})
+        if "n_permutations" in settings:
+            return {"n_permutations": settings["n_permutations"],
+                    "n_bootstrap": settings.get("n_selection_bootstrap", config.group.n_bootstrap),
+                    "n_alphas": settings.get("spec", {}).get("n_alphas", config.group.n_alphas)}
+    return {key: getattr(config.group, key) for key in SLOPPY_GROUP}
+
+
+def _resampling_paragraph(group: Path, config: AnalysisConfig) -> str:
+    used = _resampling_used(group, config)
+    sloppy = all(used[key] <= cap for key, cap in SLOPPY_GROUP.items())
+    return (f"<p>Resampling: {used['n_permutations']} permutations, {used['n_bootstrap']} bootstraps, "
+            f"{used['n_alphas']} penalties per mixing value"
+            + (" (<strong>as low as --sloppy sets them: for testing only, do not report these p-values and selection "
+               "frequencies</strong>)" if sloppy else "") + ".</p>")
 
 
 def group_report(out_dir: Path, config: AnalysisConfig) -> str:
@@ -375,10 +395,7 @@ def group_report(out_dir: Path, config: AnalysisConfig) -> str:
              f"{html.escape(config.sessions.followup)} minus {html.escape(config.sessions.baseline)}; the outcome is "
              f"the change in <code>{html.escape(config.clinical.outcome)}</code>. Methods: "
              "<a href=\"logs/CITATION_group.md\">logs/CITATION_group.md</a>.</p>",
-             f"<p>Resampling: {config.group.n_permutations} permutations, {config.group.n_bootstrap} "
-             f"bootstraps, {config.group.n_alphas} penalties per mixing value"
-             + (" (<strong>as low as --sloppy sets them: for testing only, do not report these p-values and selection "
-                "frequencies</strong>)" if _is_sloppy(config) else "") + ".</p>"]
+             _resampling_paragraph(group, config)]
     parts += _feature_section(group, config)
     parts += exclusion_section(out_dir)
     models = _read(group / "models.tsv") if (group / "models.tsv").is_file() else None
