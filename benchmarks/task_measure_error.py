@@ -42,16 +42,7 @@ from common import gppi_roi_signals, prepare_task_run
 from ketflow.config import load_config
 from ketflow.io.design import load_task_design
 from ketflow.io.tables import read_events
-from ketflow.signal.betaseries import (
-    beta_series_correlations,
-    condition_trials,
-    contrast_fisher_z,
-    lss_betas,
-    retained_fraction,
-    trial_regressors,
-    trial_table,
-    usable_trials,
-)
+from ketflow.signal.betaseries import beta_series, contrast_fisher_z, trial_table
 from ketflow.signal.design import contrast_vector
 from ketflow.signal.glm import roi_contrasts
 from ketflow.signal.gppi import nuisance_columns, roi_to_roi_gppi
@@ -74,11 +65,9 @@ def conflict_estimates(prep: dict, files: dict, config, truth_betas: dict) -> tu
              - sum(w * truth_betas["dACC"][c] for c, w in members["congruent"].items()))
     derived = [d.model_dump() for d in task.derived_conditions]
     trials = trial_table(read_events(files["events"]), design, task.conditions, derived)
-    regressors, nuisance = trial_regressors(trials, design), design.matrix[nuisance_columns(design)].to_numpy()
-    betas = lss_betas(rois.to_numpy(), regressors, list(trials["column"]), nuisance)
-    usable = usable_trials(retained_fraction(regressors, nuisance), config.beta_series.max_variance_inflation)
-    masks = {name: mask & usable for name, mask in condition_trials(trials, design).items()}
-    matrices, _ = beta_series_correlations(betas, masks, config.beta_series.min_trials)
+    nuisance = design.matrix[nuisance_columns(design)].to_numpy()
+    matrices = beta_series(rois.to_numpy(), trials, design, nuisance, min_trials=config.beta_series.min_trials,
+                           max_variance_inflation=config.beta_series.max_variance_inflation).matrices
     z = contrast_fisher_z(matrices, task.contrasts[BETA_CONTRAST])
     names = list(rois.columns)
     pairs = pd.DataFrame([{"pair": f"{names[i]}-{names[j]}", "estimate": z[i, j],

@@ -44,16 +44,7 @@ from ..io.names import bids_label
 from ..io.rois import read_labels
 from ..io.tables import read_events
 from ..io.write import write_json, write_tsv
-from ..signal.betaseries import (
-    beta_series_correlations,
-    condition_trials,
-    contrast_fisher_z,
-    lss_betas,
-    retained_fraction,
-    trial_regressors,
-    trial_table,
-    usable_trials,
-)
+from ..signal.betaseries import beta_series, contrast_fisher_z, trial_table
 from ..signal.gppi import nuisance_columns, ppi_roi_signals
 
 
@@ -96,12 +87,10 @@ class BetaSeries(SimpleInterface):
             trials = trial_table(read_events(self.inputs.events_file), design, task.conditions, derived)
         except ValueError as err:
             raise ValueError(f"{Path(self.inputs.events_file).name}: {err}") from err
-        regressors = trial_regressors(trials, design)
-        betas = lss_betas(rois.to_numpy(), regressors, list(trials["column"]), nuisance)
-        retained = retained_fraction(regressors, nuisance)
-        usable = usable_trials(retained, settings.max_variance_inflation)
-        used_trials = {name: of_condition & usable for name, of_condition in condition_trials(trials, design).items()}
-        matrices, counts = beta_series_correlations(betas, used_trials, settings.min_trials)
+        result = beta_series(rois.to_numpy(), trials, design, nuisance, min_trials=settings.min_trials,
+                             max_variance_inflation=settings.max_variance_inflation)
+        betas, retained, usable, matrices, counts = (result.betas, result.retained, result.usable, result.matrices,
+                                                     result.counts)
         cwd = Path(os.getcwd())
         table = pd.concat([trials.drop(columns="modulation").reset_index(drop=True).assign(
                                retained_fraction=retained, used=usable.astype(int)),

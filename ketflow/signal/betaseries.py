@@ -56,6 +56,7 @@ weighted sum of the conditions' Fisher z (``arctanh r``) matrices with the contr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -74,6 +75,8 @@ __all__ = [
     "condition_trials",
     "beta_series_correlations",
     "contrast_fisher_z",
+    "BetaSeries",
+    "beta_series",
 ]
 
 
@@ -266,3 +269,37 @@ def contrast_fisher_z(matrices: Mapping[str, np.ndarray], weights: Mapping[str, 
                 out += w * np.arctanh(r)
     np.fill_diagonal(out, np.nan)
     return out
+
+
+@dataclass(frozen=True)
+class BetaSeries:
+    """One run's beta series and their correlations (:func:`beta_series`).
+
+    betas : (n_trials, n_rois) LSS estimates; retained : (n_trials,) :func:`retained_fraction`;
+    usable : (n_trials,) bool, :func:`usable_trials`; matrices : condition -> (n_rois, n_rois)
+    Pearson r over its usable trials (conditions with at least ``min_trials``); counts :
+    condition -> its number of usable trials.
+    """
+
+    betas: np.ndarray
+    retained: np.ndarray
+    usable: np.ndarray
+    matrices: dict[str, np.ndarray]
+    counts: dict[str, int]
+
+
+def beta_series(rois: np.ndarray, trials: pd.DataFrame, design: TaskDesign, nuisance: np.ndarray, *,
+                min_trials: int, max_variance_inflation: float) -> BetaSeries:
+    """LSS beta series of ``rois`` (n_scans, n_rois) for the ``trials`` of :func:`trial_table`,
+    the trials whose estimate is too variable left out (:func:`usable_trials`), and the Pearson
+    correlation matrix of every condition of ``design`` (:func:`beta_series_correlations`).
+
+    nuisance : (n_scans, k) the design's nuisance columns (confounds, cosines, censoring spikes).
+    """
+    regressors = trial_regressors(trials, design)
+    betas = lss_betas(rois, regressors, list(trials["column"]), nuisance)
+    retained = retained_fraction(regressors, nuisance)
+    usable = usable_trials(retained, max_variance_inflation)
+    masks = {name: of_condition & usable for name, of_condition in condition_trials(trials, design).items()}
+    matrices, counts = beta_series_correlations(betas, masks, min_trials)
+    return BetaSeries(betas, retained, usable, matrices, counts)
